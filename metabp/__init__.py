@@ -1,0 +1,25 @@
+"""metabp: meta-learn the b-functions of backpropagation and read them as implicit learning rates.
+
+The front door::
+
+    g = metabp.MetaNet(hidden=1, act="tanh")      # or Derivative("tanh"), Scaled(0.5)
+    metabp.patch(model, g, where="act2")          # backward uses g in place of sigma'
+    metabp.save(g, "found.bfn"); g = metabp.load("found.bfn")
+    beta = metabp.implicit_lr(g, activation="relu", lr=0.01)
+"""
+
+from metabp._activations import Activation, get_activation
+from metabp._artifact import load, save
+from metabp._bfunctions import BFunction, Derivative, MetaNet, Scaled
+from metabp._implicit_lr import implicit_lr
+from metabp._patch import activations, patch, patched, replace_derivative, stack, unpatch
+from metabp.exceptions import ArtifactError, ConfigError, DataError, MetabpError, PatchError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "patch", "unpatch", "patched", "activations", "stack", "replace_derivative",
+    "load", "save", "implicit_lr",
+    "BFunction", "MetaNet", "Derivative", "Scaled", "Activation", "get_activation",
+    "MetabpError", "PatchError", "ArtifactError", "ConfigError", "DataError",
+]

@@ -1,0 +1,3 @@
+from metabp._cli import main
+
+raise SystemExit(main())

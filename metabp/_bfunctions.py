@@ -1,0 +1,312 @@
+r"""B-functions: what the backward pass multiplies by in place of :math:`\sigma'(z)`.
+
+Backprop computes (paper eq. 1) :math:`\delta^l = ((W^{l+1})^T \delta^{l+1}) \odot \sigma'(z^l)`.
+A b-function ``g`` replaces the factor :math:`\sigma'(z^l)`:
+
+.. math:: \delta^l = ((W^{l+1})^T \delta^{l+1}) \odot g(z^l)
+
+Each kind is one class: :class:`MetaNet` (a learned ``g_omega``), :class:`Derivative` (the
+derivative of another activation), :class:`Scaled` (``c * sigma'``). Every kind answers
+``g(z, activation)`` exactly, and ``vjp(grad, z, y, activation) = grad * g(z)`` fast, which is
+what the backward pass calls. Reference: the paper in ``shared/seeds`` (section 2); Alber et al.
+2018, *Backprop Evolution*.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from metabp._activations import Activation, get_activation
+from metabp._table import Table
+from metabp.exceptions import ConfigError
+
+ActivationLike = str | Activation
+
+
+class BFunction(ABC):
+    """A replacement ``g(z)`` for the activation derivative ``sigma'(z)`` in the backward pass.
+
+    Subclasses implement ``__call__`` (exact values) and may override ``vjp`` (the backward's
+    ``grad * g(z)``) with something faster or closer to autograd's own kernels.
+    """
+
+    kind: ClassVar[str]
+    meta: dict[str, Any]
+
+    @abstractmethod
+    def __call__(self, z: Tensor, activation: ActivationLike | None = None) -> Tensor:
+        """``g(z)`` elementwise; ``activation`` is the sigma this g replaces."""
+
+    def vjp(self, grad: Tensor, z: Tensor, y: Tensor, activation: Activation) -> Tensor:
+        """``grad * g(z)``: the incoming gradient times g, with ``y = sigma(z)`` at hand."""
+        return grad * self(z, activation)
+
+    # --- artifact state: tensors and a JSON-able config; see metabp._artifact ---
+    @abstractmethod
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """The tensors and JSON config that rebuild this b-function with ``from_state``."""
+
+    @classmethod
+    @abstractmethod
+    def from_state(cls, tensors: dict[str, Tensor], config: dict[str, Any]) -> BFunction:
+        """Rebuild from ``state()``; raises ``ConfigError`` on a wrong config or shape."""
+
+
+def _require_activation(activation: ActivationLike | None, who: str) -> Activation:
+    if activation is None:
+        raise ConfigError(f"{who} needs activation=... (the sigma it replaces), got None")
+    return get_activation(activation)
+
+
+class Derivative(BFunction):
+    r"""The derivative of a named activation, in place of :math:`\sigma'`: ``g(z) = tau'(z)``.
+
+    ``Derivative(name)`` patched into its own activation reproduces autograd bit for bit (it
+    calls the same aten backward kernel).
+
+    Args:
+        name: relu, leaky_relu, elu, gelu, silu (swish), softplus, sigmoid, tanh or linear.
+        **kwargs: that activation's options (``negative_slope``, ``alpha``, ``beta``, ...).
+
+    Example:
+        >>> g = Derivative("tanh")
+        >>> g(torch.tensor([0.0]))
+        tensor([1.])
+    """
+
+    kind = "derivative"
+
+    def __init__(self, name: str, **kwargs: Any) -> None:
+        self.of = get_activation(name, **kwargs)
+        self.meta = {}
+
+    def __call__(self, z: Tensor, activation: ActivationLike | None = None) -> Tensor:
+        return self.of.derivative(z)
+
+    def vjp(self, grad: Tensor, z: Tensor, y: Tensor, activation: Activation) -> Tensor:
+        own_y = y if activation == self.of else self.of.forward(z)
+        return self.of.backward(grad, z, own_y)
+
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        return {}, {"name": self.of.name, "kwargs": self.of.kwargs}
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, Tensor], config: dict[str, Any]) -> Derivative:
+        return cls(config["name"], **config.get("kwargs", {}))
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in self.of.kwargs.items())
+        return f"Derivative({self.of.name!r}{extra})"
+
+
+class Scaled(BFunction):
+    r"""``g(z) = c * sigma'(z)`` of the activation it replaces.
+
+    With plain SGD this is exactly a learning rate ``lr * c`` for every parameter below the
+    activation (paper eq. 3-4); Adam-like optimizers divide the constant back out.
+
+    Example:
+        >>> Scaled(0.5)(torch.tensor([-1.0, 2.0]), "relu")
+        tensor([0.0000, 0.5000])
+    """
+
+    kind = "scaled"
+
+    def __init__(self, c: float) -> None:
+        if not math.isfinite(float(c)):
+            raise ConfigError(f"Scaled(c={c!r}): c must be a finite number")
+        self.c = float(c)
+        self.meta = {}
+
+    def __call__(self, z: Tensor, activation: ActivationLike | None = None) -> Tensor:
+        return self.c * _require_activation(activation, "Scaled").derivative(z)
+
+    def vjp(self, grad: Tensor, z: Tensor, y: Tensor, activation: Activation) -> Tensor:
+        return activation.backward(grad, z, y).mul_(self.c)
+
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        return {}, {"c": self.c}
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, Tensor], config: dict[str, Any]) -> Scaled:
+        return cls(config["c"])
+
+    def __repr__(self) -> str:
+        return f"Scaled({self.c!r})"
+
+
+# sup |act''| for smooth hidden activations; kinked ones bound the error by their slope jump
+_SUP_SECOND_DERIVATIVE = {
+    "tanh": 4 / (3 * math.sqrt(3)),
+    "sigmoid": 1 / (6 * math.sqrt(3)),
+    "gelu": 2 / math.sqrt(2 * math.pi),
+    "silu": 0.5,
+    "softplus": 0.25,
+    "elu": 1.0,
+    "linear": 0.0,
+}
+_KINKED = {"relu": 1.0, "leaky_relu": 0.99}  # |jump of act'| at the kink
+_SATURATING = {"tanh", "sigmoid"}
+
+
+class MetaNet(BFunction):
+    r"""A learned b-function, the paper's meta-network (section 3.2.1):
+
+    .. math:: g_\omega(z) = \sum_{k=1}^{H} w_{2,k}\, \phi(w_{1,k} z + b_{1,k}) + b_2
+
+    with ``H = hidden`` units and hidden activation ``phi``. Its weights are one flat vector
+    ``omega = [w_1 (H), b_1 (H), w_2 (H), b_2]`` of ``num_params = 3H + 1`` values, the point
+    a search proposes. The paper's network is ``hidden=1, act="tanh"``.
+
+    The backward pass reads ``g`` from a :class:`~metabp._table.Table` of ``table_size`` cells,
+    rebuilt whenever ``omega`` is assigned; :meth:`table_error_bound` bounds its error.
+
+    Args:
+        hidden: number of hidden units ``H`` (>= 1).
+        act: hidden activation ``phi`` (any name ``metabp`` knows).
+        omega: initial weights, ``num_params`` values; default a seeded uniform draw.
+        seed: seed of that draw.
+        table_size: cells of the lookup table.
+
+    Example:
+        >>> g = MetaNet(hidden=1, act="tanh", omega=[1.0, 0.0, 2.0, 0.5])
+        >>> g(torch.tensor([0.0]))
+        tensor([0.5000])
+        >>> g.num_params
+        4
+    """
+
+    kind = "metanet"
+    saturation: ClassVar[float] = 6.0  # |w1 z + b1| beyond which a hidden unit counts as flat
+    range_limits: ClassVar[tuple[float, float]] = (4.0, 64.0)  # table half-width, min and max
+
+    def __init__(
+        self,
+        hidden: int = 1,
+        act: str = "tanh",
+        *,
+        omega: Tensor | list[float] | None = None,
+        seed: int = 0,
+        table_size: int = 4096,
+    ) -> None:
+        if not isinstance(hidden, int) or hidden < 1:
+            raise ConfigError(f"MetaNet(hidden={hidden!r}): hidden must be an integer >= 1")
+        if table_size < 16:
+            raise ConfigError(f"MetaNet(table_size={table_size!r}): needs at least 16 cells")
+        self.hidden = hidden
+        self.act = get_activation(act)
+        self.table_size = int(table_size)
+        self.meta = {}
+        self._table: Table | None = None
+        if omega is None:
+            gen = torch.Generator().manual_seed(seed)
+            omega = torch.rand(self.num_params, generator=gen, dtype=torch.float64) * 2 - 1
+        self.omega = omega
+
+    @property
+    def num_params(self) -> int:
+        return 3 * self.hidden + 1
+
+    @property
+    def omega(self) -> Tensor:
+        """The flat weight vector ``[w1, b1, w2, b2]`` (float64, 1-D, ``num_params`` long)."""
+        return self._omega.clone()
+
+    @omega.setter
+    def omega(self, value: Tensor | list[float]) -> None:
+        omega = torch.as_tensor(value, dtype=torch.float64).detach().flatten().cpu()
+        if omega.numel() != self.num_params:
+            raise ConfigError(
+                f"omega has {omega.numel()} values but MetaNet(hidden={self.hidden}) needs "
+                f"3*hidden+1 = {self.num_params}"
+            )
+        if not torch.isfinite(omega).all():
+            raise ConfigError(f"omega must be finite, got {omega.tolist()}")
+        self._omega = omega
+        self._table = None  # rebuilt on next use
+        self._device_tables: dict[tuple, Table] = {}
+
+    def weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(w1, b1, w2, b2)`` views of omega, shapes ``(H,), (H,), (H,), ()``."""
+        h = self.hidden
+        o = self._omega
+        return o[:h], o[h : 2 * h], o[2 * h : 3 * h], o[3 * h]
+
+    def __call__(self, z: Tensor, activation: ActivationLike | None = None) -> Tensor:
+        """Exact ``g(z)``, evaluated unit by unit (memory ``O(z)``)."""
+        w1, b1, w2, b2 = (w.to(z.device, z.dtype) for w in self.weights())
+        out = torch.full_like(z, float(b2))
+        for k in range(self.hidden):
+            out.add_(self.act.forward(z * w1[k] + b1[k]), alpha=float(w2[k]))
+        return out
+
+    # --- the table the backward pass reads ---
+    def table_range(self) -> tuple[float, float]:
+        """``[-R, R]`` covering every hidden unit's non-flat region ``|w1 z + b1| < saturation``."""
+        w1, b1, _, _ = self.weights()
+        lo_lim, hi_lim = self.range_limits
+        reach = (b1.abs() + self.saturation) / w1.abs().clamp_min(1e-12)
+        r = float(reach.max().clamp(lo_lim, hi_lim))
+        return -r, r
+
+    @property
+    def table(self) -> Table:
+        if self._table is None:
+            lo, hi = self.table_range()
+            extrapolate = "constant" if self.act.name in _SATURATING else "linear"
+            self._table = Table.build(self, lo, hi, self.table_size, extrapolate=extrapolate)
+        return self._table
+
+    def table_for(self, device: torch.device, dtype: torch.dtype) -> Table:
+        """The table on ``device`` in ``dtype`` (cached until omega changes)."""
+        key = (device, dtype)
+        if key not in self._device_tables:
+            self._device_tables[key] = self.table.to(device, dtype)
+        return self._device_tables[key]
+
+    def table_error_bound(self) -> float:
+        r"""Bound on ``|table(z) - g(z)|`` for ``z`` in the table's range.
+
+        Smooth ``phi``: :math:`\frac{h^2}{8} \sum_k |w_{2,k}| w_{1,k}^2 \sup|\phi''|`.
+        Kinked ``phi`` (relu): :math:`\frac{h}{4} \sum_k |w_{2,k} w_{1,k}|\, |\Delta\phi'|`.
+        Plus float32 rounding of ``a_k + t s_k``: :math:`2^{-21} (\sup|g| + 2 (hi - lo) \sup|g'|)`.
+        """
+        w1, b1, w2, b2 = self.weights()
+        h = self.table.step
+        name = self.act.name
+        if name in _KINKED:
+            interp = h / 4 * float((w2 * w1).abs().sum()) * _KINKED[name]
+        else:
+            interp = h * h / 8 * float((w2.abs() * w1 * w1).sum()) * _SUP_SECOND_DERIVATIVE[name]
+        lo, hi = self.table_range()
+        # every phi here has |phi(u)| <= max(1, |u|) + 1 and |phi'| <= 1.2
+        u_max = w1.abs() * max(abs(lo), abs(hi)) + b1.abs()
+        sup_g = float(b2.abs() + (w2.abs() * (u_max.clamp_min(1) + 1)).sum())
+        sup_dg = 1.2 * float((w2 * w1).abs().sum())
+        return interp + 2.0**-21 * (sup_g + 2 * (hi - lo) * sup_dg)
+
+    def vjp(self, grad: Tensor, z: Tensor, y: Tensor, activation: Activation) -> Tensor:
+        return grad * self.table_for(z.device, z.dtype).lookup(z)
+
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        return {"omega": self._omega.clone()}, {
+            "hidden": self.hidden, "act": self.act.name, "table_size": self.table_size}
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, Tensor], config: dict[str, Any]) -> MetaNet:
+        if "omega" not in tensors:
+            raise ConfigError("a metanet needs the tensor 'omega'; the file has none")
+        return cls(int(config["hidden"]), config.get("act", "tanh"), omega=tensors["omega"],
+                   table_size=int(config.get("table_size", 4096)))
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{v:.4g}" for v in self._omega.tolist())
+        return f"MetaNet(hidden={self.hidden}, act={self.act.name!r}, omega=[{values}])"
+
+
+KINDS: dict[str, type[BFunction]] = {c.kind: c for c in (MetaNet, Derivative, Scaled)}

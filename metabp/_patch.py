@@ -1,0 +1,235 @@
+r"""Patching activation modules so their backward multiplies by ``g(z)`` instead of ``sigma'(z)``.
+
+Forward is unchanged: ``y = sigma(z)``. Backward returns ``grad_z = grad_y * g(z)``, so for the
+layer below, :math:`\delta^l = ((W^{l+1})^T \delta^{l+1}) \odot g(z^l)` (paper eq. 1 with
+``sigma'`` swapped for ``g``).
+
+A patch sets an instance ``forward`` on the module (and two attributes); it adds no parameters
+or buffers, so a patched model's ``state_dict`` is the unpatched one's.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import types
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from metabp._activations import Activation, activation_of
+from metabp._bfunctions import BFunction, Derivative, MetaNet, Scaled
+from metabp._table import Table
+from metabp.exceptions import ConfigError, PatchError
+
+Selector = str | int | Sequence[str | int]
+
+
+class ReplaceDerivative(torch.autograd.Function):
+    """``y = sigma(z)`` forward; ``grad_z = g.vjp(grad_y, z, y)`` backward."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(z: Tensor, bfn: BFunction, activation: Activation) -> Tensor:
+        return activation.forward(z)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        z, bfn, activation = inputs
+        ctx.save_for_backward(z, output)
+        ctx.bfn = bfn
+        ctx.activation = activation
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        z, y = ctx.saved_tensors
+        return ctx.bfn.vjp(grad, z, y, ctx.activation), None, None
+
+
+def replace_derivative(z: Tensor, bfn: BFunction, activation: Activation | str) -> Tensor:
+    """Functional form: ``sigma(z)`` whose backward uses ``bfn`` in place of ``sigma'``."""
+    from metabp._activations import get_activation
+
+    return ReplaceDerivative.apply(z, bfn, get_activation(activation))
+
+
+# ------------------------------------------------------------------- stacked b-functions
+class Stacked(BFunction):
+    """``K`` b-functions for ``K`` copies of a model batched along dim 0 (``z`` is ``K x ...``).
+
+    Copy ``k`` of the batch backprops through ``bfns[k]``: exactly what ``bfns[k]`` alone gives
+    to the unbatched copy, elementwise. MetaNets share one gather over their stacked tables.
+
+    Example:
+        >>> g = stack([Scaled(1.0), Scaled(0.5)])
+        >>> g(torch.ones(2, 3), "relu")[:, 0]
+        tensor([1.0000, 0.5000])
+    """
+
+    kind = "stacked"
+
+    def __init__(self, bfns: Sequence[BFunction]) -> None:
+        bfns = list(bfns)
+        if not bfns:
+            raise ConfigError("stack(bfns=[]): needs at least one b-function")
+        if any(isinstance(b, Stacked) for b in bfns):
+            raise ConfigError("stack(): b-functions inside a stack cannot be stacks themselves")
+        self.bfns = bfns
+        self.meta = {}
+        self._cache: dict[tuple, tuple] = {}
+
+    def __len__(self) -> int:
+        return len(self.bfns)
+
+    def __call__(self, z: Tensor, activation: Any = None) -> Tensor:
+        self._check(z)
+        return torch.stack([b(z[k], activation) for k, b in enumerate(self.bfns)])
+
+    def _check(self, z: Tensor) -> None:
+        if z.dim() == 0 or z.shape[0] != len(self.bfns):
+            raise PatchError(
+                f"a stack of {len(self.bfns)} b-functions needs inputs with {len(self.bfns)} "
+                f"copies on dim 0, got shape {tuple(z.shape)}"
+            )
+
+    def _tables(self, device: torch.device, dtype: torch.dtype, ndim: int) -> tuple:
+        """Concatenated MetaNet tables, with per-copy shift/scale/bounds broadcast over ``ndim``."""
+        key = (device, dtype, ndim, tuple(id(b._table) for b in self.bfns))
+        if key not in self._cache:
+            tables: list[Table] = [b.table_for(device, dtype) for b in self.bfns]
+            view = (len(tables),) + (1,) * (ndim - 1)
+            n = torch.tensor([t.n for t in tables])
+            offsets = torch.cumsum(n, 0) - n
+            self._cache = {key: (
+                torch.tensor([-t.lo / t.step for t in tables], dtype=dtype, device=device).view(view),
+                torch.tensor([1 / t.step for t in tables], dtype=dtype, device=device).view(view),
+                torch.tensor([[0.0, t.n] if t.constant_outside else [-float("inf"), float("inf")]
+                              for t in tables], dtype=dtype, device=device).T.reshape((2,) + view),
+                (n - 1).to(device, dtype).view(view),
+                offsets.to(device, torch.int32).view(view),
+                torch.cat([t.intercepts for t in tables]),
+                torch.cat([t.slopes for t in tables]),
+            )}
+        return self._cache[key]
+
+    def vjp(self, grad: Tensor, z: Tensor, y: Tensor, activation: Activation) -> Tensor:
+        self._check(z)
+        if all(isinstance(b, MetaNet) for b in self.bfns):
+            shift, scale, t_range, last, offsets, intercepts, slopes = self._tables(
+                z.device, z.dtype, z.dim())
+            t = torch.addcmul(shift, z, scale)
+            t = torch.clamp(t, t_range[0], t_range[1])  # constant_outside tables stop at 0 and n
+            index = torch.minimum(t.clamp(min=0), last).to(torch.int32).add_(offsets)
+            return grad * torch.addcmul(intercepts[index], t, slopes[index])
+        if all(isinstance(b, Scaled) for b in self.bfns):
+            c = torch.tensor([b.c for b in self.bfns], dtype=grad.dtype, device=grad.device)
+            return activation.backward(grad, z, y).mul_(c.view((-1,) + (1,) * (z.dim() - 1)))
+        return torch.stack([b.vjp(grad[k], z[k], y[k], activation)
+                            for k, b in enumerate(self.bfns)])
+
+    def state(self):
+        raise ConfigError("a stack is not saved whole; save each of stack.bfns on its own")
+
+    @classmethod
+    def from_state(cls, tensors, config):
+        raise ConfigError("a stack is not saved whole; load each b-function on its own")
+
+    def __repr__(self) -> str:
+        return f"stack({self.bfns!r})"
+
+
+def stack(bfns: Iterable[BFunction]) -> Stacked:
+    """``K`` b-functions for a model batched along dim 0 into ``K`` independent copies."""
+    return Stacked(list(bfns))
+
+
+# ------------------------------------------------------------------- patching modules
+def activations(model: nn.Module) -> dict[str, nn.Module]:
+    """The patchable activation modules of ``model`` by qualified name, in module order."""
+    return {name: m for name, m in model.named_modules() if activation_of(m) is not None}
+
+
+def _select(model: nn.Module, where: Selector) -> dict[str, nn.Module]:
+    found = activations(model)
+    names = list(found)
+    if not names:
+        raise PatchError(
+            f"{type(model).__name__} has no activation modules to patch (nn.ReLU, nn.Tanh, ...); "
+            "functional calls such as F.relu cannot be patched: use the module form"
+        )
+    selectors = [where] if isinstance(where, (str, int)) else list(where)
+    chosen: list[str] = []
+    for sel in selectors:
+        if isinstance(sel, int):
+            if not -len(names) <= sel < len(names):
+                raise PatchError(
+                    f"where={sel!r} is out of range: the model has {len(names)} activations "
+                    f"({', '.join(names)})"
+                )
+            hits = [names[sel]]
+        else:
+            hits = [n for n in names if n == sel or fnmatch.fnmatchcase(n, sel)]
+            if not hits:
+                raise PatchError(
+                    f"where={sel!r} matches no activation; the model's activations are: "
+                    f"{', '.join(names)}"
+                )
+        chosen += [h for h in hits if h not in chosen]
+    return {n: found[n] for n in chosen}
+
+
+def _patched_forward(self: nn.Module, z: Tensor) -> Tensor:
+    return ReplaceDerivative.apply(z, self._metabp_bfn, self._metabp_activation)
+
+
+def patch(model: nn.Module, bfn: BFunction, where: Selector = "*") -> list[str]:
+    """Make the selected activations of ``model`` backprop ``bfn`` in place of ``sigma'``.
+
+    Args:
+        model: any ``nn.Module``; its activation modules (ReLU, LeakyReLU, ELU, GELU, SiLU,
+            Softplus, Sigmoid, Tanh) can be patched.
+        bfn: the b-function (``MetaNet``, ``Derivative``, ``Scaled``, or a ``stack`` of them).
+        where: a module name, a glob (``"act*"``, ``"features.*"``), an index among the
+            activations (``-1`` is the last), or a list of these. Default: every activation.
+
+    Returns:
+        The names of the patched modules.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> patch(net, Scaled(0.5), where=0)
+        ['1']
+    """
+    if not isinstance(bfn, BFunction):
+        raise PatchError(
+            f"bfn={bfn!r} is not a b-function; pass metabp.MetaNet, Derivative, Scaled or "
+            "a metabp.stack of them"
+        )
+    selected = _select(model, where)
+    for module in selected.values():
+        module._metabp_bfn = bfn
+        module._metabp_activation = activation_of(module)
+        module.forward = types.MethodType(_patched_forward, module)
+    return list(selected)
+
+
+def unpatch(model: nn.Module, where: Selector = "*") -> list[str]:
+    """Return the selected activations (default: all) to plain autograd; returns their names."""
+    done = []
+    for name, module in _select(model, where).items():
+        if "_metabp_bfn" in module.__dict__:
+            for attr in ("forward", "_metabp_bfn", "_metabp_activation"):
+                module.__dict__.pop(attr, None)
+            done.append(name)
+    return done
+
+
+def patched(model: nn.Module) -> dict[str, BFunction]:
+    """The patched activations of ``model`` and the b-function each backprops."""
+    return {n: m._metabp_bfn for n, m in activations(model).items() if "_metabp_bfn" in m.__dict__}
+
+
+__all__ = ["patch", "unpatch", "patched", "activations", "stack", "Stacked",
+           "replace_derivative", "ReplaceDerivative", "Derivative", "Scaled", "MetaNet"]
