@@ -1,0 +1,108 @@
+"""Tests for metabp/plots.py: files are written and the numbers behind them are right."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import metabp
+from metabp import plots
+from metabp._cli import main
+from metabp.exceptions import ConfigError
+
+torch.set_num_threads(1)
+
+
+def _is_png(path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("c", [0.5, 2.0, -1.0])
+def test_implicit_lr_of_scaled_relu_is_lr_times_c(tmp_path, c):
+    out = plots.plot_implicit_lr(metabp.Scaled(c), "relu", lr=0.01, path=tmp_path / "beta.png")
+    assert _is_png(out.path) and out.path.stat().st_size > 1000
+    z, beta = out.data["z"], out.data["beta"]
+    np.testing.assert_allclose(beta[z > 0], 0.01 * c, rtol=1e-12)
+    assert np.isnan(beta[z < 0]).all()
+    np.testing.assert_allclose(out.data["g"][z > 0], c)
+    np.testing.assert_array_equal(out.data["dsigma"], (z > 0).astype(float))
+
+
+def test_implicit_lr_of_derivative_tanh_under_relu(tmp_path):
+    # g = tanh' in place of relu': beta = lr (1 - tanh^2) on z > 0
+    z = torch.linspace(-3, 3, 61, dtype=torch.float64)
+    out = plots.plot_implicit_lr(metabp.Derivative("tanh"), "relu", lr=0.1, path=tmp_path / "b.png", z=z,
+                                 optimizer="adam")
+    zz = out.data["z"]
+    np.testing.assert_allclose(out.data["beta"][zz > 0], 0.1 * (1 - np.tanh(zz[zz > 0]) ** 2), rtol=1e-12)
+    assert np.isnan(out.data["beta"][zz <= 0]).all()
+
+
+def test_implicit_lr_smooth_activation_defined_everywhere(tmp_path):
+    g = metabp.MetaNet(omega=[1.0, 0.0, 2.0, 0.5])
+    out = plots.plot_implicit_lr(g, "tanh", lr=0.1, path=tmp_path / "b.png")
+    zz = torch.from_numpy(out.data["z"])
+    expect = 0.1 * (2 * torch.tanh(zz) + 0.5) / (1 - torch.tanh(zz) ** 2)
+    np.testing.assert_allclose(out.data["beta"], expect.numpy(), rtol=1e-10)
+
+
+def test_optimizer_note_says_which_case():
+    assert "scale-invariant" in plots.optimizer_note("adam")
+    assert "SGD-like" in plots.optimizer_note("sgd")
+    assert "SGD-like" in plots.optimizer_note("momentum")
+
+
+def test_plot_bfunctions_and_spread(tmp_path):
+    gs = {"relu'": metabp.Derivative("relu"), "sigmoid'": metabp.Derivative("sigmoid")}
+    out = plots.plot_bfunctions(gs, "relu", tmp_path / "f.png")
+    assert _is_png(out.path)
+    np.testing.assert_allclose(out.data["sigmoid'"], 0.25 / np.cosh(out.data["z"] / 2) ** 2, rtol=1e-10)
+    cands = [metabp.Scaled(c) for c in (1.0, 2.0, 3.0)]
+    sp = plots.plot_bfunction_spread(cands, "relu", tmp_path / "s.png")
+    assert sp.data["curves"].shape == (3, 401)
+    np.testing.assert_allclose(sp.data["median"][sp.data["z"] > 0], 2.0)
+
+
+def test_loss_curves_mean_and_band(tmp_path):
+    out = plots.plot_loss_curves({"a": [[1.0, 2.0, 3.0], [3.0, 4.0, 5.0]], "b": [1.0, math.nan, 0.5]},
+                                 tmp_path / "l.png", logy=True)
+    assert _is_png(out.path)
+    np.testing.assert_allclose(out.data["a/mean"], [2.0, 3.0, 4.0])
+    np.testing.assert_allclose(out.data["a/min"], [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(out.data["a/max"], [3.0, 4.0, 5.0])
+    assert np.isnan(out.data["b/mean"][1])
+
+
+def test_search_trace_is_running_minimum(tmp_path):
+    out = plots.plot_search_trace({"gp": [3.0, 2.0, math.nan, 2.5, 1.0]}, tmp_path / "t.png",
+                                  reference={"plain": 2.2})
+    np.testing.assert_allclose(out.data["gp"], [3.0, 2.0, 2.0, 2.0, 1.0])
+
+
+def test_alignment_plot(tmp_path):
+    out = plots.plot_alignment({"fc1.weight": [1.0, 0.9, 0.8]}, tmp_path / "a.png")
+    assert _is_png(out.path)
+
+
+def test_errors_name_the_argument(tmp_path):
+    with pytest.raises(ConfigError, match="lr=-1"):
+        plots.plot_implicit_lr(metabp.Scaled(1.0), "relu", lr=-1, path=tmp_path / "x.png")
+    with pytest.raises(ConfigError, match=r"\.png"):
+        plots.plot_bfunction(metabp.Scaled(1.0), "relu", tmp_path / "x.pdf")
+    with pytest.raises(ConfigError, match="empty"):
+        plots.plot_loss_curves({}, tmp_path / "x.png")
+
+
+def test_cli_plot_implicit_lr(tmp_path, capsys):
+    bfn = metabp.save(metabp.Scaled(0.5), tmp_path / "best.bfn")
+    out = tmp_path / "beta.png"
+    rc = main(["plot", "implicit-lr", str(bfn), "--activation", "relu", "--lr", "0.01", "-o", str(out)])
+    assert rc == 0 and _is_png(out)
+    text = capsys.readouterr().out
+    assert "beta in [0.005, 0.005]" in text
+    assert main(["plot", "bfunction", str(bfn), "-o", str(tmp_path / "g.png")]) == 0
+    assert main(["plot", "implicit-lr", str(tmp_path / "missing.bfn")]) == 1
