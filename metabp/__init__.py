@@ -11,6 +11,7 @@ The front door::
 from metabp._activations import Activation, get_activation
 from metabp._artifact import load, save
 from metabp._bfunctions import BFunction, Derivative, MetaNet, Scaled
+from metabp._feedback import LayerAlignment, alignment, feedback, feedbacks, unfeedback
 from metabp._implicit_lr import implicit_lr
 from metabp._patch import activations, patch, patched, replace_derivative, stack, unpatch
 from metabp.exceptions import ArtifactError, ConfigError, DataError, MetabpError, PatchError
@@ -21,5 +22,6 @@ __all__ = [
     "patch", "unpatch", "patched", "activations", "stack", "replace_derivative",
     "load", "save", "implicit_lr",
     "BFunction", "MetaNet", "Derivative", "Scaled", "Activation", "get_activation",
+    "feedback", "unfeedback", "feedbacks", "alignment", "LayerAlignment",
     "MetabpError", "PatchError", "ArtifactError", "ConfigError", "DataError",
 ]
