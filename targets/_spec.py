@@ -1,0 +1,243 @@
+"""Target presets: a frozen, validated :class:`TargetSpec` per named target, and its model and data.
+
+A target is the network whose training scores a b-function. ``get_target(name, **overrides)``
+returns the preset with any field replaced; ``build_model(spec, seed)`` and
+``load_data(spec, data_dir)`` give the pieces :func:`metabp.targets.train` puts together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from metabp.targets._data import Data
+from metabp.targets._init import check_init, initialize
+from metabp.targets._optim import check_lr, check_optimizer
+from torch import nn
+
+from metabp._activations import get_activation
+from metabp.exceptions import ConfigError
+
+# dataset -> (input shape of one example, number of classes)
+DATASETS: dict[str, tuple[tuple[int, ...], int]] = {
+    "gaussians": ((2,), 2),
+    "digits": ((64,), 10),
+    "mnist1d": ((1, 40), 10),
+    "fashion": ((1, 28, 28), 10),
+    "mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+}
+NETWORKS = ("mlp", "lenet", "cnn1d", "simplenet")
+DEFAULT_MAX_LOSS = 100.0
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """Everything that defines one target's training run (besides the seed and the b-function).
+
+    Attributes:
+        name: the preset's name (kept when fields are overridden).
+        dataset: ``gaussians``, ``digits``, ``mnist1d``, ``fashion``, ``mnist`` or ``cifar10``.
+        network: ``mlp``, ``lenet``, ``cnn1d`` or ``simplenet``.
+        optimizer: one of :data:`metabp.targets.OPTIMIZERS` (``adam``, ``sgd``, ...).
+        lr: learning rate, finite and >= 0.
+        epochs: passes over the training set, >= 1.
+        batch_size: examples per step; ``None`` is full batch (one step an epoch).
+        init: ``he``, ``uniform`` (1/sqrt(fan_in)), ``glorot`` (alias ``normalized``) or ``default``.
+        where: the preset's patch site for the b-function (``"act2"``: the activation after fc2).
+        activation: the hidden units' activation (``relu``, ``tanh``, ...).
+        feedback: ``None`` or a mode for ``metabp.feedback(model, mode)`` (feedback alignment, ...).
+        trainable: ``None`` (all parameters train) or a glob of parameter names (``"fc2.*"``);
+            the others are frozen.
+        max_loss: the divergence cap: a step loss above it, or NaN/inf, stops the run as diverged.
+        hidden: hidden widths of an ``mlp``.
+        bias: whether linear/conv layers have biases.
+        width: channel multiplier of ``simplenet`` (1.0 = the published network).
+        train_size: use only the first ``train_size`` training examples (``None``: all).
+    """
+
+    name: str
+    dataset: str
+    network: str
+    optimizer: str = "adam"
+    lr: float = 0.001
+    epochs: int = 1
+    batch_size: int | None = None
+    init: str = "he"
+    where: str = "act1"
+    activation: str = "relu"
+    feedback: str | None = None
+    trainable: str | None = None
+    max_loss: float = DEFAULT_MAX_LOSS
+    hidden: tuple[int, ...] = (100, 100)
+    bias: bool = True
+    width: float = 1.0
+    train_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"dataset={self.dataset!r} is not known; choose one of {', '.join(DATASETS)}")
+        if self.network not in NETWORKS:
+            raise ConfigError(f"network={self.network!r} is not known; choose one of {', '.join(NETWORKS)}")
+        object.__setattr__(self, "optimizer", check_optimizer(self.optimizer))
+        object.__setattr__(self, "lr", check_lr(self.lr))
+        object.__setattr__(self, "init", check_init(self.init))
+        get_activation(self.activation)
+        _positive_int("epochs", self.epochs)
+        if self.batch_size is not None:
+            _positive_int("batch_size", self.batch_size)
+        if self.train_size is not None:
+            _positive_int("train_size", self.train_size)
+        try:
+            hidden = tuple(int(h) for h in self.hidden)
+        except (TypeError, ValueError):
+            raise ConfigError(f"hidden={self.hidden!r} must be a list of positive ints") from None
+        if not hidden or any(h < 1 for h in hidden):
+            raise ConfigError(f"hidden={self.hidden!r} must be a non-empty list of positive ints")
+        object.__setattr__(self, "hidden", hidden)
+        if not (isinstance(self.max_loss, (int, float)) and math.isfinite(self.max_loss)
+                and self.max_loss > 0):
+            raise ConfigError(f"max_loss={self.max_loss!r} must be a finite number > 0")
+        if not (isinstance(self.width, (int, float)) and self.width > 0):
+            raise ConfigError(f"width={self.width!r} must be a number > 0")
+        for key in ("where", "feedback", "trainable"):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{key}={value!r} must be a string or None")
+        if not isinstance(self.where, str):
+            raise ConfigError(f"where={self.where!r} must be an activation name such as 'act2'")
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return DATASETS[self.dataset][0]
+
+    @property
+    def num_classes(self) -> int:
+        return DATASETS[self.dataset][1]
+
+
+def _positive_int(key: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key}={value!r} must be an int >= 1")
+
+
+PRESETS: dict[str, TargetSpec] = {s.name: s for s in (
+    # paper 3.1: Input -> FC1 -> ReLU -> FC2 -> ReLU -> FC3, no biases, Adam 0.1, full batch, 100 epochs
+    TargetSpec("gaussians-mlp3", "gaussians", "mlp", optimizer="adam", lr=0.1, epochs=100,
+               batch_size=None, where="act2", hidden=(16, 16), bias=False),
+    TargetSpec("digits-mlp", "digits", "mlp", optimizer="adam", lr=0.01, epochs=10, batch_size=64,
+               where="act2", hidden=(32, 32)),
+    # MNIST-1D's baselines: Adam 1e-2, batch 100 (Greydanus 2020)
+    TargetSpec("mnist1d-mlp", "mnist1d", "mlp", optimizer="adam", lr=0.01, epochs=50, batch_size=100,
+               where="act2", hidden=(100, 100)),
+    TargetSpec("mnist1d-cnn", "mnist1d", "cnn1d", optimizer="adam", lr=0.01, epochs=50, batch_size=100,
+               where="act2"),
+    TargetSpec("fashion-mlp", "fashion", "mlp", optimizer="adam", lr=0.001, epochs=2, batch_size=128,
+               where="act2", hidden=(256, 256)),
+    TargetSpec("fashion-lenet", "fashion", "lenet", optimizer="adam", lr=0.001, epochs=2,
+               batch_size=128, where="act3"),
+    TargetSpec("mnist-mlp", "mnist", "mlp", optimizer="adam", lr=0.001, epochs=2, batch_size=128,
+               where="act2", hidden=(256, 256)),
+    TargetSpec("mnist-lenet", "mnist", "lenet", optimizer="adam", lr=0.001, epochs=2, batch_size=128,
+               where="act3"),
+    # paper 3.2: SimpleNet, Adadelta lr 0.01, 5 epochs, the b-function in one conv block's ReLU
+    TargetSpec("cifar10-simplenet", "cifar10", "simplenet", optimizer="adadelta", lr=0.01, epochs=5,
+               batch_size=128, where="act4"),
+)}
+
+FIELDS = tuple(f.name for f in dataclasses.fields(TargetSpec))
+
+
+def list_targets() -> list[str]:
+    """Names of the presets ``get_target`` knows."""
+    return list(PRESETS)
+
+
+def get_target(name: str | TargetSpec, **overrides: object) -> TargetSpec:
+    """The preset ``name`` with ``overrides`` replacing its fields (validated).
+
+    Example:
+        >>> spec = get_target("gaussians-mlp3", optimizer="sgd", lr=0.5, epochs=20)
+        >>> spec.optimizer, spec.lr, spec.epochs, spec.where
+        ('sgd', 0.5, 20, 'act2')
+    """
+    if isinstance(name, TargetSpec):
+        base = name
+    elif name in PRESETS:
+        base = PRESETS[name]
+    else:
+        raise ConfigError(f"target={name!r} is not known; choose one of {', '.join(PRESETS)}")
+    unknown = [k for k in overrides if k not in FIELDS or k == "name"]
+    if unknown:
+        raise ConfigError(
+            f"get_target({base.name!r}): unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"allowed keys: {', '.join(f for f in FIELDS if f != 'name')}"
+        )
+    if "hidden" in overrides and overrides["hidden"] is not None and not isinstance(
+            overrides["hidden"], (str, bytes)):
+        try:
+            overrides["hidden"] = tuple(overrides["hidden"])  # lists from TOML
+        except TypeError:
+            pass
+    return dataclasses.replace(base, **overrides)
+
+
+# ----------------------------------------------------------------------------- model and data
+def _factory(spec: TargetSpec) -> Callable[[], nn.Module]:
+    from metabp.targets._net_cnn1d import cnn1d
+    from metabp.targets._net_lenet import lenet
+    from metabp.targets._net_mlp import mlp
+    from metabp.targets._net_simplenet import simplenet
+
+    shape, classes, act = spec.in_shape, spec.num_classes, spec.activation
+    return {
+        "mlp": lambda: mlp(shape, classes, hidden=spec.hidden, activation=act, bias=spec.bias),
+        "lenet": lambda: lenet(shape, classes, activation=act),
+        "cnn1d": lambda: cnn1d(shape, classes, activation=act),
+        "simplenet": lambda: simplenet(shape, classes, activation=act, width=spec.width),
+    }[spec.network]
+
+
+def build_model(spec: TargetSpec, seed: int = 0) -> nn.Sequential:
+    """The target network with its initial weights for ``seed`` (the same for every candidate).
+
+    Construction runs under a forked global RNG seeded with ``seed``; the named ``init`` then
+    draws from a ``torch.Generator`` seeded with ``seed``. The global RNG is left untouched.
+    """
+    if spec.network in ("lenet",) and spec.in_shape != (1, 28, 28):
+        raise ConfigError(f"network='lenet' needs 28x28 images, dataset={spec.dataset!r} has {spec.in_shape}")
+    if spec.network == "cnn1d" and len(spec.in_shape) != 2:
+        raise ConfigError(f"network='cnn1d' needs 1-D signals, dataset={spec.dataset!r} has {spec.in_shape}")
+    if spec.network == "simplenet" and len(spec.in_shape) != 3:
+        raise ConfigError(f"network='simplenet' needs images, dataset={spec.dataset!r} has {spec.in_shape}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _factory(spec)()
+    initialize(model, spec.init, torch.Generator().manual_seed(seed))
+    return model
+
+
+def load_data(spec: TargetSpec, data_dir: str | os.PathLike | None = None) -> Data:
+    """The dataset of ``spec`` in memory (cached per process); ``DataError`` if files are missing."""
+    from metabp.targets import _data_cifar10, _data_digits, _data_gaussians, _data_idx, _data_mnist1d
+
+    data = {
+        "gaussians": lambda: _data_gaussians.load_gaussians(),
+        "digits": lambda: _data_digits.load_digits(),
+        "mnist1d": lambda: _data_mnist1d.load_mnist1d(),
+        "fashion": lambda: _data_idx.load_fashion(data_dir),
+        "mnist": lambda: _data_idx.load_mnist(data_dir),
+        "cifar10": lambda: _data_cifar10.load_cifar10(data_dir),
+    }[spec.dataset]()
+    if spec.train_size is not None and spec.train_size < len(data.y_train):
+        data = Data(data.x_train[: spec.train_size], data.y_train[: spec.train_size], data.x_test,
+                    data.y_test, data.num_classes)
+    return data
+
+
+__all__ = ["TargetSpec", "PRESETS", "get_target", "list_targets", "build_model", "load_data",
+           "DATASETS", "NETWORKS", "DEFAULT_MAX_LOSS"]
