@@ -10,10 +10,12 @@ The front door::
 
 from metabp._activations import Activation, get_activation
 from metabp._artifact import load, save
+from metabp._batch_manhattan import BatchManhattan
 from metabp._bfunctions import BFunction, Derivative, MetaNet, Scaled
 from metabp._feedback import LayerAlignment, alignment, feedback, feedbacks, unfeedback
 from metabp._implicit_lr import implicit_lr
 from metabp._patch import activations, patch, patched, replace_derivative, stack, unpatch
+from metabp._synthetic import SyntheticGradient, set_synthetic_labels, synthetic_gradients
 from metabp.exceptions import ArtifactError, ConfigError, DataError, MetabpError, PatchError
 
 __version__ = "0.1.0"
@@ -22,6 +24,7 @@ __all__ = [
     "patch", "unpatch", "patched", "activations", "stack", "replace_derivative",
     "load", "save", "implicit_lr",
     "BFunction", "MetaNet", "Derivative", "Scaled", "Activation", "get_activation",
-    "feedback", "unfeedback", "feedbacks", "alignment", "LayerAlignment",
+    "feedback", "unfeedback", "feedbacks", "alignment", "LayerAlignment", "BatchManhattan",
+    "SyntheticGradient", "synthetic_gradients", "set_synthetic_labels",
     "MetabpError", "PatchError", "ArtifactError", "ConfigError", "DataError",
 ]
