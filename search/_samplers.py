@@ -1,0 +1,151 @@
+"""Samplers by name: metabp's BoTorch GP sampler and the baselines it must beat.
+
+Every entry of :data:`SAMPLERS` is a factory ``f(*, bounds, names, n_initial, seed, acquisition)``
+returning an ``optuna.samplers.BaseSampler``, so storage, workers and optuna-dashboard work the
+same for all of them:
+
+========  ==================================================================================
+botorch   Sobol start (``n_initial`` points), then a GP + LogEI/qLogEI proposal (``_botorch``)
+          through optuna-integration's ``BoTorchSampler``; trials other workers still run are
+          pending points.
+random    ``optuna.samplers.RandomSampler``: uniform in the box.
+tpe       ``optuna.samplers.TPESampler`` (multivariate, constant liar for parallel workers).
+gp        ``optuna.samplers.GPSampler`` (Optuna's own GP + LogEI), deterministic objective.
+cmaes     ``optuna.samplers.CmaEsSampler`` from the box's centre, sigma0 = min width / 6.
+========  ==================================================================================
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, FloatDistribution
+from optuna.samplers import BaseSampler
+from optuna.study import Study as OptunaStudy
+from optuna.trial import FrozenTrial
+
+from metabp.exceptions import ConfigError
+
+Bounds = Sequence[tuple[float, float]]
+SamplerFactory = Callable[..., BaseSampler]
+
+
+class SobolSampler(BaseSampler):
+    """Scrambled Sobol points, the ``n``-th point for trial number ``n``.
+
+    Indexing by trial number (unique across workers) rather than by a counter means two workers
+    never draw the same point, and the design is the same however many workers share a study.
+
+    Args:
+        bounds: ``(lo, hi)`` per parameter, in the order of ``names``.
+        names: parameter names.
+        seed: scrambling seed.
+    """
+
+    def __init__(self, *, bounds: Bounds, names: Sequence[str], seed: int = 0) -> None:
+        from scipy.stats import qmc
+
+        self._lo = np.array([b[0] for b in bounds], dtype=float)
+        self._hi = np.array([b[1] for b in bounds], dtype=float)
+        self._index = {n: i for i, n in enumerate(names)}
+        self._engine = qmc.Sobol(len(names), scramble=True, seed=seed)
+        self._points = np.empty((0, len(names)))
+        self._lock = threading.Lock()
+        self._fallback = optuna.samplers.RandomSampler(seed=seed)
+
+    def point(self, number: int) -> np.ndarray:
+        """The ``number``-th Sobol point in raw units."""
+        with self._lock, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # balance warnings for non-powers of two
+            while len(self._points) <= number:
+                self._points = np.vstack([self._points, self._engine.random(64)])
+        return self._lo + self._points[number] * (self._hi - self._lo)
+
+    def infer_relative_search_space(self, study: OptunaStudy, trial: FrozenTrial) -> dict:
+        return {}
+
+    def sample_relative(self, study: OptunaStudy, trial: FrozenTrial, search_space: dict) -> dict:
+        return {}
+
+    def sample_independent(
+        self, study: OptunaStudy, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        i = self._index.get(param_name)
+        if i is None or not isinstance(param_distribution, FloatDistribution):
+            return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+        value = float(self.point(trial.number)[i])
+        return min(max(value, param_distribution.low), param_distribution.high)
+
+
+def _botorch(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int, acquisition: str = "logei"):
+    from optuna_integration import BoTorchSampler
+
+    from ._botorch import GPCandidates
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = BoTorchSampler(
+            candidates_func=GPCandidates(acquisition=acquisition),
+            n_startup_trials=n_initial,
+            consider_running_trials=True,
+            independent_sampler=SobolSampler(bounds=bounds, names=names, seed=seed),
+            seed=seed,
+        )
+    return sampler
+
+
+def _random(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int, acquisition: str = "logei"):
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _tpe(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int, acquisition: str = "logei"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=n_initial, multivariate=True, constant_liar=True
+        )
+
+
+def _gp(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int, acquisition: str = "logei"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.GPSampler(
+            seed=seed, n_startup_trials=n_initial, deterministic_objective=True
+        )
+
+
+def _cmaes(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int, acquisition: str = "logei"):
+    # Optuna's defaults are the box's centre and sigma0 = min width / 6 (x0/sigma0 are deprecated).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+
+
+#: name -> factory. Add an entry to make a sampler selectable in study files and ``minimize``.
+SAMPLERS: dict[str, SamplerFactory] = {
+    "botorch": _botorch,
+    "random": _random,
+    "tpe": _tpe,
+    "gp": _gp,
+    "cmaes": _cmaes,
+}
+
+
+def make_sampler(
+    name: str,
+    *,
+    bounds: Bounds,
+    names: Sequence[str],
+    n_initial: int,
+    seed: int = 0,
+    acquisition: str = "logei",
+) -> BaseSampler:
+    """Build the sampler ``name`` from :data:`SAMPLERS` (error lists the names allowed)."""
+    if name not in SAMPLERS:
+        raise ConfigError(f"sampler={name!r}: unknown sampler; choose one of {', '.join(SAMPLERS)}")
+    return SAMPLERS[name](bounds=bounds, names=names, n_initial=n_initial, seed=seed, acquisition=acquisition)

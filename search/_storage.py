@@ -1,0 +1,46 @@
+"""Storage by URL: where a study's trials live.
+
+=================================================  ==========================================
+``memory`` / ``:memory:``                           in this process only (tests, ``minimize``)
+``path/to/file.journal`` or ``journal:///path``    Optuna journal file: safe for several
+                                                    processes on one machine (the default)
+``sqlite:///file.db``                               SQLite (one process at a time is safest)
+``postgresql+psycopg://user@host:port/db``          any SQLAlchemy URL Optuna's RDBStorage takes:
+``mysql+pymysql://...``                             workers on many machines
+=================================================  ==========================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage
+
+from metabp.exceptions import ConfigError
+
+
+def get_storage(url: str | BaseStorage | None) -> BaseStorage:
+    """Open the storage at ``url`` (see the module table)."""
+    if isinstance(url, BaseStorage):
+        return url
+    if url is None or url in ("memory", ":memory:"):
+        return optuna.storages.InMemoryStorage()
+    if not isinstance(url, str) or not url:
+        raise ConfigError(f"storage={url!r}: give an Optuna storage URL or a journal file path")
+    if url.startswith("journal://"):
+        url = url[len("journal://"):]
+    if "://" in url:
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        except Exception as exc:
+            raise ConfigError(
+                f"storage={url!r}: cannot open ({type(exc).__name__}: {exc}); "
+                "check the URL, that the server runs and the driver is installed "
+                "(postgresql+psycopg needs `pip install metabp[postgres]`)"
+            ) from exc
+    path = Path(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    return JournalStorage(JournalFileBackend(str(path)))
