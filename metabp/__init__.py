@@ -15,7 +15,12 @@ from metabp._bfunctions import BFunction, Derivative, MetaNet, Scaled
 from metabp._feedback import LayerAlignment, alignment, feedback, feedbacks, unfeedback
 from metabp._implicit_lr import implicit_lr
 from metabp._patch import activations, patch, patched, replace_derivative, stack, unpatch
-from metabp._synthetic import SyntheticGradient, set_synthetic_labels, synthetic_gradients
+from metabp._synthetic import (
+    SyntheticGradient,
+    remove_synthetic_gradients,
+    set_synthetic_labels,
+    synthetic_gradients,
+)
 from metabp.exceptions import ArtifactError, ConfigError, DataError, MetabpError, PatchError
 
 __version__ = "0.1.0"
@@ -25,6 +30,6 @@ __all__ = [
     "load", "save", "implicit_lr",
     "BFunction", "MetaNet", "Derivative", "Scaled", "Activation", "get_activation",
     "feedback", "unfeedback", "feedbacks", "alignment", "LayerAlignment", "BatchManhattan",
-    "SyntheticGradient", "synthetic_gradients", "set_synthetic_labels",
+    "SyntheticGradient", "synthetic_gradients", "set_synthetic_labels", "remove_synthetic_gradients",
     "MetabpError", "PatchError", "ArtifactError", "ConfigError", "DataError",
 ]

@@ -40,8 +40,8 @@ class BatchManhattan(Optimizer):
     def __init__(self, optimizer: Optimizer) -> None:
         if not isinstance(optimizer, Optimizer):
             raise ConfigError(
-                f"optimizer={optimizer!r} is not a torch.optim.Optimizer; wrap one, e.g. "
-                "BatchManhattan(torch.optim.SGD(model.parameters(), lr=0.01))"
+                f"optimizer={type(optimizer).__name__!r} object is not a torch.optim.Optimizer; wrap one, "
+                "e.g. BatchManhattan(torch.optim.SGD(model.parameters(), lr=0.01))"
             )
         if isinstance(optimizer, BatchManhattan):
             raise ConfigError("optimizer is already a BatchManhattan; wrap the inner optimizer once")
