@@ -26,6 +26,8 @@ from metabp._table import Table
 from metabp.exceptions import ConfigError
 
 ActivationLike = str | Activation
+# activations whose exact backward reads only the output y (autograd saves y, not z)
+OUTPUT_ONLY = frozenset({"relu", "tanh", "sigmoid"})
 
 
 class BFunction(ABC):
@@ -45,6 +47,11 @@ class BFunction(ABC):
     def vjp(self, grad: Tensor, z: Tensor, y: Tensor, activation: Activation) -> Tensor:
         """``grad * g(z)``: the incoming gradient times g, with ``y = sigma(z)`` at hand."""
         return grad * self(z, activation)
+
+    def needs_input(self, activation: Activation) -> bool:
+        """Whether ``vjp`` reads ``z`` (else it gets ``y`` in its place): saving only ``y``,
+        as autograd does for relu, tanh and sigmoid, costs no memory beyond plain backprop."""
+        return True
 
     # --- artifact state: tensors and a JSON-able config; see metabp._artifact ---
     @abstractmethod
@@ -92,6 +99,9 @@ class Derivative(BFunction):
         own_y = y if activation == self.of else self.of.forward(z)
         return self.of.backward(grad, z, own_y)
 
+    def needs_input(self, activation: Activation) -> bool:
+        return not (activation == self.of and activation.name in OUTPUT_ONLY)
+
     def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         return {}, {"name": self.of.name, "kwargs": self.of.kwargs}
 
@@ -129,6 +139,9 @@ class Scaled(BFunction):
     def vjp(self, grad: Tensor, z: Tensor, y: Tensor, activation: Activation) -> Tensor:
         return activation.backward(grad, z, y).mul_(self.c)
 
+    def needs_input(self, activation: Activation) -> bool:
+        return activation.name not in OUTPUT_ONLY
+
     def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         return {}, {"c": self.c}
 
@@ -139,19 +152,6 @@ class Scaled(BFunction):
     def __repr__(self) -> str:
         return f"Scaled({self.c!r})"
 
-
-# sup |act''| for smooth hidden activations; kinked ones bound the error by their slope jump
-_SUP_SECOND_DERIVATIVE = {
-    "tanh": 4 / (3 * math.sqrt(3)),
-    "sigmoid": 1 / (6 * math.sqrt(3)),
-    "gelu": 2 / math.sqrt(2 * math.pi),
-    "silu": 0.5,
-    "softplus": 0.25,
-    "elu": 1.0,
-    "linear": 0.0,
-}
-_KINKED = {"relu": 1.0, "leaky_relu": 0.99}  # |jump of act'| at the kink
-_SATURATING = {"tanh", "sigmoid"}
 
 
 class MetaNet(BFunction):
@@ -164,7 +164,8 @@ class MetaNet(BFunction):
     a search proposes. The paper's network is ``hidden=1, act="tanh"``.
 
     The backward pass reads ``g`` from a :class:`~metabp._table.Table` of ``table_size`` cells,
-    rebuilt whenever ``omega`` is assigned; :meth:`table_error_bound` bounds its error.
+    rebuilt whenever ``omega`` is assigned; :meth:`table_error_bound` bounds its error on the
+    table's range, outside which the end values are held.
 
     Args:
         hidden: number of hidden units ``H`` (>= 1).
@@ -183,7 +184,10 @@ class MetaNet(BFunction):
 
     kind = "metanet"
     saturation: ClassVar[float] = 6.0  # |w1 z + b1| beyond which a hidden unit counts as flat
-    range_limits: ClassVar[tuple[float, float]] = (4.0, 64.0)  # table half-width, min and max
+    # table half-width R, min and max. The table holds its end values beyond R: fine where phi
+    # saturates; where it does not (relu, ...) g keeps changing, so R starts wider there.
+    range_limits: ClassVar[tuple[float, float]] = (4.0, 64.0)
+    range_min_unbounded: ClassVar[float] = 32.0
 
     def __init__(
         self,
@@ -192,7 +196,7 @@ class MetaNet(BFunction):
         *,
         omega: Tensor | list[float] | None = None,
         seed: int = 0,
-        table_size: int = 4096,
+        table_size: int = 65536,
     ) -> None:
         if not isinstance(hidden, int) or hidden < 1:
             raise ConfigError(f"MetaNet(hidden={hidden!r}): hidden must be an integer >= 1")
@@ -250,6 +254,8 @@ class MetaNet(BFunction):
         """``[-R, R]`` covering every hidden unit's non-flat region ``|w1 z + b1| < saturation``."""
         w1, b1, _, _ = self.weights()
         lo_lim, hi_lim = self.range_limits
+        if self.act.name not in ("tanh", "sigmoid"):
+            lo_lim = self.range_min_unbounded
         reach = (b1.abs() + self.saturation) / w1.abs().clamp_min(1e-12)
         r = float(reach.max().clamp(lo_lim, hi_lim))
         return -r, r
@@ -258,8 +264,7 @@ class MetaNet(BFunction):
     def table(self) -> Table:
         if self._table is None:
             lo, hi = self.table_range()
-            extrapolate = "constant" if self.act.name in _SATURATING else "linear"
-            self._table = Table.build(self, lo, hi, self.table_size, extrapolate=extrapolate)
+            self._table = Table.build(self, lo, hi, self.table_size)
         return self._table
 
     def table_for(self, device: torch.device, dtype: torch.dtype) -> Table:
@@ -270,28 +275,23 @@ class MetaNet(BFunction):
         return self._device_tables[key]
 
     def table_error_bound(self) -> float:
-        r"""Bound on ``|table(z) - g(z)|`` for ``z`` in the table's range.
+        r"""Bound on ``|table(z) - g(z)|`` for ``z`` in the table's range ``[lo, hi]``:
 
-        Smooth ``phi``: :math:`\frac{h^2}{8} \sum_k |w_{2,k}| w_{1,k}^2 \sup|\phi''|`.
-        Kinked ``phi`` (relu): :math:`\frac{h}{4} \sum_k |w_{2,k} w_{1,k}|\, |\Delta\phi'|`.
-        Plus float32 rounding of ``a_k + t s_k``: :math:`2^{-21} (\sup|g| + 2 (hi - lo) \sup|g'|)`.
+        .. math:: \frac{h}{2} \sup|g'| + 2^{-23} \sup|g|, \qquad
+                  \sup|g'| \le 1.2 \sum_k |w_{2,k} w_{1,k}|,\quad
+                  \sup|g| \le |b_2| + \sum_k |w_{2,k}| (\max(1, |w_{1,k}| R + |b_{1,k}|) + 1)
+
+        (every ``phi`` here has ``|phi'| <= 1.2`` and ``|phi(u)| <= max(1, |u|) + 1``).
         """
         w1, b1, w2, b2 = self.weights()
-        h = self.table.step
-        name = self.act.name
-        if name in _KINKED:
-            interp = h / 4 * float((w2 * w1).abs().sum()) * _KINKED[name]
-        else:
-            interp = h * h / 8 * float((w2.abs() * w1 * w1).sum()) * _SUP_SECOND_DERIVATIVE[name]
         lo, hi = self.table_range()
-        # every phi here has |phi(u)| <= max(1, |u|) + 1 and |phi'| <= 1.2
         u_max = w1.abs() * max(abs(lo), abs(hi)) + b1.abs()
         sup_g = float(b2.abs() + (w2.abs() * (u_max.clamp_min(1) + 1)).sum())
         sup_dg = 1.2 * float((w2 * w1).abs().sum())
-        return interp + 2.0**-21 * (sup_g + 2 * (hi - lo) * sup_dg)
+        return self.table.step / 2 * sup_dg + 2.0**-23 * sup_g
 
     def vjp(self, grad: Tensor, z: Tensor, y: Tensor, activation: Activation) -> Tensor:
-        return grad * self.table_for(z.device, z.dtype).lookup(z)
+        return self.table_for(z.device, z.dtype).lookup(z).mul_(grad)
 
     def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         return {"omega": self._omega.clone()}, {
@@ -302,7 +302,7 @@ class MetaNet(BFunction):
         if "omega" not in tensors:
             raise ConfigError("a metanet needs the tensor 'omega'; the file has none")
         return cls(int(config["hidden"]), config.get("act", "tanh"), omega=tensors["omega"],
-                   table_size=int(config.get("table_size", 4096)))
+                   table_size=int(config.get("table_size", 65536)))
 
     def __repr__(self) -> str:
         values = ", ".join(f"{v:.4g}" for v in self._omega.tolist())

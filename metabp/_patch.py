@@ -38,14 +38,16 @@ class ReplaceDerivative(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
         z, bfn, activation = inputs
-        ctx.save_for_backward(z, output)
+        ctx.needs_z = bfn.needs_input(activation)
+        # y is held by the next layer anyway; z costs memory, so it is kept only when read
+        ctx.save_for_backward(z if ctx.needs_z else None, output)
         ctx.bfn = bfn
         ctx.activation = activation
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         z, y = ctx.saved_tensors
-        return ctx.bfn.vjp(grad, z, y, ctx.activation), None, None
+        return ctx.bfn.vjp(grad, z if ctx.needs_z else y, y, ctx.activation), None, None
 
 
 def replace_derivative(z: Tensor, bfn: BFunction, activation: Activation | str) -> Tensor:
@@ -95,34 +97,34 @@ class Stacked(BFunction):
             )
 
     def _tables(self, device: torch.device, dtype: torch.dtype, ndim: int) -> tuple:
-        """Concatenated MetaNet tables, with per-copy shift/scale/bounds broadcast over ``ndim``."""
-        key = (device, dtype, ndim, tuple(id(b._table) for b in self.bfns))
+        """Concatenated MetaNet tables, and per-copy scale, shift, last index and offset shaped
+        ``K x 1 x ... x 1`` to broadcast over ``z``; rebuilt when any member's omega changes."""
+        key = (device, dtype, ndim, tuple(id(b.table) for b in self.bfns))
         if key not in self._cache:
             tables: list[Table] = [b.table_for(device, dtype) for b in self.bfns]
             view = (len(tables),) + (1,) * (ndim - 1)
-            n = torch.tensor([t.n for t in tables])
-            offsets = torch.cumsum(n, 0) - n
+
+            def column(values: list[float], dt: torch.dtype = dtype) -> Tensor:
+                return torch.tensor(values, dtype=dt, device=device).view(view)
+
+            n = [t.n for t in tables]
             self._cache = {key: (
-                torch.tensor([-t.lo / t.step for t in tables], dtype=dtype, device=device).view(view),
-                torch.tensor([1 / t.step for t in tables], dtype=dtype, device=device).view(view),
-                torch.tensor([[0.0, t.n] if t.constant_outside else [-float("inf"), float("inf")]
-                              for t in tables], dtype=dtype, device=device).T.reshape((2,) + view),
-                (n - 1).to(device, dtype).view(view),
-                offsets.to(device, torch.int32).view(view),
-                torch.cat([t.intercepts for t in tables]),
-                torch.cat([t.slopes for t in tables]),
+                column([1 / t.step for t in tables]),
+                column([0.5 - t.lo / t.step for t in tables]),
+                column([k - 1 for k in n]),
+                column([sum(n[:k]) for k in range(len(n))], torch.int32),
+                torch.cat([t.values for t in tables]),
             )}
         return self._cache[key]
 
     def vjp(self, grad: Tensor, z: Tensor, y: Tensor, activation: Activation) -> Tensor:
         self._check(z)
         if all(isinstance(b, MetaNet) for b in self.bfns):
-            shift, scale, t_range, last, offsets, intercepts, slopes = self._tables(
-                z.device, z.dtype, z.dim())
-            t = torch.addcmul(shift, z, scale)
-            t = torch.clamp(t, t_range[0], t_range[1])  # constant_outside tables stop at 0 and n
-            index = torch.minimum(t.clamp(min=0), last).to(torch.int32).add_(offsets)
-            return grad * torch.addcmul(intercepts[index], t, slopes[index])
+            # Table.index per copy, then one gather from the concatenated tables
+            scale, shift, last, offsets, values = self._tables(z.device, z.dtype, z.dim())
+            t = z.mul(scale).add_(shift).clamp_(min=0)  # the same float ops as Table.index
+            index = torch.minimum(t, last).to(torch.int32).add_(offsets)
+            return values.index_select(0, index.view(-1)).view_as(z).mul_(grad)
         if all(isinstance(b, Scaled) for b in self.bfns):
             c = torch.tensor([b.c for b in self.bfns], dtype=grad.dtype, device=grad.device)
             return activation.backward(grad, z, y).mul_(c.view((-1,) + (1,) * (z.dim() - 1)))

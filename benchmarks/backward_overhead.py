@@ -1,0 +1,171 @@
+"""Training-step time and peak memory of a patched model over the unpatched one, in one run.
+
+Question: does swapping sigma' for a b-function slow training? Target (issue 3): a MetaNet of up
+to 8 hidden units costs at most 1.10x the plain step on CPU, and at most 1.10x its peak memory.
+
+Models: an MNIST-sized MLP 784-256-256-10 (batch 128) and a small CNN (2 conv + 2 fc, 28x28,
+batch 64), Adam. Every ReLU is patched. Steps of the variants are interleaved, many rounds, and
+the median per-step time is compared, so slow drifts of a shared machine hit all alike.
+
+    python benchmarks/backward_overhead.py [--rounds 30] [--steps 20] [--threads 1]
+
+Prints `variant/plain N.NNx` with raw milliseconds beside, writes a Markdown table, a CSV and a
+PNG to benchmarks/results/backward_overhead.*.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import metabp
+
+ROUNDS, STEPS, THREADS = 30, 20, 1
+RESULTS = Path(__file__).parent / "results"
+
+
+def mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                         nn.Linear(256, 10))
+
+
+def cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),      # (B, 16, 14, 14)
+        nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),     # (B, 32, 7, 7)
+        nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10),
+    )
+
+
+MODELS = {"mlp 784-256-256-10 b128": (mlp, (128, 784)), "cnn 28x28 b64": (cnn, (64, 1, 28, 28))}
+VARIANTS = {
+    "plain": None,
+    "Derivative(relu)": lambda: metabp.Derivative("relu"),
+    "Scaled(0.5)": lambda: metabp.Scaled(0.5),
+    "MetaNet(1, tanh)": lambda: metabp.MetaNet(1, "tanh"),
+    "MetaNet(8, tanh)": lambda: metabp.MetaNet(8, "tanh"),
+}
+
+
+class Setup:
+    def __init__(self, make, shape, variant):
+        torch.manual_seed(0)
+        self.model = make()
+        if VARIANTS[variant] is not None:
+            metabp.patch(self.model, VARIANTS[variant]())
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.x = torch.randn(shape)
+        self.y = torch.randint(0, 10, (shape[0],))
+        self.loss = nn.CrossEntropyLoss()
+
+    def step(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        self.loss(self.model(self.x), self.y).backward()
+        self.opt.step()
+
+    def time_steps(self, steps: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        return (time.perf_counter() - t0) / steps
+
+    def peak_bytes(self) -> int:
+        """Bytes held at the peak of a step: parameters, grads, optimizer state, saved activations."""
+        saved: dict[int, int] = {}
+
+        def pack(t: torch.Tensor):
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        self.opt.zero_grad(set_to_none=True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = self.loss(self.model(self.x), self.y)
+        loss.backward()
+        self.opt.step()
+        params = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes()
+                  for p in self.model.parameters()}
+        state = sum(t.untyped_storage().nbytes() for s in self.opt.state.values()
+                    for t in s.values() if torch.is_tensor(t))
+        activations = sum(n for ptr, n in saved.items() if ptr not in params)
+        return 2 * sum(params.values()) + state + activations + self.x.untyped_storage().nbytes()
+
+
+def cuda_peak(make, shape, variant) -> int:
+    s = Setup(make, shape, variant)
+    s.model.cuda(); s.x, s.y = s.x.cuda(), s.y.cuda()
+    s.opt = torch.optim.Adam(s.model.parameters(), lr=1e-3)
+    s.step(); torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+    s.step(); torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=ROUNDS)
+    ap.add_argument("--steps", type=int, default=STEPS)
+    ap.add_argument("--threads", type=int, default=THREADS)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for model_name, (make, shape) in MODELS.items():
+        setups = {v: Setup(make, shape, v) for v in VARIANTS}
+        for s in setups.values():
+            s.time_steps(5)  # warm up allocator and caches
+        times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        for _ in range(args.rounds):
+            for v, s in setups.items():
+                times[v].append(s.time_steps(args.steps))
+        base_t = statistics.median(times["plain"])
+        base_m = setups["plain"].peak_bytes()
+        for v, s in setups.items():
+            t = statistics.median(times[v])
+            m = s.peak_bytes()
+            row = {"model": model_name, "variant": v, "ms_per_step": 1e3 * t,
+                   "time_ratio": t / base_t, "peak_kib": m / 1024, "memory_ratio": m / base_m}
+            if torch.cuda.is_available():
+                row["cuda_memory_ratio"] = cuda_peak(make, shape, v) / cuda_peak(make, shape, "plain")
+            rows.append(row)
+            print(f"{model_name:24s} {v + '/plain':24s} {row['time_ratio']:.2f}x "
+                  f"({1e3 * t:7.3f} ms vs {1e3 * base_t:7.3f} ms)   "
+                  f"memory {row['memory_ratio']:.2f}x ({m / 1024:.0f} KiB vs {base_m / 1024:.0f} KiB)")
+    write(rows, args)
+
+
+def write(rows: list[dict], args) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    with open(RESULTS / "backward_overhead.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    lines = [f"# backward overhead (threads={args.threads}, torch {torch.__version__})", "",
+             "| model | variant | ms/step | time vs plain | peak KiB | memory vs plain |",
+             "|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['model']} | {r['variant']} | {r['ms_per_step']:.3f} | {r['time_ratio']:.2f}x | "
+              f"{r['peak_kib']:.0f} | {r['memory_ratio']:.2f}x |" for r in rows]
+    (RESULTS / "backward_overhead.md").write_text("\n".join(lines) + "\n")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.5), squeeze=False)
+    for ax, m in zip(axes[0], models):
+        sub = [r for r in rows if r["model"] == m]
+        ax.barh([r["variant"] for r in sub], [r["time_ratio"] for r in sub], color="tab:blue")
+        ax.axvline(1.10, color="tab:red", ls="--", label="1.10x target")
+        ax.set_title(m)
+        ax.set_xlabel("step time / plain step time")
+        ax.invert_yaxis()
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "backward_overhead.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()
