@@ -1,0 +1,97 @@
+import math
+
+import pytest
+import torch
+from metabp.targets import get_target, train, train_many
+
+import metabp
+from metabp.exceptions import ConfigError
+
+
+def _close(a, b, tol=1e-4):
+    assert len(a.step_losses) == len(b.step_losses)
+    for x, y in zip(a.step_losses, b.step_losses, strict=True):
+        assert x == pytest.approx(y, rel=tol, abs=tol)
+    assert a.aulc == pytest.approx(b.aulc, rel=tol, abs=tol)
+    assert a.diverged == b.diverged
+
+
+CANDIDATES = [None, metabp.Scaled(0.5), metabp.Derivative("tanh"), metabp.MetaNet(hidden=1, seed=2),
+              metabp.MetaNet(hidden=2, seed=5)]
+
+
+@pytest.mark.parametrize("spec", [get_target("gaussians-mlp3", epochs=10),
+                                  get_target("digits-mlp", epochs=1),
+                                  get_target("digits-mlp", epochs=1, optimizer="nesterov", lr=0.1)],
+                         ids=["gaussians", "digits", "digits-nesterov"])
+def test_each_copy_equals_its_own_train(spec):
+    many = train_many(spec, CANDIDATES, seed=1)
+    assert len(many) == len(CANDIDATES)
+    for g, run in zip(CANDIDATES, many, strict=True):
+        single = train(spec, g, seed=1)
+        _close(run, single)
+        if not single.diverged:
+            assert run.test_accuracy == pytest.approx(single.test_accuracy, abs=0.01)
+    assert many[0].step_losses != many[1].step_losses
+
+
+def test_conv_copies_equal_their_own_train():
+    spec = get_target("mnist1d-cnn", epochs=1, train_size=300)
+    cands = [None, metabp.MetaNet(hidden=1, seed=2)]
+    for g, run in zip(cands, train_many(spec, cands, where="act*", seed=0), strict=True):
+        _close(run, train(spec, g, where="act*", seed=0))
+
+
+def test_a_diverging_copy_does_not_poison_the_others():
+    spec = get_target("gaussians-mlp3", optimizer="sgd", lr=0.5, epochs=20, max_loss=5.0)
+    cands = [metabp.Scaled(1.0), metabp.Scaled(1e4), metabp.MetaNet(hidden=1, seed=2)]
+    singles = [train(spec, g, seed=0) for g in cands]
+    assert singles[1].diverged and not singles[0].diverged
+    many = train_many(spec, cands, seed=0)
+    for run, single in zip(many, singles, strict=True):
+        _close(run, single)
+    assert math.isfinite(many[1].aulc) and many[1].aulc > 5.0 and math.isnan(many[1].test_accuracy)
+    assert many[0].test_accuracy == pytest.approx(singles[0].test_accuracy)
+
+
+def test_all_copies_diverging_returns_runs():
+    spec = get_target("gaussians-mlp3", optimizer="sgd", lr=1e3, epochs=20, max_loss=5.0)
+    runs = train_many(spec, [None, metabp.Scaled(2.0)], seed=0)
+    assert all(r.diverged and math.isfinite(r.aulc) for r in runs)
+
+
+def test_feedback_falls_back_to_sequential_and_bad_input_is_named():
+    spec = get_target("gaussians-mlp3", epochs=3, feedback="fa")
+    runs = train_many(spec, [None, metabp.Scaled(0.5)], seed=0)
+    assert runs[0].step_losses == train(spec, None, seed=0).step_losses
+    with pytest.raises(ConfigError, match=r"train_many\(bfns=\[\]\)"):
+        train_many(spec, [])
+    with pytest.raises(ConfigError, match=r"bfns\[1\]='relu' is not a b-function"):
+        train_many(spec, [None, "relu"])
+
+
+def test_trainable_glob_applies_to_copies():
+    spec = get_target("gaussians-mlp3", epochs=5, trainable="fc2.*")
+    cands = [None, metabp.Scaled(0.3)]
+    for g, run in zip(cands, train_many(spec, cands, seed=0), strict=True):
+        _close(run, train(spec, g, seed=0))
+
+
+def test_simplenet_builds_and_batches_with_batchnorm(cifar_root):
+    spec = get_target("cifar10-simplenet", width=0.0625, epochs=1, batch_size=20)
+    cands = [None, metabp.MetaNet(hidden=1, seed=3)]
+    many = train_many(spec, cands, seed=0, data_dir=cifar_root)
+    for g, run in zip(cands, many, strict=True):
+        _close(run, train(spec, g, seed=0, data_dir=cifar_root), tol=1e-3)
+
+
+def test_full_simplenet_forward_backward_on_a_tiny_batch():
+    from metabp.targets import build_model
+
+    model = build_model(get_target("cifar10-simplenet"), seed=0)
+    assert 5.3e6 < sum(p.numel() for p in model.parameters()) < 5.6e6
+    metabp.patch(model, metabp.MetaNet(hidden=1, seed=0), "act4")
+    out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10)
+    out.sum().backward()
+    assert model.conv1.weight.grad is not None and torch.isfinite(model.conv1.weight.grad).all()
