@@ -58,7 +58,8 @@ class Table:
     def index(self, z: Tensor) -> Tensor:
         """``k(z)``, the nearest grid point's index, int32, flattened."""
         scale = 1.0 / self.step  # python scalars keep mul/add on the fast, non-broadcast path
-        t = z.mul(scale).add_(0.5 - self.lo * scale).clamp_(0, self.n - 1)
+        # clamp_min_/clamp_max_ (not clamp_) have vmap batching rules
+        t = z.mul(scale).add_(0.5 - self.lo * scale).clamp_min_(0).clamp_max_(self.n - 1)
         return t.to(torch.int32).view(-1)  # t >= 0, so truncation is floor
 
     def lookup(self, z: Tensor) -> Tensor:

@@ -1,0 +1,109 @@
+"""metabp/_bfunctions.py and _table.py: values, omega handling, tabulation error bound."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import metabp
+from metabp import ConfigError, Derivative, MetaNet, Scaled
+from metabp._table import Table
+
+
+def test_metanet_equation_and_layout():
+    # omega = [w1 (H), b1 (H), w2 (H), b2]
+    g = MetaNet(2, "tanh", omega=[1.0, 2.0, 0.5, -0.5, 3.0, -1.0, 0.25])
+    z = torch.tensor([-1.0, 0.0, 0.7])
+    want = 3.0 * torch.tanh(1.0 * z + 0.5) - 1.0 * torch.tanh(2.0 * z - 0.5) + 0.25
+    assert torch.allclose(g(z), want, atol=1e-6)
+    assert g.num_params == 7 and g.omega.shape == (7,) and g.omega.dtype == torch.float64
+
+
+def test_default_omega_is_seeded():
+    assert torch.equal(MetaNet(3, seed=1).omega, MetaNet(3, seed=1).omega)
+    assert not torch.equal(MetaNet(3, seed=1).omega, MetaNet(3, seed=2).omega)
+
+
+def test_omega_is_a_copy_and_validated():
+    g = MetaNet(1, omega=[1.0, 0.0, 1.0, 0.0])
+    g.omega[0] = 5.0  # a copy: does not change g
+    assert g.omega[0] == 1.0
+    with pytest.raises(ConfigError, match=r"omega has 3 values but MetaNet\(hidden=1\) needs 3\*hidden\+1 = 4"):
+        g.omega = [1.0, 2.0, 3.0]
+    with pytest.raises(ConfigError, match="omega must be finite"):
+        g.omega = [1.0, float("nan"), 1.0, 0.0]
+    with pytest.raises(ConfigError, match=r"MetaNet\(hidden=0\): hidden must be an integer >= 1"):
+        MetaNet(0)
+    with pytest.raises(ConfigError, match="activation='swoosh' is not known"):
+        MetaNet(1, "swoosh")
+
+
+@pytest.mark.parametrize("act", ["tanh", "sigmoid", "relu", "gelu", "silu", "elu", "softplus",
+                                 "leaky_relu", "linear"])
+@pytest.mark.parametrize("seed", range(4))
+def test_table_error_within_bound(act, seed):
+    gen = torch.Generator().manual_seed(seed)
+    omega = (torch.rand(3 * 8 + 1, generator=gen, dtype=torch.float64) * 10 - 5)  # the usual box
+    g = MetaNet(8, act, omega=omega)
+    lo, hi = g.table_range()
+    z = torch.cat([torch.linspace(lo, hi, 300_001), torch.rand(100_000, generator=gen) * (hi - lo) + lo])
+    err = (g.table.lookup(z).double() - g(z.double())).abs().max().item()
+    assert err <= g.table_error_bound(), (err, g.table_error_bound())
+
+
+def test_table_holds_end_values_outside_its_range():
+    t = Table.build(torch.sin, -1.0, 1.0, 1001)
+    out = t.lookup(torch.tensor([-5.0, 5.0]))
+    assert torch.allclose(out, torch.sin(torch.tensor([-1.0, 1.0])))
+
+
+def test_table_rebuilt_after_omega_changes():
+    g = MetaNet(1, "tanh", omega=[1.0, 0.0, 1.0, 0.0])
+    first = g.table
+    g.omega = [1.0, 0.0, 2.0, 0.0]
+    assert g.table is not first
+    assert torch.allclose(g.table.values, 2 * first.values)
+
+
+def test_derivative_values():
+    z = torch.linspace(-3, 3, 13)
+    assert torch.equal(Derivative("relu")(z), (z > 0).float())
+    assert torch.allclose(Derivative("tanh")(z), 1 - torch.tanh(z) ** 2)
+    assert torch.allclose(Derivative("sigmoid")(z), torch.sigmoid(z) * (1 - torch.sigmoid(z)))
+    assert torch.allclose(Derivative("swish")(z), torch.func.vmap(torch.func.grad(torch.nn.functional.silu))(z))
+    assert torch.equal(Derivative("linear")(z), torch.ones_like(z))
+    assert torch.allclose(Derivative("leaky_relu", negative_slope=0.2)(z), torch.where(z > 0, 1.0, 0.2))
+
+
+def test_scaled_values_and_errors():
+    z = torch.tensor([-1.0, 2.0])
+    assert torch.equal(Scaled(0.5)(z, "relu"), torch.tensor([0.0, 0.5]))
+    with pytest.raises(ConfigError, match=r"Scaled needs activation=\.\.\."):
+        Scaled(0.5)(z)
+    with pytest.raises(ConfigError, match=r"Scaled\(c=inf\): c must be a finite number"):
+        Scaled(math.inf)
+
+
+def test_implicit_lr_paper_eq4():
+    z = torch.linspace(-2, 2, 41)
+    beta = metabp.implicit_lr(Scaled(0.5), "relu", lr=0.01, z=z)
+    assert torch.isnan(beta[z <= 0]).all()
+    assert torch.allclose(beta[z > 0], torch.full_like(beta[z > 0], 0.005))
+    assert torch.allclose(metabp.implicit_lr(Derivative("relu"), "relu", lr=0.1, z=z)[z > 0],
+                          torch.full((20,), 0.1))
+    g = MetaNet(1, omega=[1.0, 0.0, 1.0, 0.0])  # g = tanh(z)
+    want = 0.1 * torch.tanh(z) / (1 - torch.tanh(z) ** 2)
+    assert torch.allclose(metabp.implicit_lr(g, "tanh", lr=0.1, z=z), want, rtol=1e-5)
+    assert metabp.implicit_lr(g).shape == (401,)
+
+
+def test_doctests_of_core_modules():
+    import doctest
+
+    from metabp import _activations, _artifact, _bfunctions, _implicit_lr, _patch, _table
+
+    for module in (_activations, _artifact, _bfunctions, _implicit_lr, _patch, _table):
+        result = doctest.testmod(module, extraglobs={"torch": torch, "metabp": metabp})
+        assert result.failed == 0, module.__name__
