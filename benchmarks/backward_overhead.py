@@ -98,10 +98,14 @@ class Setup:
 
 def cuda_peak(make, shape, variant) -> int:
     s = Setup(make, shape, variant)
-    s.model.cuda(); s.x, s.y = s.x.cuda(), s.y.cuda()
+    s.model.cuda()
+    s.x, s.y = s.x.cuda(), s.y.cuda()
     s.opt = torch.optim.Adam(s.model.parameters(), lr=1e-3)
-    s.step(); torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
-    s.step(); torch.cuda.synchronize()
+    s.step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    s.step()
+    torch.cuda.synchronize()
     return torch.cuda.max_memory_allocated()
 
 
@@ -155,7 +159,7 @@ def write(rows: list[dict], args) -> None:
 
     models = list(dict.fromkeys(r["model"] for r in rows))
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.5), squeeze=False)
-    for ax, m in zip(axes[0], models):
+    for ax, m in zip(axes[0], models, strict=True):
         sub = [r for r in rows if r["model"] == m]
         ax.barh([r["variant"] for r in sub], [r["time_ratio"] for r in sub], color="tab:blue")
         ax.axvline(1.10, color="tab:red", ls="--", label="1.10x target")

@@ -4,7 +4,8 @@ Evaluating a meta-network ``g_omega`` on every element of every backward pass co
 ``phi`` pass per hidden unit. Instead ``g`` is sampled once per omega on ``n`` points
 ``x_k = lo + k h`` of ``[lo, hi]``, ``h = (hi - lo) / (n - 1)``, and backward reads
 
-.. math:: g(z) \\approx g(x_{k(z)}), \\qquad k(z) = \\lfloor \\mathrm{clamp}((z - lo)/h + 1/2,\\ 0,\\ n - 1) \\rfloor
+.. math:: g(z) \\approx g(x_{k(z)}), \\qquad
+          k(z) = \\lfloor \\mathrm{clamp}((z - lo)/h + 1/2,\\ 0,\\ n - 1) \\rfloor
 
 in five passes (mul, add, clamp, cast, one gather). On CPU the gather costs about four
 elementwise passes, so one gather of a fine table beats linear interpolation (two gathers).

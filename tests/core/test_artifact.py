@@ -113,7 +113,7 @@ def test_pickle_file_is_refused_without_running_it(tmp_path: Path):
 
     class Boom:
         def __reduce__(self):
-            return (exec, ("open(%r, 'w').write('ran')" % str(tmp_path / "pwned"),))
+            return (exec, (f"open({str(tmp_path / 'pwned')!r}, 'w').write('ran')",))
 
     (tmp_path / "evil.bfn").write_bytes(pickle.dumps(Boom()))
     with pytest.raises(ArtifactError, match="not a readable"):

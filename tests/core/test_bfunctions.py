@@ -30,7 +30,8 @@ def test_omega_is_a_copy_and_validated():
     g = MetaNet(1, omega=[1.0, 0.0, 1.0, 0.0])
     g.omega[0] = 5.0  # a copy: does not change g
     assert g.omega[0] == 1.0
-    with pytest.raises(ConfigError, match=r"omega has 3 values but MetaNet\(hidden=1\) needs 3\*hidden\+1 = 4"):
+    with pytest.raises(ConfigError,
+                       match=r"omega has 3 values but MetaNet\(hidden=1\) needs 3\*hidden\+1 = 4"):
         g.omega = [1.0, 2.0, 3.0]
     with pytest.raises(ConfigError, match="omega must be finite"):
         g.omega = [1.0, float("nan"), 1.0, 0.0]
@@ -72,7 +73,8 @@ def test_derivative_values():
     assert torch.equal(Derivative("relu")(z), (z > 0).float())
     assert torch.allclose(Derivative("tanh")(z), 1 - torch.tanh(z) ** 2)
     assert torch.allclose(Derivative("sigmoid")(z), torch.sigmoid(z) * (1 - torch.sigmoid(z)))
-    assert torch.allclose(Derivative("swish")(z), torch.func.vmap(torch.func.grad(torch.nn.functional.silu))(z))
+    silu_grad = torch.func.vmap(torch.func.grad(torch.nn.functional.silu))(z)
+    assert torch.allclose(Derivative("swish")(z), silu_grad)
     assert torch.equal(Derivative("linear")(z), torch.ones_like(z))
     assert torch.allclose(Derivative("leaky_relu", negative_slope=0.2)(z), torch.where(z > 0, 1.0, 0.2))
 
