@@ -109,7 +109,7 @@ class Feedback:
 
 
 # ------------------------------------------------------------------- autograd functions
-def _input_grad(fb: Feedback, grad: Tensor, slot: _Slot | None, B: Tensor | None) -> Tensor:
+def _output_error(grad: Tensor, slot: _Slot | None) -> Tensor:
     """DFA: the output error ``e`` of this forward pass, read from the shared slot."""
     e = slot.e if slot is not None else None
     if e is None:
@@ -159,7 +159,7 @@ class FeedbackLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             M = fb.matrix(weight, B, mask)
             if fb.mode == "dfa" and not fb.is_output:
-                grad_x = _input_grad(fb, grad, ctx.slot, B).matmul(M)
+                grad_x = _output_error(grad, ctx.slot).matmul(M)
             else:
                 grad_x = grad.matmul(M)
         g2 = grad.reshape(-1, grad.shape[-1])

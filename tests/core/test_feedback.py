@@ -72,6 +72,25 @@ def test_bp_mode_gradcheck_double():
         (x, *net.parameters()))
 
 
+def test_fa_per_sample_gradients_under_vmap():
+    torch.manual_seed(12)
+    net = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 3))
+    metabp.feedback(net, "fa")
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    bufs = dict(net.named_buffers())
+    x, y = torch.randn(4, 5), torch.tensor([0, 1, 2, 0])
+
+    def loss(p: dict, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(torch.func.functional_call(net, (p, bufs), (xi[None],)), yi[None])
+
+    per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))(params, x, y)
+    for i in range(4):
+        net.zero_grad()
+        F.cross_entropy(net(x[i:i + 1]), y[i:i + 1]).backward()
+        for k, p in net.named_parameters():
+            assert torch.allclose(per_sample[k][i], p.grad, atol=1e-6), k
+
+
 # ------------------------------------------------------------------- each mode's B
 def _effective_B(m: nn.Module) -> torch.Tensor:
     fb = metabp.feedbacks(m)[""]
