@@ -157,8 +157,11 @@ def plot_bfunctions(
     *,
     z: Tensor | None = None,
     title: str | None = None,
+    styles: Mapping[str, dict] | None = None,
 ) -> Plotted:
     """Several b-functions on one axis (paper Fig. 1a), labelled by the mapping's keys.
+
+    ``styles`` maps a label to extra ``Axes.plot`` keywords (e.g. ``{"ls": "--"}``).
 
     Returns:
         :class:`Plotted` with data ``z`` and one array of ``g(z)`` per key.
@@ -171,7 +174,7 @@ def plot_bfunctions(
     fig, (ax,) = _figure()
     for label, g in bfns.items():
         data[label] = g(zz, act).double().numpy()
-        ax.plot(data["z"], data[label], lw=1.6, label=label)
+        ax.plot(data["z"], data[label], label=label, **{"lw": 1.6, **(styles or {}).get(label, {})})
     ax.axhline(0, color="0.8", lw=0.8)
     ax.set(xlabel="pre-activation z", ylabel="g(z)", title=title or f"b-functions in place of {act.name}'")
     ax.legend(fontsize=8)

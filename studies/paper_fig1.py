@@ -52,7 +52,8 @@ def main() -> None:
                       batch_size=None)
     args.output.mkdir(parents=True, exist_ok=True)
 
-    plots.plot_bfunctions(BFUNCTIONS, "relu", args.output / "fig1a_bfunctions.png",
+    styles = {"relu' (backprop)": {"color": "k", "lw": 2.5, "ls": "--"}}
+    plots.plot_bfunctions(BFUNCTIONS, "relu", args.output / "fig1a_bfunctions.png", styles=styles,
                           title="Fig. 1a: b-functions in place of ReLU' at FC2")
     curves, rows, cosines = {}, [], {}
     with tqdm(total=len(BFUNCTIONS) * (args.seeds + 1), desc="paper fig 1", unit="run") as bar:
@@ -68,7 +69,6 @@ def main() -> None:
             cosines[label] = trace.cosines["fc2"]
             rows[-args.seeds]["mean_cos_fc2_seed0"] = float(np.nanmean(trace.cosines["fc2"]))
             bar.update()
-    styles = {"relu' (backprop)": {"color": "k", "lw": 2.5, "ls": "--"}}
     plots.plot_loss_curves(curves, args.output / "fig1b_loss.png", xlabel="epoch (full batch)", styles=styles,
                            title=f"Fig. 1b: only FC2 trains, Adam 0.1; "
                                  f"mean, min-max over {args.seeds} seeds")
