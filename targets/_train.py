@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import math
 import os
 import time
@@ -105,8 +106,12 @@ def recommended_threads(spec: TargetSpec, device: str | torch.device = "cpu") ->
     """
     if torch.device(device).type != "cpu":
         return None
-    n = sum(p.numel() for p in build_model(spec, 0).parameters())
-    return 1 if n < SMALL_TARGET_PARAMS else None
+    return 1 if _num_params(spec) < SMALL_TARGET_PARAMS else None
+
+
+@functools.lru_cache(maxsize=64)
+def _num_params(spec: TargetSpec) -> int:
+    return sum(p.numel() for p in build_model(spec, 0).parameters())
 
 
 @contextlib.contextmanager
@@ -161,12 +166,13 @@ def select_trainable(names: list[str], trainable: str | None) -> set[str]:
     return chosen
 
 
-def apply_feedback(model: nn.Module, mode: str) -> None:
-    """``metabp.feedback(model, mode)``, imported only when a spec asks for feedback."""
+def apply_feedback(model: nn.Module, mode: str, seed: int) -> None:
+    """``metabp.feedback(model, mode, seed=seed)``, looked up only when a spec asks for feedback
+    (the run seed also fixes the random feedback matrices: common random numbers)."""
     feedback = getattr(metabp, "feedback", None)
     if feedback is None:
         raise ConfigError(f"feedback={mode!r} needs metabp.feedback, which this metabp does not have")
-    feedback(model, mode)
+    feedback(model, mode, seed=seed)
 
 
 @torch.no_grad()
@@ -230,7 +236,7 @@ def _train(spec: TargetSpec, data: Data, bfn: BFunction | None, where: str, seed
     if bfn is not None:
         metabp.patch(model, bfn, where)
     if spec.feedback is not None:
-        apply_feedback(model, spec.feedback)
+        apply_feedback(model, spec.feedback, seed)
     names = [n for n, _ in model.named_parameters()]
     keep = select_trainable(names, spec.trainable)
     params = []
