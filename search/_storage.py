@@ -31,16 +31,35 @@ def get_storage(url: str | BaseStorage | None) -> BaseStorage:
     if url.startswith("journal://"):
         url = url[len("journal://"):]
     if "://" in url:
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-        except Exception as exc:
-            raise ConfigError(
-                f"storage={url!r}: cannot open ({type(exc).__name__}: {exc}); "
-                "check the URL, that the server runs and the driver is installed "
-                "(postgresql+psycopg needs `pip install metabp[postgres]`)"
-            ) from exc
+        return _rdb(url)
     path = Path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     return JournalStorage(JournalFileBackend(str(path)))
+
+
+def _rdb(url: str, *, attempts: int = 5) -> BaseStorage:
+    """RDBStorage, retried: workers starting at once on an empty database race to create its
+    tables (the loser's ``CREATE TABLE`` fails; on a retry it finds them made)."""
+    import time
+
+    from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
+
+    for i in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        except (IntegrityError, ProgrammingError) as exc:
+            if i == attempts - 1:
+                raise _cannot_open(url, exc) from exc
+            time.sleep(0.2 * (i + 1))
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise _cannot_open(url, exc) from exc
+    raise AssertionError("unreachable")
+
+
+def _cannot_open(url: str, exc: BaseException) -> ConfigError:
+    return ConfigError(
+        f"storage={url!r}: cannot open ({type(exc).__name__}: {exc}); check the URL, that the server "
+        "runs and the driver is installed (postgresql+psycopg needs `pip install metabp[postgres]`)"
+    )

@@ -15,7 +15,9 @@ is gone (same host) or whose heartbeat is older than ``heartbeat_grace`` seconds
 marked FAIL by whichever worker notices first, and its point is enqueued again, so a killed worker
 loses nothing completed and its unfinished points are proposed again. The budget counts
 completed, running and waiting trials; a trial created past the budget by a race between workers
-is failed at once, before any parameter is drawn (system attr ``metabp:surplus``).
+is failed at once, before any parameter is drawn (system attr ``metabp:surplus``), and of two
+workers that propose the same point at the same moment one fails its twin and proposes again
+(``metabp:duplicate_of``), so no point is trained twice.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ FALLBACK_PENALTY = 1e3
 _WORKER = "metabp:worker"
 _HEARTBEAT = "metabp:heartbeat"
 _PROPOSE = "metabp:propose_seconds"
+_CHECKED = "metabp:checked"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -417,19 +420,48 @@ class Study:
         return self
 
     def _ask_batch(self, k: int, budget: int) -> list[tuple[optuna.Trial, float]]:
-        batch = []
-        for _ in range(k):
+        batch: list[tuple[optuna.Trial, float]] = []
+        attempts = 0
+        while len(batch) < k and attempts < 4 * k:
+            attempts += 1
             t0 = time.perf_counter()
             trial = self._claim(budget)
             if trial is None:
                 break
-            for name, (lo, hi) in zip(cfg_names := self.config.param_names, self.config.bounds, strict=True):
+            for name, (lo, hi) in zip(self.config.param_names, self.config.bounds, strict=True):
                 trial.suggest_float(name, lo, hi)
-            del cfg_names
             dt = time.perf_counter() - t0
             self._storage.set_trial_system_attr(trial._trial_id, _PROPOSE, dt)
+            twin = self._duplicate_of(trial)
+            if twin is not None:  # another worker proposed the same point at the same moment
+                self._storage.set_trial_system_attr(trial._trial_id, "metabp:duplicate_of", twin)
+                self.optuna_study.tell(trial, state=TrialState.FAIL)
+                self._release(trial)
+                continue
+            self._storage.set_trial_system_attr(trial._trial_id, _CHECKED, True)
             batch.append((trial, dt))
         return batch
+
+    def _duplicate_of(self, trial: optuna.Trial) -> int | None:
+        """Number of a live trial with (numerically) the same point that wins over ``trial``.
+
+        Two workers proposing at the same moment from the same data can draw the same point: each
+        writes its point, then reads the others'. Of two twins the one that reads second sees the
+        other; it yields when the other is already checked or has the lower number, so exactly one
+        of the two is trained. Params are compared relative to the box: ``max |dx| / width < 1e-6``.
+        """
+        names = self.config.param_names
+        width = [hi - lo for lo, hi in self.config.bounds]
+        mine = [trial.params[n] for n in names]
+        for t in self.optuna_study.get_trials(deepcopy=False):
+            if t.number == trial.number or t.state not in (TrialState.RUNNING, TrialState.WAITING):
+                continue
+            if not all(n in t.params for n in names):
+                continue
+            if max(abs(t.params[n] - m) / w for n, m, w in zip(names, mine, width, strict=True)) < 1e-6:
+                if t.state == TrialState.WAITING or t.system_attrs.get(_CHECKED) or t.number < trial.number:
+                    return t.number
+        return None
 
     def _run_batch(self, batch: list[tuple[optuna.Trial, float]], evaluate: Evaluator) -> None:
         names = self.config.param_names
