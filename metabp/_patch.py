@@ -122,8 +122,8 @@ class Stacked(BFunction):
         if all(isinstance(b, MetaNet) for b in self.bfns):
             # Table.index per copy, then one gather from the concatenated tables
             scale, shift, last, offsets, values = self._tables(z.device, z.dtype, z.dim())
-            t = z.mul(scale).add_(shift).clamp_(min=0)  # the same float ops as Table.index
-            index = torch.minimum(t, last).to(torch.int32).add_(offsets)
+            t = torch.minimum(z.mul(scale).add_(shift), last)  # the same float ops as Table.index
+            index = t.to(torch.int32).clamp_min_(0).add_(offsets)
             return values.index_select(0, index.view(-1)).view_as(z).mul_(grad)
         if all(isinstance(b, Scaled) for b in self.bfns):
             c = torch.tensor([b.c for b in self.bfns], dtype=grad.dtype, device=grad.device)

@@ -57,11 +57,16 @@ class Table:
         return Table(self.lo, self.hi, self.values.to(device, dtype or self.values.dtype))
 
     def index(self, z: Tensor) -> Tensor:
-        """``k(z)``, the nearest grid point's index, int32, flattened."""
+        """``k(z)``, the nearest grid point's index, int32, flattened.
+
+        The upper clamp is on floats (``+inf`` and huge ``z`` go to ``n - 1``), the lower one on
+        the ints: NaN and ``-inf`` cast to INT_MIN and land on 0, so a NaN pre-activation never
+        makes an out-of-range index (its NaN reaches the loss through the forward pass anyway).
+        """
         scale = 1.0 / self.step  # python scalars keep mul/add on the fast, non-broadcast path
-        # clamp_min_/clamp_max_ (not clamp_) have vmap batching rules
-        t = z.mul(scale).add_(0.5 - self.lo * scale).clamp_min_(0).clamp_max_(self.n - 1)
-        return t.to(torch.int32).view(-1)  # t >= 0, so truncation is floor
+        t = z.mul(scale).add_(0.5 - self.lo * scale).clamp_max_(self.n - 1)
+        # truncation is floor for t >= 0; clamp_min_/clamp_max_ have vmap batching rules
+        return t.to(torch.int32).clamp_min_(0).view(-1)
 
     def lookup(self, z: Tensor) -> Tensor:
         """``g(z)`` from the table; any shape in, same shape out."""

@@ -60,6 +60,19 @@ def test_table_holds_end_values_outside_its_range():
     assert torch.allclose(out, torch.sin(torch.tensor([-1.0, 1.0])))
 
 
+def test_table_survives_nan_and_inf():
+    t = Table.build(torch.tanh, -2.0, 2.0, 101)
+    z = torch.tensor([float("nan"), float("inf"), -float("inf"), 1e30, -1e30, 0.0])
+    out = t.lookup(z)
+    assert out[1] == out[3] == t.values[-1]  # +inf and huge: the upper end value
+    assert out[2] == out[4] == t.values[0]  # -inf and huge negative: the lower end value
+    assert out[0] == t.values[0] and out[5] == t.values[50]  # NaN: a valid index, no crash
+    stacked = metabp.stack([MetaNet(1, seed=0), MetaNet(1, seed=1)])
+    zz = torch.tensor([[float("nan"), 1e30], [-float("inf"), 0.5]])
+    grad = stacked.vjp(torch.ones_like(zz), zz, zz, metabp.get_activation("relu"))
+    assert torch.isfinite(grad).all()
+
+
 def test_table_rebuilt_after_omega_changes():
     g = MetaNet(1, "tanh", omega=[1.0, 0.0, 1.0, 0.0])
     first = g.table
