@@ -39,6 +39,9 @@ from metabp._bfunctions import ActivationLike, BFunction
 from metabp._implicit_lr import SCALE_INVARIANT, implicit_lr
 from metabp.exceptions import ConfigError
 
+_TAB20 = ("#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896",
+          "#9467bd", "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7",
+          "#bcbd22", "#dbdb8d", "#17becf", "#9edae5")  # matplotlib's tab20, for more than 10 curves
 DPI = 110  # small PNGs (tens of kB) that still read on a laptop screen
 Z_RANGE = (-4.0, 4.0)  # where pre-activations of a normally initialised layer mostly lie
 Z_POINTS = 401
@@ -315,6 +318,7 @@ def plot_loss_curves(
         raise ConfigError("curves is empty; give at least one {label: loss curve}")
     fig, (ax,) = _figure(width=6.4, height=4.2)
     data: dict[str, np.ndarray] = {}
+    palette = [f"C{i}" for i in range(10)] if len(curves) <= 10 else list(_TAB20)
     for i, (label, c) in enumerate(curves.items()):
         runs = _as_runs(c)
         runs[~np.isfinite(runs)] = np.nan
@@ -322,13 +326,14 @@ def plot_loss_curves(
             mean, lo, hi = np.nanmean(runs, 0), np.nanmin(runs, 0), np.nanmax(runs, 0)
         data[f"{label}/mean"], data[f"{label}/min"], data[f"{label}/max"] = mean, lo, hi
         x = np.arange(1, runs.shape[1] + 1)
-        kw = {"color": f"C{i % 10}", "lw": 1.5, **(styles or {}).get(label, {})}
+        kw = {"color": palette[i % len(palette)], "lw": 1.5, **(styles or {}).get(label, {})}
         ax.plot(x, mean, label=label if runs.shape[0] == 1 else f"{label} (n={runs.shape[0]})", **kw)
         if runs.shape[0] > 1:
             ax.fill_between(x, lo, hi, color=kw["color"], alpha=0.15, lw=0)
     if logy:
         ax.set_yscale("log")
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title or "training loss")
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.set_title(title or "training loss", fontsize=9)
     ax.legend(fontsize=7, ncols=2 if len(curves) > 6 else 1)
     return Plotted(_save(fig, path), data)
 
@@ -372,10 +377,14 @@ def plot_search_trace(
     for j, (label, v) in enumerate((reference or {}).items()):
         ax.axhline(v, color="k", ls=(":", "--", "-.")[j % 3], lw=1, label=label)
     finite = np.concatenate([v[np.isfinite(v)] for k, v in data.items() if k.endswith("/values")] or [[]])
-    if finite.size:  # keep divergence penalties from squashing the interesting range
-        best = np.nanmin(finite)
-        top = np.quantile(finite, 0.9)
+    if finite.size:  # clip so divergence penalties do not squash the interesting range
+        best, mid = float(np.min(finite)), float(np.median(finite))
+        refs = [float(v) for v in (reference or {}).values() if math.isfinite(v)]
+        top = max([mid + 2 * (mid - best), *refs]) if mid > best else max([best * 1.5, *refs])
         ax.set_ylim(best - 0.05 * (top - best + 1e-12), top + 0.05 * (top - best + 1e-12))
+        if (finite > top).any():
+            ax.text(0.99, 0.99, f"{int((finite > top).sum())} trial(s) above the top edge",
+                    transform=ax.transAxes, ha="right", va="top", fontsize=7, color="0.4")
     ax.set(xlabel="trial", ylabel=ylabel, title=title or "search progress")
     ax.legend(fontsize=8)
     return Plotted(_save(fig, path), data)

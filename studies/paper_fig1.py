@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from metabp.targets import get_target, train
 from tqdm.auto import tqdm
 
 import metabp
 from metabp import plots
 from metabp.analysis import alignment_run
+from metabp.targets import get_target, train
 
 OUT = Path(__file__).with_suffix("")
 BFUNCTIONS = {  # label -> g, in place of relu'

@@ -306,6 +306,6 @@ def write(result: Comparison, output: str | os.PathLike) -> dict[str, Path]:
     inv = ("scale-invariant: constants in g cancel" if result.scale_invariant
            else "SGD-like: g = c*sigma' is lr*c")
     png = plot_loss_curves(curves, out / "compare_loss.png", logy=True, styles=styles,
-                           title=f"study optimizer {result.optimizer} ({inv}); "
-                                 f"mean, min-max over {len(result.seeds)} seeds").path
+                           title=f"study optimizer {result.optimizer} ({inv})\n"
+                                 f"mean and min-max over {len(result.seeds)} seeds").path
     return {"markdown": md, "csv": path_csv, "png": png}

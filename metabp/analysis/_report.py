@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from metabp._bfunctions import BFunction, MetaNet
 from metabp._implicit_lr import SCALE_INVARIANT
@@ -103,6 +104,49 @@ def alignment_run(
                     trace.cosines.setdefault(k, []).append(c)
                 bar.update()
     return trace
+
+
+class _Normalised(BFunction):
+    """``g / max|g|`` over ``z in [-4, 4]``: the shape of ``g`` at a common scale."""
+
+    kind = "normalised"
+
+    def __init__(self, g: BFunction) -> None:
+        self.g = g
+        self.scale = float(g(torch.linspace(-4, 4, 401, dtype=torch.float64)).abs().max()) or 1.0
+        self.meta = {}
+
+    def __call__(self, z, activation=None):
+        return self.g(z, activation) / self.scale
+
+    def state(self):  # pragma: no cover - never saved
+        raise NotImplementedError
+
+    @classmethod
+    def from_state(cls, tensors, config):  # pragma: no cover
+        raise NotImplementedError
+
+
+def _compare_summary(out: Path) -> tuple[str | None, str | None]:
+    """``compare.md`` of an earlier ``metabp compare`` in ``out``, and one sentence from its CSV."""
+    import csv
+
+    md, table = out / "compare.md", out / "compare.csv"
+    if not (md.is_file() and table.is_file()):
+        return None, None
+    with table.open() as f:
+        rows = list(csv.DictReader(f))
+    by_kind = {r["kind"]: r for r in rows}
+    if "bfn" not in by_kind or "plain" not in by_kind:
+        return md.read_text(), None
+    g, plain = by_kind["bfn"], by_kind["plain"]
+    rank = [r["method"] for r in rows].index(g["method"]) + 1
+    best = rows[0]
+    line = (f"{g['n_seeds']} other seeds (`metabp compare`), the best g scores AULC "
+            f"{float(g['aulc_mean']):.4f} ± {float(g['aulc_std']):.4f} against plain backprop's "
+            f"{float(plain['aulc_mean']):.4f} ± {float(plain['aulc_std']):.4f}, rank {rank} of {len(rows)}; "
+            f"the best row is {best['method']} ({float(best['aulc_mean']):.4f}).")
+    return md.read_text(), line
 
 
 def _fmt(x: float, spec: str = ".4f") -> str:
@@ -186,6 +230,8 @@ def report(
     # 3. the top candidates
     k = min(top, len(ranked))
     top_g = [trial_bfn(t, hidden=hidden, act=act) for t in ranked[:k]]
+    if inv:  # Adam-like: g and c*g (c > 0) train alike, so compare shapes at a common scale
+        top_g = [_Normalised(h) for h in top_g]
     spread = plots.plot_bfunction_spread(top_g, spec.activation, out / "top_candidates.png",
                                          title=f"top {k} of {len(done)} candidates' g(z)")
     rel_spread = float(np.nanmean(spread.data["q90"] - spread.data["q10"]))
@@ -216,6 +262,9 @@ def report(
                     f"trained parameters was {_fmt(all_mean, '.3f')}; {verdict}. Layers above the patch site "
                     f"get the true gradient (cosine 1); layers below it see g.\n\n" + "\n".join(rows))
 
+    # ------------------------------------------------------------------ compare, if it was run
+    compare_md, compare_line = _compare_summary(out)
+
     # ------------------------------------------------------------------ the text
     better = best.value < plain.aulc
     lines = [
@@ -244,8 +293,14 @@ def report(
                 "only the *shape* of beta(z) over z matters, not its level."
                 if inv else "The optimizer is **SGD-like**: g = c*sigma' would be exactly lr*c, and "
                 "beta(z) is the step size itself."),
-        f"- The top {k} candidates' g(z) spread by {rel_spread:.3g} on average (10-90% band width over z):"
+        f"- The top {k} candidates' g(z){' / max|g|' if inv else ''} spread by {rel_spread:.3g} on average "
+        "(width of the 10-90% band over z):"
         + (" they agree on a shape." if rel_spread < 0.25 else " several different shapes score alike."),
+        f"- These AULCs are on the seed the search used ({seed}). "
+        + (f"On {compare_line}" if compare_line else
+           "Whether the best g also wins on other initialisations, and against baseline optimizers "
+           "with tuned learning rates, is what `metabp compare` measures (its table appears here "
+           "when compare.md is in the same folder)."),
         "",
         "## Search progress",
         "",
@@ -285,10 +340,14 @@ def report(
         "",
         align_md,
         "",
-        "To compare the best g with baseline optimizers whose learning rates were tuned on the same "
-        "budget, run `metabp compare STUDY.toml -o DIR`.",
-        "",
     ]
+    if compare_md is not None:
+        lines += ["## Against tuned baseline optimizers (`metabp compare`)", "",
+                  compare_md.replace("## Comparison", "Comparison", 1), ""]
+    else:
+        lines += ["To compare the best g with baseline optimizers whose learning rates were tuned on the "
+                  "same budget, run `metabp compare STUDY.toml -o DIR` with the same DIR, then this "
+                  "report again.", ""]
     index = out / "index.md"
     index.write_text("\n".join(lines))
     return index

@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
-from metabp.targets import get_target, train
 from torch import nn
 
 import metabp
 from metabp.analysis import alignment_run, cosine_by_layer, gradient_alignment
+from metabp.targets import get_target, train
 
 torch.set_num_threads(1)
 

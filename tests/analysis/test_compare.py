@@ -8,11 +8,11 @@ import math
 
 import pytest
 import torch
-from metabp.targets import get_target, train
 
 import metabp
 from metabp.analysis import LR_RANGES, compare, tune_lr
 from metabp.exceptions import ConfigError
+from metabp.targets import get_target, train
 
 torch.set_num_threads(1)
 

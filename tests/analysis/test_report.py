@@ -8,11 +8,11 @@ import re
 import optuna
 import pytest
 import torch
-from metabp.targets import get_target, train
 
 import metabp
 from metabp.analysis import report, trial_bfn
 from metabp.exceptions import ConfigError
+from metabp.targets import get_target, train
 
 torch.set_num_threads(1)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -125,3 +125,15 @@ def test_cli_report_and_compare_on_a_real_study(tiny_study, tmp_path, capsys):
     assert "Baselines tuned with 3 training runs each" in md
     assert "seeds 1, 2" in md
     assert math.isfinite(float((out / "compare.csv").read_text().splitlines()[1].split(",")[5]))
+
+
+def test_report_includes_an_earlier_compare(tiny_study, tmp_path):
+    from metabp.analysis import compare_study, report_study
+
+    path, storage = tiny_study
+    res = compare_study(path, storage=storage, seeds=2, budget=2, optimizers=["sgd"], output=tmp_path)
+    text = report_study(path, storage=storage, output=tmp_path, alignment=False).read_text()
+    g = next(r for r in res.rows if r.kind == "bfn")
+    assert "## Against tuned baseline optimizers" in text
+    assert f"the best g scores AULC {g.aulc[0]:.4f} ± {g.aulc[1]:.4f}" in text
+    assert "g(z) / max|g|" in text  # adam: shapes compared at a common scale
