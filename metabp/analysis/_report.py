@@ -233,8 +233,12 @@ def report(
     if inv:  # Adam-like: g and c*g (c > 0) train alike, so compare shapes at a common scale
         top_g = [_Normalised(h) for h in top_g]
     spread = plots.plot_bfunction_spread(top_g, spec.activation, out / "top_candidates.png",
-                                         title=f"top {k} of {len(done)} candidates' g(z)")
-    rel_spread = float(np.nanmean(spread.data["q90"] - spread.data["q10"]))
+                                         title=f"top {k} of {len(done)} candidates' g(z)"
+                                         + (" / max|g| (scale cancels under Adam-like)" if inv else ""))
+    band = spread.data["q90"] - spread.data["q10"]
+    rel_spread = float(np.nanmean(band))
+    zs = spread.data["z"]
+    spread_neg, spread_pos = float(np.nanmean(band[zs < 0])), float(np.nanmean(band[zs > 0]))
     # 4. loss curves
     curves: dict[str, Any] = {"plain backprop": plain.step_losses}
     for t in ranked[:3]:
@@ -295,7 +299,8 @@ def report(
                 "beta(z) is the step size itself."),
         f"- The top {k} candidates' g(z){' / max|g|' if inv else ''} spread by {rel_spread:.3g} on average "
         "(width of the 10-90% band over z):"
-        + (" they agree on a shape." if rel_spread < 0.25 else " several different shapes score alike."),
+        + (" they agree on a shape" if rel_spread < 0.25 else " several different shapes score alike")
+        + f" (band {spread_neg:.3g} for z < 0, {spread_pos:.3g} for z > 0).",
         f"- These AULCs are on the seed the search used ({seed}). "
         + (f"On {compare_line}" if compare_line else
            "Whether the best g also wins on other initialisations, and against baseline optimizers "
