@@ -12,6 +12,7 @@ import sys
 import time
 
 import torch
+
 from metabp.search import Evaluation, Study, StudyConfig
 
 

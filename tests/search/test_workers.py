@@ -14,8 +14,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-from metabp.search import Study, get_storage
 from optuna.trial import TrialState
+
+from metabp.search import Study, get_storage
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _worker import config, slow_evaluator  # noqa: E402

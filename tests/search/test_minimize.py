@@ -1,0 +1,76 @@
+"""The proposal engine on plain functions; every sampler honours the same contract."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from metabp.exceptions import ConfigError
+from metabp.search import SAMPLERS, SobolSampler, minimize
+
+
+def quadratic(x: torch.Tensor) -> float:
+    return float(((x - torch.tensor([0.3, -0.2])) ** 2).sum())
+
+
+def test_botorch_finds_the_minimum_of_a_quadratic():
+    r = minimize(quadratic, [[-1.0, -1.0], [1.0, 1.0]], 15, seed=0)
+    assert len(r.values) == 15 and r.xs.shape == (15, 2)
+    assert r.best_value == min(r.values) < 1e-3
+    assert torch.allclose(r.best_x, torch.tensor([0.3, -0.2], dtype=torch.float64), atol=0.03)
+
+
+def test_botorch_beats_random_on_branin():
+    def branin(x):
+        x1, x2 = float(x[0]), float(x[1])
+        return ((x2 - 5.1 / (4 * math.pi**2) * x1**2 + 5 / math.pi * x1 - 6) ** 2
+                + 10 * (1 - 1 / (8 * math.pi)) * math.cos(x1) + 10)
+
+    bounds = [[-5.0, 0.0], [10.0, 15.0]]
+    ours = minimize(branin, bounds, 20, seed=1)
+    rand = minimize(branin, bounds, 20, seed=1, sampler="random")
+    assert ours.best_value < 0.6 < rand.best_value  # global minimum 0.3979
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_every_sampler_stays_in_the_box_and_counts(name):
+    r = minimize(quadratic, [[-1.0, -2.0], [1.0, 2.0]], 8, seed=0, sampler=name, n_initial=3)
+    assert len(r.values) == 8
+    assert (r.xs[:, 0].abs() <= 1).all() and (r.xs[:, 1].abs() <= 2).all()
+    assert r.best_value == min(r.values)
+
+
+def test_qlogei_minimize():
+    r = minimize(quadratic, [[-1.0, -1.0], [1.0, 1.0]], 10, seed=0, acquisition="qlogei")
+    assert r.best_value < 0.05
+
+
+def test_sobol_points_distinct_and_in_box():
+    s = SobolSampler(bounds=[(-1, 1), (0, 10)], names=["a", "b"], seed=3)
+    pts = torch.from_numpy(np.stack([s.point(n) for n in range(16)]))
+    assert len({tuple(p.tolist()) for p in pts}) == 16
+    assert (pts[:, 0].abs() <= 1).all() and (pts[:, 1] >= 0).all() and (pts[:, 1] <= 10).all()
+    assert torch.equal(torch.tensor(s.point(5)), torch.tensor(SobolSampler(
+        bounds=[(-1, 1), (0, 10)], names=["a", "b"], seed=3).point(5)))  # same seed, same design
+
+
+def test_nonfinite_values_do_not_stop_the_search():
+    def f(x):
+        return float("nan") if x[0] > 0.5 else quadratic(x)
+
+    r = minimize(f, [[-1.0, -1.0], [1.0, 1.0]], 12, seed=0)
+    assert len(r.values) == 12 and math.isfinite(r.best_value)
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"bounds": [[1.0], [0.0]]}, "lower < upper"),
+    ({"n_trials": 0}, "n_trials=0"),
+    ({"sampler": "grid"}, "sampler='grid'.*botorch"),
+])
+def test_minimize_errors(kw, match):
+    args = {"bounds": [[0.0], [1.0]], "n_trials": 3, **kw}
+    with pytest.raises(ConfigError, match=match):
+        minimize(lambda x: 0.0, args.pop("bounds"), args.pop("n_trials"), **args)
