@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metabp._function import FastFunction
 from metabp.exceptions import ConfigError, PatchError
 
 Selector = str | int | Sequence[str | int]
@@ -126,24 +127,7 @@ def _output_error(grad: Tensor, slot: _Slot | None) -> Tensor:
     return e
 
 
-class _Function(torch.autograd.Function):
-    """``apply`` without ``Function.apply``'s per-call ``inspect.signature`` binding of default args.
-
-    With ``setup_context``, ``torch.autograd.Function.apply`` binds the arguments through
-    ``inspect.signature`` on every call (~50 us on these CPUs, as much as a small layer's whole
-    forward and backward). Our forwards take no defaults and are always called positionally, so
-    outside function transforms we call the C ``apply`` directly, as ``Function.apply`` ends by
-    doing; under ``vmap``/``grad`` the full path runs.
-    """
-
-    @classmethod
-    def apply(cls, *args: Any) -> Any:
-        if torch._C._are_functorch_transforms_active():
-            return super().apply(*args)
-        return super(torch.autograd.Function, cls).apply(*args)
-
-
-class FeedbackLinear(_Function):
+class FeedbackLinear(FastFunction):
     r"""``y = x W^T + b`` forward (``F.linear``); backward ``grad_x = grad_y B`` with ``B`` in place of ``W``.
 
     ``grad_W = grad_y^T x`` and ``grad_b = sum grad_y`` are autograd's own (bit for bit).
@@ -187,7 +171,7 @@ class FeedbackLinear(_Function):
         return grad_x, grad_w, grad_b, None, None, None, None
 
 
-class FeedbackConv2d(_Function):
+class FeedbackConv2d(FastFunction):
     r"""``F.conv2d`` forward; backward ``grad_x = conv2d_input(grad_y, B)`` with ``B`` in place of ``W``.
 
     ``grad_W`` and ``grad_b`` come from ``aten.convolution_backward`` with ``W``, as autograd's.

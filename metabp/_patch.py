@@ -20,13 +20,14 @@ from torch import Tensor, nn
 
 from metabp._activations import Activation, activation_of
 from metabp._bfunctions import BFunction, Derivative, MetaNet, Scaled
+from metabp._function import FastFunction
 from metabp._table import Table
 from metabp.exceptions import ConfigError, PatchError
 
 Selector = str | int | Sequence[str | int]
 
 
-class ReplaceDerivative(torch.autograd.Function):
+class ReplaceDerivative(FastFunction):
     """``y = sigma(z)`` forward; ``grad_z = g.vjp(grad_y, z, y)`` backward."""
 
     generate_vmap_rule = True
