@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from metabp._activations import Activation, activation_of
 from metabp._bfunctions import BFunction, Derivative, MetaNet, Scaled
 from metabp._function import FastFunction
-from metabp._table import Table
+from metabp._table import Table, to_int32_inplace
 from metabp.exceptions import ConfigError, PatchError
 
 Selector = str | int | Sequence[str | int]
@@ -124,7 +124,7 @@ class Stacked(BFunction):
             # Table.index per copy, then one gather from the concatenated tables
             scale, shift, last, offsets, values = self._tables(z.device, z.dtype, z.dim())
             t = torch.minimum(z.mul(scale).add_(shift), last)  # the same float ops as Table.index
-            index = t.to(torch.int32).clamp_min_(0).add_(offsets)
+            index = to_int32_inplace(t).clamp_min_(0).add_(offsets)
             return values.index_select(0, index.view(-1)).view_as(z).mul_(grad)
         if all(isinstance(b, Scaled) for b in self.bfns):
             c = torch.tensor([b.c for b in self.bfns], dtype=grad.dtype, device=grad.device)

@@ -23,6 +23,17 @@ import torch
 from torch import Tensor
 
 
+def to_int32_inplace(t: Tensor) -> Tensor:
+    """``t.to(torch.int32)`` written over ``t``'s own float32 storage.
+
+    Large fresh temporaries cost page faults on CPU (a 3 MiB one about as much as two elementwise
+    passes), so the lookup reuses ``t``. Under vmap/grad transforms a plain cast is taken.
+    """
+    if t.dtype != torch.float32 or torch._C._are_functorch_transforms_active():
+        return t.to(torch.int32)
+    return t.view(torch.int32).copy_(t)  # elementwise, same positions: a safe in-place cast
+
+
 @dataclass(frozen=True)
 class Table:
     """``g`` sampled at ``n`` evenly spaced points of ``[lo, hi]`` (``values``, shape ``(n,)``).
@@ -66,7 +77,8 @@ class Table:
         scale = 1.0 / self.step  # python scalars keep mul/add on the fast, non-broadcast path
         t = z.mul(scale).add_(0.5 - self.lo * scale).clamp_max_(self.n - 1)
         # truncation is floor for t >= 0; clamp_min_/clamp_max_ have vmap batching rules
-        return t.to(torch.int32).clamp_min_(0).view(-1)
+        return to_int32_inplace(t).clamp_min_(0).view(-1)
+
 
     def lookup(self, z: Tensor) -> Tensor:
         """``g(z)`` from the table; any shape in, same shape out."""

@@ -73,6 +73,15 @@ def test_table_survives_nan_and_inf():
     assert torch.isfinite(grad).all()
 
 
+def test_in_place_int_cast_equals_plain_cast():
+    from metabp._table import to_int32_inplace
+
+    t = torch.rand(10_000) * 70_000 - 5
+    want = t.to(torch.int32)
+    assert torch.equal(to_int32_inplace(t.clone()), want)
+    assert torch.equal(to_int32_inplace(t.double()), want)  # other dtypes: a plain cast
+
+
 def test_table_rebuilt_after_omega_changes():
     g = MetaNet(1, "tanh", omega=[1.0, 0.0, 1.0, 0.0])
     first = g.table
