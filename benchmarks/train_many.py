@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import torch
-from metabp.targets import get_target, load_data, train, train_many
 
 import metabp
+from metabp.targets import get_target, load_data, train, train_many
 
 # defaults (nanoGPT style: plain values at the top)
 TARGET = "digits-mlp"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from metabp.targets._data import Data, data_roots, where_hint
 
 from metabp.exceptions import DataError
+from metabp.targets._data import Data, data_roots, where_hint
 
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"

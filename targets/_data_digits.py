@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 
 import torch
+
 from metabp.targets._data import Data
 
 TEST_FRACTION = 0.2

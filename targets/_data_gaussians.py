@@ -7,6 +7,7 @@ run seed only changes the network's initial weights. Shapes: ``x_train`` is ``n_
 from __future__ import annotations
 
 import torch
+
 from metabp.targets._data import Data
 
 N_TRAIN = 200  # 100 a class: one full batch

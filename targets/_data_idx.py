@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from metabp.targets._data import Data, data_roots, where_hint
 
 from metabp.exceptions import DataError
+from metabp.targets._data import Data, data_roots, where_hint
 
 FILES = {
     "x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",

@@ -10,9 +10,9 @@ from __future__ import annotations
 import functools
 
 import torch
-from metabp.targets._data import Data
 
 from metabp.exceptions import DataError
+from metabp.targets._data import Data
 
 
 @functools.lru_cache(maxsize=1)

@@ -26,6 +26,12 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
+import metabp
+from metabp._activations import activation_of
+from metabp._bfunctions import BFunction, Derivative
+from metabp.exceptions import ConfigError
 from metabp.targets._data import Data
 from metabp.targets._optim import make_optimizer
 from metabp.targets._spec import TargetSpec, build_model, load_data
@@ -42,12 +48,6 @@ from metabp.targets._train import (
     steps_per_epoch,
     train,
 )
-from torch import Tensor, nn
-
-import metabp
-from metabp._activations import activation_of
-from metabp._bfunctions import BFunction, Derivative
-from metabp.exceptions import ConfigError
 
 POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveMaxPool1d,
          nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)

@@ -12,8 +12,9 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
-from metabp.targets._net_common import activation_module
 from torch import nn
+
+from metabp.targets._net_common import activation_module
 
 
 def cnn1d(in_shape: Sequence[int], num_classes: int, *, activation: str = "relu",

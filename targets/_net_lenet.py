@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from metabp.targets._net_common import activation_module
 from torch import nn
 
 from metabp.exceptions import ConfigError
+from metabp.targets._net_common import activation_module
 
 
 def lenet(in_shape: Sequence[int], num_classes: int, *, activation: str = "relu") -> nn.Sequential:

@@ -13,8 +13,9 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from metabp.targets._net_common import activation_module
 from torch import nn
+
+from metabp.targets._net_common import activation_module
 
 
 def mlp(in_shape: Sequence[int], num_classes: int, *, hidden: Sequence[int], activation: str = "relu",

@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from metabp.targets._net_common import activation_module
 from torch import nn
+
+from metabp.targets._net_common import activation_module
 
 # (out channels, kernel) per conv block; "M" is a 2x2 max pool
 LAYOUT: tuple = ((64, 3), (128, 3), (128, 3), (128, 3), "M", (128, 3), (128, 3), (256, 3), "M",

@@ -14,13 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from metabp.targets._data import Data
-from metabp.targets._init import check_init, initialize
-from metabp.targets._optim import check_lr, check_optimizer
 from torch import nn
 
 from metabp._activations import get_activation
 from metabp.exceptions import ConfigError
+from metabp.targets._data import Data
+from metabp.targets._init import check_init, initialize
+from metabp.targets._optim import check_lr, check_optimizer
 
 # dataset -> (input shape of one example, number of classes)
 DATASETS: dict[str, tuple[tuple[int, ...], int]] = {

@@ -34,14 +34,14 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from metabp.targets._data import Data
-from metabp.targets._optim import make_optimizer
-from metabp.targets._spec import DEFAULT_MAX_LOSS, TargetSpec, build_model, load_data
 from torch import Tensor, nn
 
 import metabp
 from metabp._bfunctions import BFunction
 from metabp.exceptions import ConfigError
+from metabp.targets._data import Data
+from metabp.targets._optim import make_optimizer
+from metabp.targets._spec import DEFAULT_MAX_LOSS, TargetSpec, build_model, load_data
 
 EVAL_CHUNK = 2048  # test examples per forward pass when measuring accuracy
 SMALL_TARGET_PARAMS = 1_000_000  # below this many parameters a run is overhead-bound: 1 thread

@@ -3,11 +3,11 @@ import gzip
 import numpy as np
 import pytest
 import torch
+
+from metabp.exceptions import DataError
 from metabp.targets import get_target, load_data, train
 from metabp.targets._data_cifar10 import read_batch
 from metabp.targets._data_idx import read_idx
-
-from metabp.exceptions import DataError
 
 
 @pytest.fixture(autouse=True)

@@ -2,10 +2,10 @@ import math
 
 import pytest
 import torch
-from metabp.targets import get_target, train, train_many
 
 import metabp
 from metabp.exceptions import ConfigError
+from metabp.targets import get_target, train, train_many
 
 
 def _close(a, b, tol=1e-4):

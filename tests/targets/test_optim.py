@@ -1,8 +1,8 @@
 import pytest
 import torch
-from metabp.targets import OPTIMIZERS, make_optimizer
 
 from metabp.exceptions import ConfigError
+from metabp.targets import OPTIMIZERS, make_optimizer
 
 
 def test_ten_optimizers():

@@ -3,10 +3,10 @@ import math
 
 import pytest
 import torch
-from metabp.targets import PRESETS, build_model, get_target, list_targets
-from metabp.targets._init import initialize
 
 from metabp.exceptions import ConfigError
+from metabp.targets import PRESETS, build_model, get_target, list_targets
+from metabp.targets._init import initialize
 
 
 def test_presets_listed_and_valid():

@@ -2,11 +2,11 @@ import math
 
 import pytest
 import torch
-from metabp.targets import aulc, build_model, get_target, train
-from metabp.targets._train import recommended_threads
 
 import metabp
 from metabp.exceptions import ConfigError, PatchError
+from metabp.targets import aulc, build_model, get_target, train
+from metabp.targets._train import recommended_threads
 
 GAUSS = get_target("gaussians-mlp3", epochs=15)
 DIGITS = get_target("digits-mlp", epochs=2)
