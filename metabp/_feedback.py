@@ -34,10 +34,8 @@ trained): ``feedback_B`` (``fa``, ``frsf`` magnitudes, ``dfa``), ``feedback_mask
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import types
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,9 +44,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metabp._function import FastFunction
+from metabp._select import Selector, select
 from metabp.exceptions import ConfigError, PatchError
-
-Selector = str | int | Sequence[str | int]
 
 MODES = ("bp", "fa", "sign", "frsf", "brsf", "dfa")
 ALIASES = {"usf": "sign", "backprop": "bp"}
@@ -273,31 +270,12 @@ def layers(model: nn.Module) -> dict[str, nn.Module]:
 
 def _select(model: nn.Module, where: Selector) -> dict[str, nn.Module]:
     found = layers(model)
-    names = list(found)
-    if not names:
+    if not found:
         raise PatchError(
             f"{type(model).__name__} has no nn.Linear or nn.Conv2d layers; feedback modes replace "
             "the weight transpose of those modules (functional F.linear calls cannot be patched)"
         )
-    selectors = [where] if isinstance(where, (str, int)) else list(where)
-    chosen: list[str] = []
-    for sel in selectors:
-        if isinstance(sel, int):
-            if not -len(names) <= sel < len(names):
-                raise PatchError(
-                    f"where={sel!r} is out of range: the model has {len(names)} Linear/Conv2d layers "
-                    f"({', '.join(names)})"
-                )
-            hits = [names[sel]]
-        else:
-            hits = [n for n in names if n == sel or fnmatch.fnmatchcase(n, sel)]
-            if not hits:
-                raise PatchError(
-                    f"where={sel!r} matches no Linear/Conv2d layer; the model's layers are: "
-                    f"{', '.join(names)}"
-                )
-        chosen += [h for h in hits if h not in chosen]
-    return {n: found[n] for n in names if n in chosen}  # module order, whatever the selector order
+    return select(found, where, noun="Linear/Conv2d layer", plural="layers")
 
 
 def _fan_in(weight: Tensor) -> int:

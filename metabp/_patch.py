@@ -10,7 +10,6 @@ or buffers, so a patched model's ``state_dict`` is the unpatched one's.
 
 from __future__ import annotations
 
-import fnmatch
 import types
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -21,10 +20,9 @@ from torch import Tensor, nn
 from metabp._activations import Activation, activation_of
 from metabp._bfunctions import BFunction, Derivative, MetaNet, Scaled
 from metabp._function import FastFunction
+from metabp._select import Selector, select
 from metabp._table import Table, to_int32_inplace
 from metabp.exceptions import ConfigError, PatchError
-
-Selector = str | int | Sequence[str | int]
 
 
 class ReplaceDerivative(FastFunction):
@@ -156,31 +154,12 @@ def activations(model: nn.Module) -> dict[str, nn.Module]:
 
 def _select(model: nn.Module, where: Selector) -> dict[str, nn.Module]:
     found = activations(model)
-    names = list(found)
-    if not names:
+    if not found:
         raise PatchError(
             f"{type(model).__name__} has no activation modules to patch (nn.ReLU, nn.Tanh, ...); "
             "functional calls such as F.relu cannot be patched: use the module form"
         )
-    selectors = [where] if isinstance(where, (str, int)) else list(where)
-    chosen: list[str] = []
-    for sel in selectors:
-        if isinstance(sel, int):
-            if not -len(names) <= sel < len(names):
-                raise PatchError(
-                    f"where={sel!r} is out of range: the model has {len(names)} activations "
-                    f"({', '.join(names)})"
-                )
-            hits = [names[sel]]
-        else:
-            hits = [n for n in names if n == sel or fnmatch.fnmatchcase(n, sel)]
-            if not hits:
-                raise PatchError(
-                    f"where={sel!r} matches no activation; the model's activations are: "
-                    f"{', '.join(names)}"
-                )
-        chosen += [h for h in hits if h not in chosen]
-    return {n: found[n] for n in chosen}
+    return select(found, where, noun="activation", plural="activations")
 
 
 def _patched_forward(self: nn.Module, z: Tensor) -> Tensor:

@@ -158,7 +158,7 @@ def test_selectors_and_errors():
     assert metabp.patch(model, Scaled(2.0), where="act2") == ["act2"]
     assert metabp.patch(model, Scaled(2.0), where="act*") == ["act1", "act2"]
     assert metabp.patch(model, Scaled(2.0), where=-1) == ["act2"]
-    assert metabp.patch(model, Scaled(2.0), where=["act2", 0]) == ["act2", "act1"]
+    assert metabp.patch(model, Scaled(2.0), where=["act2", 0]) == ["act1", "act2"]  # module order
     with pytest.raises(metabp.PatchError, match=r"where='act3' matches no activation.*act1, act2"):
         metabp.patch(model, Scaled(2.0), where="act3")
     with pytest.raises(metabp.PatchError, match=r"where=5 is out of range.*2 activations"):
