@@ -275,7 +275,7 @@ def _select(model: nn.Module, where: Selector) -> dict[str, nn.Module]:
             f"{type(model).__name__} has no nn.Linear or nn.Conv2d layers; feedback modes replace "
             "the weight transpose of those modules (functional F.linear calls cannot be patched)"
         )
-    return select(found, where, noun="Linear/Conv2d layer", plural="layers")
+    return select(found, where, noun="Linear/Conv2d layer", plural="Linear/Conv2d layers")
 
 
 def _fan_in(weight: Tensor) -> int:

@@ -229,8 +229,8 @@ def test_errors_name_argument_value_and_fix():
     net = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 3))
     with pytest.raises(ConfigError, match=r"mode='xfa' is not a feedback mode; choose one of: bp, fa, sign"):
         metabp.feedback(net, "xfa")
-    with pytest.raises(PatchError, match=r"where='fc1' matches no Linear/Conv2d layer; the model's layers "
-                                         r"are: 0, 2"):
+    with pytest.raises(PatchError, match=r"where='fc1' matches no Linear/Conv2d layer; the model's "
+                                         r"Linear/Conv2d layers are: 0, 2"):
         metabp.feedback(net, "fa", where="fc1")
     with pytest.raises(PatchError, match=r"where=5 is out of range: the model has 2 Linear/Conv2d layers"):
         metabp.feedback(net, "fa", where=5)
