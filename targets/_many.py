@@ -44,9 +44,9 @@ from metabp.targets._train import (
     is_diverged,
     num_threads,
     resolve_threads,
-    select_trainable,
     steps_per_epoch,
     train,
+    trainable_parameters,
 )
 
 POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveMaxPool1d,
@@ -205,12 +205,7 @@ def _train_many(spec: TargetSpec, data: Data, bfns: list[BFunction | None], wher
         own = [g if g is not None else Derivative(act.name, **act.kwargs) for g in bfns]
         sites[name] = metabp.stack(own)
     net = BatchedSequential(model, K, sites)
-    keep = select_trainable(list(net.params), spec.trainable)
-    params = []
-    for name, p in net.params.items():
-        p.requires_grad_(name in keep)
-        if name in keep:
-            params.append(p)
+    params = trainable_parameters(net.params.items(), spec.trainable)
     opt = make_optimizer(spec.optimizer, params, spec.lr)
 
     n = len(data.y_train)

@@ -29,7 +29,7 @@ import functools
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -166,6 +166,15 @@ def select_trainable(names: list[str], trainable: str | None) -> set[str]:
     return chosen
 
 
+def trainable_parameters(named: Iterable[tuple[str, Tensor]], trainable: str | None) -> list[Tensor]:
+    """The parameters that train (``select_trainable``); the others get ``requires_grad=False``."""
+    named = list(named)
+    keep = select_trainable([n for n, _ in named], trainable)
+    for name, p in named:
+        p.requires_grad_(name in keep)
+    return [p for name, p in named if name in keep]
+
+
 def apply_feedback(model: nn.Module, mode: str, seed: int) -> None:
     """``metabp.feedback(model, mode, seed=seed)``, looked up only when a spec asks for feedback
     (the run seed also fixes the random feedback matrices: common random numbers)."""
@@ -237,14 +246,8 @@ def _train(spec: TargetSpec, data: Data, bfn: BFunction | None, where: str, seed
         metabp.patch(model, bfn, where)
     if spec.feedback is not None:
         apply_feedback(model, spec.feedback, seed)
-    names = [n for n, _ in model.named_parameters()]
-    keep = select_trainable(names, spec.trainable)
-    params = []
-    for name, p in model.named_parameters():
-        p.requires_grad_(name in keep)
-        if name in keep:
-            params.append(p)
-    opt = make_optimizer(spec.optimizer, params, spec.lr)
+    opt = make_optimizer(spec.optimizer, trainable_parameters(model.named_parameters(), spec.trainable),
+                         spec.lr)
     n = len(data.y_train)
     total = spec.epochs * steps_per_epoch(n, spec.batch_size)
     step_losses: list[float] = []

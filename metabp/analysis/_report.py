@@ -75,17 +75,21 @@ def alignment_run(
 
     from metabp._patch import patch
     from metabp.targets import build_model, load_data, make_optimizer
-    from metabp.targets._train import apply_feedback, batches, is_diverged, select_trainable, steps_per_epoch
+    from metabp.targets._train import (
+        apply_feedback,
+        batches,
+        is_diverged,
+        steps_per_epoch,
+        trainable_parameters,
+    )
 
     data = load_data(spec, data_dir).to(device)
     model = build_model(spec, seed).to(device)
     patch(model, bfn, spec.where if where is None else where)
     if spec.feedback is not None:
-        apply_feedback(model, spec.feedback)
-    keep = select_trainable([n for n, _ in model.named_parameters()], spec.trainable)
-    for name, p in model.named_parameters():
-        p.requires_grad_(name in keep)
-    opt = make_optimizer(spec.optimizer, [p for n, p in model.named_parameters() if n in keep], spec.lr)
+        apply_feedback(model, spec.feedback, seed)
+    opt = make_optimizer(spec.optimizer, trainable_parameters(model.named_parameters(), spec.trainable),
+                         spec.lr)
     n = len(data.y_train)
     model.train()
     trace = AlignmentTrace()

@@ -88,3 +88,10 @@ def test_alignment_run_frozen_layers_absent():
     trace = alignment_run(spec, metabp.Scaled(0.5), where="act2", seed=0)
     assert set(trace.cosines) == {"fc2", "all"}
     assert trace.summary()["fc2"][0] == pytest.approx(1.0)
+
+
+def test_alignment_run_under_feedback_alignment_follows_train():
+    spec = get_target("gaussians-mlp3", epochs=3, feedback="fa")
+    g = metabp.Derivative("sigmoid")
+    trace = alignment_run(spec, g, where="act2", seed=1)
+    assert trace.losses == train(spec, g, "act2", seed=1).step_losses
