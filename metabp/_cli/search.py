@@ -81,6 +81,15 @@ class Show:
                             help="JSON: {study, best, trials: [{number, state, value, params, ...}]}")
 
     def run(self, args: argparse.Namespace) -> int:
+        try:
+            return self._show(args)
+        except BrokenPipeError:  # `metabp show ... | head`
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+
+    def _show(self, args: argparse.Namespace) -> int:
         study = _open(args)
         names = study.config.param_names
         rows = [_row(t, names) for t in study.trials]
