@@ -5,7 +5,9 @@ to 8 hidden units costs at most 1.10x the plain step on CPU, and at most 1.10x i
 
 Models: an MNIST-sized MLP 784-256-256-10 (batch 128) and a small CNN (2 conv + 2 fc, 28x28,
 batch 64), Adam. Every ReLU is patched. Steps of the variants are interleaved, many rounds, and
-the median per-step time is compared, so slow drifts of a shared machine hit all alike.
+each variant's block is paired with a plain block timed right before it; the median of those
+paired ratios is reported, which cancels the slow drifts of a shared host. All variants run on
+one model whose patch is swapped between blocks of steps.
 
     python benchmarks/backward_overhead.py [--rounds 30] [--steps 20] [--threads 1]
 
@@ -28,7 +30,7 @@ from torch import nn
 
 import metabp
 
-ROUNDS, STEPS, THREADS = 30, 20, 1
+ROUNDS, STEPS, THREADS = 40, 10, 1
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -56,15 +58,24 @@ VARIANTS = {
 
 
 class Setup:
-    def __init__(self, make, shape, variant):
+    """One model, optimizer and batch; ``use(variant)`` swaps the patch in place, so every variant
+    is timed on the same tensors at the same addresses (separate copies differ by a few percent
+    through memory placement alone)."""
+
+    def __init__(self, make, shape, variant: str = "plain"):
         torch.manual_seed(0)
         self.model = make()
-        if VARIANTS[variant] is not None:
-            metabp.patch(self.model, VARIANTS[variant]())
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.x = torch.randn(shape)
         self.y = torch.randint(0, 10, (shape[0],))
         self.loss = nn.CrossEntropyLoss()
+        self.bfns = {v: make_bfn() for v, make_bfn in VARIANTS.items() if make_bfn is not None}
+        self.use(variant)
+
+    def use(self, variant: str) -> None:
+        metabp.unpatch(self.model)
+        if variant != "plain":
+            metabp.patch(self.model, self.bfns[variant])
 
     def step(self) -> None:
         self.opt.zero_grad(set_to_none=True)
@@ -99,7 +110,7 @@ class Setup:
         return 2 * sum(params.values()) + state + activations + self.x.untyped_storage().nbytes()
 
 
-def cuda_peak(make, shape, variant) -> int:
+def cuda_peak(make, shape, variant: str) -> int:
     s = Setup(make, shape, variant)
     s.model.cuda()
     s.x, s.y = s.x.cuda(), s.y.cuda()
@@ -121,22 +132,33 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = []
     for model_name, (make, shape) in MODELS.items():
-        setups = {v: Setup(make, shape, v) for v in VARIANTS}
-        for s in setups.values():
-            s.time_steps(5)  # warm up allocator and caches
+        setup = Setup(make, shape)
+        for v in VARIANTS:  # warm up allocator, caches and each b-function's table
+            setup.use(v)
+            setup.time_steps(5)
         times: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
+        ratios: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
         for _ in range(args.rounds):
-            for v, s in setups.items():
-                times[v].append(s.time_steps(args.steps))
+            for v in VARIANTS:
+                # each variant's block is paired with a plain block right before it: the ratio of
+                # the pair cancels the slow drifts of a shared host
+                setup.use("plain")
+                wall0, cpu0 = setup.time_steps(args.steps)
+                setup.use(v)
+                wall, cpu = setup.time_steps(args.steps)
+                times[v].append((wall, cpu))
+                ratios[v].append((wall / wall0, cpu / cpu0))
+        setup.use("plain")
         base_t = statistics.median(w for w, _ in times["plain"])
-        base_c = statistics.median(c for _, c in times["plain"])
-        base_m = setups["plain"].peak_bytes()
-        for v, s in setups.items():
+        base_m = setup.peak_bytes()
+        for v in VARIANTS:
+            setup.use(v)
             t = statistics.median(w for w, _ in times[v])
             c = statistics.median(c for _, c in times[v])
-            m = s.peak_bytes()
+            m = setup.peak_bytes()
             row = {"model": model_name, "variant": v, "ms_per_step": 1e3 * t,
-                   "time_ratio": t / base_t, "cpu_ms_per_step": 1e3 * c, "cpu_time_ratio": c / base_c,
+                   "time_ratio": statistics.median(r for r, _ in ratios[v]), "cpu_ms_per_step": 1e3 * c,
+                   "cpu_time_ratio": statistics.median(r for _, r in ratios[v]),
                    "peak_kib": m / 1024, "memory_ratio": m / base_m}
             if torch.cuda.is_available():
                 row["cuda_memory_ratio"] = cuda_peak(make, shape, v) / cuda_peak(make, shape, "plain")

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from metabp._activations import Activation, get_activation
-from metabp._table import Table
+from metabp._table import Table, compact_index
 from metabp.exceptions import ConfigError
 
 ActivationLike = str | Activation
@@ -52,6 +53,11 @@ class BFunction(ABC):
         """Whether ``vjp`` reads ``z`` (else it gets ``y`` in its place): saving only ``y``,
         as autograd does for relu, tanh and sigmoid, costs no memory beyond plain backprop."""
         return True
+
+    #: True for b-functions read from a table. They implement ``table_index(z)`` (an integer
+    #: tensor the shape of ``z``, kept for backward) and ``table_reader(z)``, a function from
+    #: such an index to ``g(z)``, bound to the table of the moment it is called.
+    tabulated: bool = False
 
     # --- artifact state: tensors and a JSON-able config; see metabp._artifact ---
     @abstractmethod
@@ -196,7 +202,7 @@ class MetaNet(BFunction):
         *,
         omega: Tensor | list[float] | None = None,
         seed: int = 0,
-        table_size: int = 65536,
+        table_size: int = 16384,
     ) -> None:
         if not isinstance(hidden, int) or hidden < 1:
             raise ConfigError(f"MetaNet(hidden={hidden!r}): hidden must be an integer >= 1")
@@ -290,6 +296,17 @@ class MetaNet(BFunction):
         sup_dg = 1.2 * float((w2 * w1).abs().sum())
         return self.table.step / 2 * sup_dg + 2.0**-23 * sup_g
 
+    tabulated = True
+
+    def table_index(self, z: Tensor) -> Tensor:
+        """``k(z)`` of :meth:`Table.index`, the shape of ``z``; int16 when the table has at most
+        32768 points (half the memory of ``z`` while it waits for backward), else int32."""
+        return compact_index(self.table_for(z.device, z.dtype).index(z).view(z.shape), self.table_size)
+
+    def table_reader(self, z: Tensor) -> Callable[[Tensor], Tensor]:
+        values = self.table_for(z.device, z.dtype).values
+        return lambda index: values.index_select(0, index.view(-1).to(torch.int32)).view(index.shape)
+
     def vjp(self, grad: Tensor, z: Tensor, y: Tensor, activation: Activation) -> Tensor:
         return self.table_for(z.device, z.dtype).lookup(z).mul_(grad)
 
@@ -302,7 +319,7 @@ class MetaNet(BFunction):
         if "omega" not in tensors:
             raise ConfigError("a metanet needs the tensor 'omega'; the file has none")
         return cls(int(config["hidden"]), config.get("act", "tanh"), omega=tensors["omega"],
-                   table_size=int(config.get("table_size", 65536)))
+                   table_size=int(config.get("table_size", 16384)))
 
     def __repr__(self) -> str:
         values = ", ".join(f"{v:.4g}" for v in self._omega.tolist())

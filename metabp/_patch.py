@@ -11,7 +11,7 @@ or buffers, so a patched model's ``state_dict`` is the unpatched one's.
 from __future__ import annotations
 
 import types
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -21,7 +21,7 @@ from metabp._activations import Activation, activation_of
 from metabp._bfunctions import BFunction, Derivative, MetaNet, Scaled
 from metabp._function import FastFunction
 from metabp._select import Selector, select
-from metabp._table import Table, to_int32_inplace
+from metabp._table import Table, compact_index, to_int32_inplace
 from metabp.exceptions import ConfigError, PatchError
 
 
@@ -49,11 +49,44 @@ class ReplaceDerivative(FastFunction):
         return ctx.bfn.vjp(grad, z if ctx.needs_z else y, y, ctx.activation), None, None
 
 
+class ReplaceDerivativeByTable(FastFunction):
+    """``y = sigma(z)`` and ``k(z)``, the index of ``z`` in g's table, forward; ``grad_z = grad_y *
+    table[k(z)]`` backward (``bfn.tabulated``).
+
+    The index is computed while ``z`` is still in cache from the layer that made it, and kept in
+    place of ``z`` (int16 for tables of up to 32768 points: half the memory of ``z``); backward
+    is one gather and one multiply. The index is a second, non-differentiable output, the
+    torch.func way of keeping an intermediate.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(z: Tensor, bfn: BFunction, activation: Activation) -> tuple[Tensor, Tensor]:
+        return activation.forward(z), bfn.table_index(z)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
+        z, bfn, _ = inputs
+        index = output[1]
+        ctx.mark_non_differentiable(index)
+        ctx.save_for_backward(index)
+        ctx.read = bfn.table_reader(z)  # reads the table of this forward, whatever omega is later
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor, _: Tensor) -> tuple[Tensor, None, None]:
+        (index,) = ctx.saved_tensors
+        return ctx.read(index).mul_(grad), None, None
+
+
 def replace_derivative(z: Tensor, bfn: BFunction, activation: Activation | str) -> Tensor:
     """Functional form: ``sigma(z)`` whose backward uses ``bfn`` in place of ``sigma'``."""
     from metabp._activations import get_activation
 
-    return ReplaceDerivative.apply(z, bfn, get_activation(activation))
+    activation = get_activation(activation)
+    if bfn.tabulated:
+        return ReplaceDerivativeByTable.apply(z, bfn, activation)[0]
+    return ReplaceDerivative.apply(z, bfn, activation)
 
 
 # ------------------------------------------------------------------- stacked b-functions
@@ -116,14 +149,30 @@ class Stacked(BFunction):
             )}
         return self._cache[key]
 
+    @property
+    def tabulated(self) -> bool:
+        return all(b.tabulated for b in self.bfns)
+
+    def table_index(self, z: Tensor) -> Tensor:
+        """Per copy ``Table.index``, compact (see ``MetaNet.table_index``); the shape of ``z``."""
+        self._check(z)
+        scale, shift, last, _, _ = self._tables(z.device, z.dtype, z.dim())
+        t = torch.minimum(z.mul(scale).add_(shift), last)  # the same float ops as Table.index
+        return compact_index(to_int32_inplace(t).clamp_min_(0), max(b.table_size for b in self.bfns))
+
+    def table_reader(self, z: Tensor) -> Callable[[Tensor], Tensor]:
+        _, _, _, offsets, values = self._tables(z.device, z.dtype, z.dim())
+
+        def read(index: Tensor) -> Tensor:  # per-copy index -> offset into the concatenated tables
+            flat = index.to(torch.int32).add_(offsets)
+            return values.index_select(0, flat.view(-1)).view(index.shape)
+
+        return read
+
     def vjp(self, grad: Tensor, z: Tensor, y: Tensor, activation: Activation) -> Tensor:
         self._check(z)
-        if all(isinstance(b, MetaNet) for b in self.bfns):
-            # Table.index per copy, then one gather from the concatenated tables
-            scale, shift, last, offsets, values = self._tables(z.device, z.dtype, z.dim())
-            t = torch.minimum(z.mul(scale).add_(shift), last)  # the same float ops as Table.index
-            index = to_int32_inplace(t).clamp_min_(0).add_(offsets)
-            return values.index_select(0, index.view(-1)).view_as(z).mul_(grad)
+        if self.tabulated:
+            return self.table_reader(z)(self.table_index(z)).mul_(grad)
         if all(isinstance(b, Scaled) for b in self.bfns):
             c = torch.tensor([b.c for b in self.bfns], dtype=grad.dtype, device=grad.device)
             return activation.backward(grad, z, y).mul_(c.view((-1,) + (1,) * (z.dim() - 1)))
@@ -163,7 +212,10 @@ def _select(model: nn.Module, where: Selector) -> dict[str, nn.Module]:
 
 
 def _patched_forward(self: nn.Module, z: Tensor) -> Tensor:
-    return ReplaceDerivative.apply(z, self._metabp_bfn, self._metabp_activation)
+    bfn = self._metabp_bfn
+    if bfn.tabulated:
+        return ReplaceDerivativeByTable.apply(z, bfn, self._metabp_activation)[0]
+    return ReplaceDerivative.apply(z, bfn, self._metabp_activation)
 
 
 def patch(model: nn.Module, bfn: BFunction, where: Selector = "*") -> list[str]:
