@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from metabp._activations import Activation, get_activation
-from metabp._table import Table, compact_index
+from metabp._table import Table
 from metabp.exceptions import ConfigError
 
 ActivationLike = str | Activation
@@ -299,13 +299,11 @@ class MetaNet(BFunction):
     tabulated = True
 
     def table_index(self, z: Tensor) -> Tensor:
-        """``k(z)`` of :meth:`Table.index`, the shape of ``z``; int16 when the table has at most
-        32768 points (half the memory of ``z`` while it waits for backward), else int32."""
-        return compact_index(self.table_for(z.device, z.dtype).index(z).view(z.shape), self.table_size)
+        """``k(z)`` of :meth:`Table.index`: int16 for tables of up to 32768 points."""
+        return self.table_for(z.device, z.dtype).index(z)
 
     def table_reader(self, z: Tensor) -> Callable[[Tensor], Tensor]:
-        values = self.table_for(z.device, z.dtype).values
-        return lambda index: values.index_select(0, index.view(-1).to(torch.int32)).view(index.shape)
+        return self.table_for(z.device, z.dtype).read
 
     def vjp(self, grad: Tensor, z: Tensor, y: Tensor, activation: Activation) -> Tensor:
         return self.table_for(z.device, z.dtype).lookup(z).mul_(grad)

@@ -21,7 +21,7 @@ from metabp._activations import Activation, activation_of
 from metabp._bfunctions import BFunction, Derivative, MetaNet, Scaled
 from metabp._function import FastFunction
 from metabp._select import Selector, select
-from metabp._table import Table, compact_index, to_int32_inplace
+from metabp._table import Table, index_dtype
 from metabp.exceptions import ConfigError, PatchError
 
 
@@ -154,11 +154,11 @@ class Stacked(BFunction):
         return all(b.tabulated for b in self.bfns)
 
     def table_index(self, z: Tensor) -> Tensor:
-        """Per copy ``Table.index``, compact (see ``MetaNet.table_index``); the shape of ``z``."""
+        """Per copy ``Table.index`` (same float ops, so the same indices); the shape of ``z``."""
         self._check(z)
         scale, shift, last, _, _ = self._tables(z.device, z.dtype, z.dim())
-        t = torch.minimum(z.mul(scale).add_(shift), last)  # the same float ops as Table.index
-        return compact_index(to_int32_inplace(t).clamp_min_(0), max(b.table_size for b in self.bfns))
+        t = torch.minimum(z.mul(scale).add_(shift).clamp_min_(0), last)
+        return t.to(index_dtype(max(b.table_size for b in self.bfns))).clamp_min_(0)
 
     def table_reader(self, z: Tensor) -> Callable[[Tensor], Tensor]:
         _, _, _, offsets, values = self._tables(z.device, z.dtype, z.dim())

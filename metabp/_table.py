@@ -7,7 +7,7 @@ Evaluating a meta-network ``g_omega`` on every element of every backward pass co
 .. math:: g(z) \\approx g(x_{k(z)}), \\qquad
           k(z) = \\lfloor \\mathrm{clamp}((z - lo)/h + 1/2,\\ 0,\\ n - 1) \\rfloor
 
-in six passes (mul, add, two clamps, cast, one gather). On CPU the gather costs about four
+in seven passes (mul, add, two clamps, cast, clamp, one gather). On CPU the gather costs about four
 elementwise passes, so one gather of a fine table beats linear interpolation (two gathers).
 
 Error: on ``[lo, hi]``, ``|g(x_k) - g(z)| <= h / 2 * sup|g'|``; outside it the end values are
@@ -24,20 +24,10 @@ import torch
 from torch import Tensor
 
 
-def to_int32_inplace(t: Tensor) -> Tensor:
-    """``t.to(torch.int32)`` written over ``t``'s own float32 storage.
-
-    Large fresh temporaries cost page faults on CPU (a 3 MiB one about as much as two elementwise
-    passes), so the lookup reuses ``t``. Under vmap/grad transforms a plain cast is taken.
-    """
-    if t.dtype != torch.float32 or torch._C._are_functorch_transforms_active():
-        return t.to(torch.int32)
-    return t.view(torch.int32).copy_(t)  # elementwise, same positions: a safe in-place cast
-
-
-def compact_index(index: Tensor, size: int) -> Tensor:
-    """An index into a table of ``size`` points, in int16 when it fits (half of int32's memory)."""
-    return index.to(torch.int16) if size <= 2**15 else index
+def index_dtype(size: int) -> torch.dtype:
+    """The integer type of an index into a table of ``size`` points: int16 when it fits (half the
+    memory of int32 while the index waits for backward), else int32."""
+    return torch.int16 if size <= 2**15 else torch.int32
 
 
 @dataclass(frozen=True)
@@ -74,18 +64,22 @@ class Table:
         return Table(self.lo, self.hi, self.values.to(device, dtype or self.values.dtype))
 
     def index(self, z: Tensor) -> Tensor:
-        """``k(z)``, the nearest grid point's index, int32, flattened.
+        """``k(z)``, the nearest grid point's index, the shape of ``z`` (int16 for up to 32768 points).
 
-        The upper clamp is on floats (``+inf`` and huge ``z`` go to ``n - 1``), the lower one on
-        the ints: NaN and ``-inf`` cast to INT_MIN and land on 0, so a NaN pre-activation never
-        makes an out-of-range index (its NaN reaches the loss through the forward pass anyway).
+        Floats are clamped to ``[0, n - 1]`` (``+-inf`` and huge ``z`` go to the ends); NaN passes
+        the clamp and casts to an integer that the final clamp at 0 catches, so a NaN
+        pre-activation never makes an out-of-range index (its NaN reaches the loss through the
+        forward pass anyway). Python-scalar operands keep mul/add on the fast, non-broadcast
+        path; clamp_min_/clamp_max_ (unlike clamp_) have vmap batching rules.
         """
-        scale = 1.0 / self.step  # python scalars keep mul/add on the fast, non-broadcast path
-        t = z.mul(scale).add_(0.5 - self.lo * scale).clamp_max_(self.n - 1)
-        # truncation is floor for t >= 0; clamp_min_/clamp_max_ have vmap batching rules
-        return to_int32_inplace(t).clamp_min_(0).view(-1)
+        scale = 1.0 / self.step
+        t = z.mul(scale).add_(0.5 - self.lo * scale).clamp_min_(0).clamp_max_(self.n - 1)
+        return t.to(index_dtype(self.n)).clamp_min_(0)  # t >= 0, so truncation is floor
 
+    def read(self, index: Tensor) -> Tensor:
+        """``g`` at the grid points ``index`` (from :meth:`index`); the shape of ``index``."""
+        return self.values.index_select(0, index.reshape(-1).to(torch.int32)).view(index.shape)
 
     def lookup(self, z: Tensor) -> Tensor:
         """``g(z)`` from the table; any shape in, same shape out."""
-        return self.values.index_select(0, self.index(z)).view_as(z)
+        return self.read(self.index(z))

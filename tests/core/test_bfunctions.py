@@ -73,13 +73,9 @@ def test_table_survives_nan_and_inf():
     assert torch.isfinite(grad).all()
 
 
-def test_in_place_int_cast_equals_plain_cast():
-    from metabp._table import to_int32_inplace
-
-    t = torch.rand(10_000) * 70_000 - 5
-    want = t.to(torch.int32)
-    assert torch.equal(to_int32_inplace(t.clone()), want)
-    assert torch.equal(to_int32_inplace(t.double()), want)  # other dtypes: a plain cast
+def test_table_index_is_compact():
+    assert Table.build(torch.tanh, -1.0, 1.0, 2**15).index(torch.zeros(3)).dtype == torch.int16
+    assert Table.build(torch.tanh, -1.0, 1.0, 2**15 + 1).index(torch.zeros(3)).dtype == torch.int32
 
 
 def test_table_rebuilt_after_omega_changes():
