@@ -20,6 +20,23 @@ import torch
 from metabp.exceptions import DataError
 from metabp.targets._data import Data, data_roots, where_hint
 
+# The only globals a CIFAR-10 batch needs: numpy arrays (module path of numpy 1 and 2).
+_ALLOWED_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+})
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, bytes and numpy arrays; refuses any other global, so a planted
+    file cannot run code (plain ``pickle.load`` would call whatever the file names)."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing global {module}.{name}: not CIFAR-10 data")
+        return super().find_class(module, name)
+
+
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
 SUBDIR = "cifar-10-batches-py"
@@ -30,8 +47,8 @@ def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
             # CIFAR-10's python batches are pickled dicts: that *is* the dataset's published
-            # format. We unpickle only these local data files a user placed, never our own state.
-            batch = pickle.load(f, encoding="bytes")
+            # format. Only data types are let through (see _DataOnlyUnpickler).
+            batch = _DataOnlyUnpickler(f, encoding="bytes").load()
         data, labels = batch[b"data"], batch[b"labels"]
     except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{path} is not a CIFAR-10 python batch ({type(exc).__name__}: {exc})") from exc

@@ -89,6 +89,19 @@ def test_bad_cifar_batch_is_named(tmp_path):
         read_batch(tmp_path / "b")
 
 
+def test_cifar_batch_that_would_run_code_is_refused(tmp_path):
+    import pickle
+
+    class Planted:
+        def __reduce__(self):
+            return (exec, (f"open({str(tmp_path / 'ran')!r}, 'w')",))
+
+    (tmp_path / "b").write_bytes(pickle.dumps({b"data": Planted(), b"labels": [0]}))
+    with pytest.raises(DataError, match=r"refusing global builtins\.exec"):
+        read_batch(tmp_path / "b")
+    assert not (tmp_path / "ran").exists()
+
+
 @pytest.mark.slow
 def test_mnist1d_generated_offline():
     d = load_data(get_target("mnist1d-mlp"))
