@@ -20,10 +20,11 @@ import torch
 from metabp.exceptions import DataError
 from metabp.targets._data import Data, data_roots, where_hint
 
-# The only globals a CIFAR-10 batch needs: numpy arrays (module path of numpy 1 and 2).
+# The only globals a CIFAR-10 batch needs: numpy arrays (module path of numpy 1 and 2), and
+# _codecs.encode, with which protocol-2 pickles written by Python 3 carry raw bytes.
 _ALLOWED_GLOBALS = frozenset({
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
 })
 
 

@@ -89,6 +89,20 @@ def test_bad_cifar_batch_is_named(tmp_path):
         read_batch(tmp_path / "b")
 
 
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_cifar_batch_pickled_with_old_numpy_paths_loads(tmp_path, protocol):
+    import pickle
+    import warnings
+
+    raw = pickle.dumps({b"data": np.arange(2 * 3072).astype(np.uint8).reshape(2, 3072), b"labels": [3, 7]},
+                       protocol=protocol)
+    (tmp_path / "b").write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # numpy 2's numpy.core shim
+        x, y = read_batch(tmp_path / "b")
+    assert x.shape == (2, 3, 32, 32) and y.tolist() == [3, 7] and x.flatten()[5] == 5
+
+
 def test_cifar_batch_that_would_run_code_is_refused(tmp_path):
     import pickle
 
