@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from metabp._activations import Activation, activation_of
+from metabp._activations import Activation, activation_of, get_activation
 from metabp._bfunctions import BFunction, Derivative, MetaNet, Scaled
 from metabp._function import FastFunction
 from metabp._select import Selector, select
@@ -79,14 +79,15 @@ class ReplaceDerivativeByTable(FastFunction):
         return ctx.read(index).mul_(grad), None, None
 
 
-def replace_derivative(z: Tensor, bfn: BFunction, activation: Activation | str) -> Tensor:
-    """Functional form: ``sigma(z)`` whose backward uses ``bfn`` in place of ``sigma'``."""
-    from metabp._activations import get_activation
-
-    activation = get_activation(activation)
+def _apply(z: Tensor, bfn: BFunction, activation: Activation) -> Tensor:
     if bfn.tabulated:
         return ReplaceDerivativeByTable.apply(z, bfn, activation)[0]
     return ReplaceDerivative.apply(z, bfn, activation)
+
+
+def replace_derivative(z: Tensor, bfn: BFunction, activation: Activation | str) -> Tensor:
+    """Functional form: ``sigma(z)`` whose backward uses ``bfn`` in place of ``sigma'``."""
+    return _apply(z, bfn, get_activation(activation))
 
 
 # ------------------------------------------------------------------- stacked b-functions
@@ -212,10 +213,7 @@ def _select(model: nn.Module, where: Selector) -> dict[str, nn.Module]:
 
 
 def _patched_forward(self: nn.Module, z: Tensor) -> Tensor:
-    bfn = self._metabp_bfn
-    if bfn.tabulated:
-        return ReplaceDerivativeByTable.apply(z, bfn, self._metabp_activation)[0]
-    return ReplaceDerivative.apply(z, bfn, self._metabp_activation)
+    return _apply(z, self._metabp_bfn, self._metabp_activation)
 
 
 def patch(model: nn.Module, bfn: BFunction, where: Selector = "*") -> list[str]:
