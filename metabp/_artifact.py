@@ -1,28 +1,47 @@
 """``.bfn`` artifacts: a b-function as safetensors tensors plus JSON metadata.
 
 Layout: a safetensors file whose ``__metadata__`` holds ``format = "metabp.bfn"``, ``version``,
-``kind``, ``config`` (JSON, how to rebuild), ``meta`` (JSON, provenance: study, score, ...) and
-``sha256`` of the tensor bytes. Loading parses JSON and raw tensors only: no code runs, no pickle.
+``kind``, ``config`` (JSON, how to rebuild), ``meta`` (JSON object, provenance: study, score, ...)
+and ``sha256`` of the tensor bytes. Loading parses JSON and raw tensors only: no code runs, no
+pickle. A file is checked completely when it loads (every field's type and range, the tensors'
+dtype, shape and values, and that ``g`` stays within :data:`G_LIMIT`); every problem is an
+:class:`~metabp.exceptions.ArtifactError` naming the file, the field, its value and what is allowed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import struct
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as dump_tensors
 from torch import Tensor
 
-from metabp._bfunctions import KINDS, BFunction
-from metabp.exceptions import ArtifactError, ConfigError
+from metabp._activations import get_activation
+from metabp._bfunctions import KINDS, BFunction, Derivative, MetaNet, Scaled
+from metabp.exceptions import ArtifactError, ConfigError, MetabpError
 
 FORMAT = "metabp.bfn"
 VERSION = "1"
+MAX_BYTES = 16 * 2**20  # a .bfn is a few KiB; nothing larger is read
+MAX_HIDDEN = 1024  # MetaNet hidden units a file may ask for
+TABLE_SIZES = (16, 2**15)  # MetaNet table_size range (the table index is int16)
+#: The largest ``|g(z)|`` a saved or loaded b-function may reach at any ``z``. Each patched layer
+#: multiplies the backward's ``delta`` by at most this, so six patched layers in a row stay below
+#: ``1e36``, inside float32's ``3.4e38``: a loaded ``.bfn`` cannot turn finite inputs into inf/NaN
+#: gradients by itself. Searches over ``omega`` in ``[-5, 5]`` reach a few thousand at most.
+G_LIMIT = 1e6
+# points where Derivative and the bound are probed: the float32 extremes, zero, and a fine middle
+_PROBE = torch.cat([torch.tensor([-3.4e38, -1e30, -1e6, -0.0, 0.0, 1e6, 1e30, 3.4e38]),
+                    torch.linspace(-100, 100, 2001)])
 
 
 def _digest(tensors: dict[str, Tensor]) -> str:
@@ -30,12 +49,21 @@ def _digest(tensors: dict[str, Tensor]) -> str:
     for name in sorted(tensors):
         t = tensors[name].contiguous().cpu()
         h.update(name.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
-def save(bfn: BFunction, path: str | os.PathLike, *, meta: dict[str, Any] | None = None) -> Path:
+def _path(path: Any, who: str) -> Path:
+    if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)) or str(path) == "":
+        raise ArtifactError(f"{who}(path={path!r}): path must be a non-empty str or os.PathLike")
+    return Path(path)
+
+
+def save(bfn: BFunction, path: str | os.PathLike, *, meta: Mapping[str, Any] | None = None) -> Path:
     """Write ``bfn`` to ``path`` (conventionally ``*.bfn``); ``meta`` is any JSON-able provenance.
+
+    The file is written to a temporary file beside ``path`` and renamed over it, so a failed save
+    never leaves a half-written file and an existing file stays intact.
 
     Example:
         >>> import tempfile, metabp
@@ -44,42 +72,109 @@ def save(bfn: BFunction, path: str | os.PathLike, *, meta: dict[str, Any] | None
         [1.0, 0.0, 1.0, 0.0]
     """
     if not isinstance(bfn, BFunction):
-        raise ArtifactError(f"save(bfn={bfn!r}): only b-functions can be saved")
-    tensors, config = bfn.state()
-    merged = {**getattr(bfn, "meta", {}), **(meta or {})}
+        raise ArtifactError(f"save(bfn={bfn!r}): only b-functions (MetaNet, Derivative, Scaled) can be saved")
+    path = _path(path, "save")
+    own = getattr(bfn, "meta", None) or {}
+    for name, value in (("bfn.meta", own), ("meta", meta or {})):
+        if not isinstance(value, Mapping):
+            raise ArtifactError(f"save({name}={value!r}): metadata must be a dict of JSON values")
     try:
-        meta_json = json.dumps(merged, sort_keys=True)
-    except TypeError as exc:
+        meta_json = json.dumps({**own, **(meta or {})}, sort_keys=True)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ArtifactError(f"save(meta=...): metadata must be JSON-serialisable ({exc})") from None
+    tensors, config = bfn.state()
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    try:  # what load would refuse is not written
+        _CHECKS[bfn.kind](json.loads(json.dumps(config)), tensors)
+    except (KeyError, MetabpError, ValueError, TypeError) as exc:
+        raise ArtifactError(
+            f"save({bfn!r}): a {bfn.kind} with config {config} would not load ({exc})"
+        ) from None
+    problem = bound_problem(bfn)
+    if problem:
+        raise ArtifactError(f"save({bfn!r}): {problem}")
     header = {"format": FORMAT, "version": VERSION, "kind": bfn.kind,
               "config": json.dumps(config, sort_keys=True), "meta": meta_json,
               "sha256": _digest(tensors)}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=header)
-    os.replace(tmp, path)  # never leave a half-written artifact under the real name
+    _write_atomic(path, dump_tensors(tensors, metadata=header))
     return path
 
 
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file in ``path``'s folder, flush it to disk, rename it over ``path``."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot write the .bfn file ({exc.strerror or exc})") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def load(path: str | os.PathLike) -> BFunction:
-    """Read a ``.bfn`` file written by :func:`save`; its provenance is in ``bfn.meta``.
+    """Read a ``.bfn`` file written by :func:`save`; its provenance is in ``bfn.meta`` (a dict).
 
     Raises:
-        ArtifactError: the file is missing, truncated, corrupted, not a metabp artifact, or of
-            an unknown kind; the message names the file and the problem.
+        ArtifactError: the file is missing, truncated, corrupted, not a metabp artifact, of an
+            unknown kind or version, or holds a field or tensor out of range; the message names
+            the file, the field, its value and what is allowed.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: no such .bfn file")
+    path = _path(path, "load")
+    header, tensors = _read(path)
+    kind = _check_header(path, header, tensors)
+    config = _json_object(path, header, "config", required=True)
+    meta = _json_object(path, header, "meta", required=False)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
+        _CHECKS[kind](config, tensors)
+        bfn = KINDS[kind].from_state(tensors, config)
+    except (MetabpError, ValueError, TypeError, ArithmeticError, RuntimeError) as exc:
+        raise ArtifactError(f"{path}: {kind} config {json.dumps(config)[:200]}: {exc}") from None
+    problem = bound_problem(bfn)
+    if problem:
+        raise ArtifactError(f"{path}: {problem}")
+    bfn.meta = meta
+    return bfn
+
+
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The safetensors ``__metadata__`` and the tensors of ``path``, or an ArtifactError."""
+    try:
+        if not path.is_file():
+            raise ArtifactError(f"{path}: no such .bfn file")
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise ArtifactError(f"{path}: {size} bytes is too large for a .bfn file (at most {MAX_BYTES})")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read the .bfn file ({exc.strerror or exc})") from None
+    n = struct.unpack("<Q", data[:8])[0] if len(data) >= 8 else -1
+    if not 2 <= n <= len(data) - 8:
         raise ArtifactError(
-            f"{path}: not a readable .bfn file (truncated or corrupted header: {exc})"
+            f"{path}: not a readable .bfn file (truncated or corrupted header: header length {n} "
+            f"in a file of {len(data)} bytes)"
+        )
+    try:
+        header = json.loads(data[8 : 8 + n].decode("utf-8"))
+        tensors = load_tensors(data)
+    except Exception as exc:  # noqa: BLE001 - any parse failure of untrusted bytes is a bad file
+        raise ArtifactError(
+            f"{path}: not a readable .bfn file (truncated or corrupted header: {type(exc).__name__}: "
+            f"{str(exc)[:200]})"
         ) from None
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return (metadata if isinstance(metadata, dict) else {}), tensors
+
+
+def _check_header(path: Path, header: dict[str, Any], tensors: dict[str, Tensor]) -> str:
+    """Format, version, kind and checksum of a parsed file; returns its kind."""
     if header.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not a metabp .bfn artifact (no format={FORMAT!r} in its header)")
     if header.get("version") != VERSION:
@@ -88,16 +183,113 @@ def load(path: str | os.PathLike) -> BFunction:
             f"version {VERSION})"
         )
     kind = header.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise ArtifactError(f"{path}: unknown b-function kind {kind!r}; known: {', '.join(KINDS)}")
     if header.get("sha256") != _digest(tensors):
         raise ArtifactError(f"{path}: checksum mismatch, the tensor data is corrupted")
+    return kind
+
+
+def _json_object(path: Path, header: dict[str, Any], field: str, *, required: bool) -> dict[str, Any]:
+    raw = header.get(field)
+    if raw is None and not required:
+        return {}
     try:
-        config, meta = json.loads(header["config"]), json.loads(header.get("meta", "{}"))
-        bfn = KINDS[kind].from_state(tensors, config)
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{path}: corrupted {kind} config: {exc}") from None
-    except ConfigError as exc:
-        raise ArtifactError(f"{path}: {exc}") from None
-    bfn.meta = meta
-    return bfn
+        value = json.loads(raw) if isinstance(raw, str) else raw
+    except (ValueError, RecursionError) as exc:
+        raise ArtifactError(f"{path}: header field {field!r} is not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ArtifactError(f"{path}: header field {field!r} = {str(raw)[:100]!r} must be a JSON object")
+    return value
+
+
+# --- one check per kind: config fields and tensors, before the b-function is built ---
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _keys(config: dict[str, Any], required: set[str], optional: set[str]) -> None:
+    missing, unknown = required - set(config), set(config) - required - optional
+    if missing or unknown:
+        raise ConfigError(f"config fields {sorted(missing)} missing, {sorted(unknown)} unknown; "
+                          f"allowed: {sorted(required | optional)}")
+
+
+def _int_field(config: dict[str, Any], key: str, lo: int, hi: int, default: int) -> int:
+    value = config.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ConfigError(f"field {key!r} = {value!r}: must be an integer from {lo} to {hi}")
+    return value
+
+
+def _no_tensors(tensors: dict[str, Tensor]) -> None:
+    if tensors:
+        raise ConfigError(f"tensors {sorted(tensors)}: this kind stores no tensors")
+
+
+def _check_metanet(config: dict[str, Any], tensors: dict[str, Tensor]) -> None:
+    _keys(config, {"hidden"}, {"act", "table_size"})
+    hidden = _int_field(config, "hidden", 1, MAX_HIDDEN, 1)
+    _int_field(config, "table_size", *TABLE_SIZES, 16384)
+    act = config.get("act", "tanh")
+    if not isinstance(act, str):
+        raise ConfigError(f"field 'act' = {act!r}: must be an activation name")
+    get_activation(act)
+    if set(tensors) != {"omega"}:
+        raise ConfigError(f"tensors {sorted(tensors)}: a metanet stores exactly one tensor, 'omega'")
+    omega = tensors["omega"]
+    if not omega.is_floating_point() or omega.dim() != 1 or omega.numel() != 3 * hidden + 1:
+        raise ConfigError(
+            f"tensor 'omega' ({omega.dtype}, shape {tuple(omega.shape)}): must be a 1-D float tensor of "
+            f"3*hidden+1 = {3 * hidden + 1} values"
+        )
+    if not torch.isfinite(omega).all():
+        raise ConfigError(f"tensor 'omega' = {omega.tolist()}: every value must be finite")
+
+
+def _check_derivative(config: dict[str, Any], tensors: dict[str, Tensor]) -> None:
+    _keys(config, {"name"}, {"kwargs"})
+    _no_tensors(tensors)
+    name, kwargs = config["name"], config.get("kwargs", {})
+    if not isinstance(name, str):
+        raise ConfigError(f"field 'name' = {name!r}: must be an activation name")
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"field 'kwargs' = {kwargs!r}: must be an object of the activation's options")
+    get_activation(name, **kwargs)  # checks the option names and values
+
+
+def _check_scaled(config: dict[str, Any], tensors: dict[str, Tensor]) -> None:
+    _keys(config, {"c"}, set())
+    _no_tensors(tensors)
+    if not _is_real(config["c"]) or not math.isfinite(config["c"]):
+        raise ConfigError(f"field 'c' = {config['c']!r}: must be a finite number")
+
+
+_CHECKS = {"metanet": _check_metanet, "derivative": _check_derivative, "scaled": _check_scaled}
+
+
+def bound_problem(bfn: BFunction) -> str | None:
+    """Why ``bfn`` could make non-finite gradients (``|g| > G_LIMIT`` or non-finite ``g`` in
+    float32 somewhere), or None. MetaNet is checked on the table the backward reads (it holds its
+    end values beyond the table), Derivative at :data:`_PROBE`, Scaled by ``|c|`` (every
+    activation's ``|sigma'| <= 1.2``)."""
+    try:
+        if isinstance(bfn, MetaNet):
+            values, what = bfn.table.values, "its float32 table"
+        elif isinstance(bfn, Derivative):
+            z = _PROBE.clone()
+            values, what = bfn.of.backward(torch.ones_like(z), z, bfn.of.forward(z)), "z in float32"
+        elif isinstance(bfn, Scaled):
+            values, what = torch.tensor([bfn.c], dtype=torch.float64), "c"
+        else:
+            return None
+    except (RuntimeError, ValueError, TypeError, ArithmeticError) as exc:
+        return f"{bfn!r} cannot be evaluated ({exc})"
+    worst = float(values.abs().max()) if values.numel() else 0.0
+    if not math.isfinite(worst) or worst > G_LIMIT:
+        return (f"{bfn!r} reaches |g| = {worst:.3g} on {what}; allowed: finite |g| <= {G_LIMIT:g} "
+                "(larger values overflow float32 gradients)")
+    return None
+
+
+__all__ = ["save", "load", "bound_problem", "G_LIMIT", "FORMAT", "VERSION"]
