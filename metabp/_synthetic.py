@@ -18,13 +18,13 @@ starts with the layers below frozen and they begin to move as ``M`` learns.
 
 from __future__ import annotations
 
-import fnmatch
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metabp._select import Selector, select
 from metabp.exceptions import ConfigError, PatchError
 
 
@@ -72,10 +72,7 @@ class SyntheticGradient(nn.Module):
 
     def __init__(self, features: int, *, num_classes: int = 0, hidden: int = 0, seed: int = 0) -> None:
         super().__init__()
-        for name, v in (("features", features), ("num_classes", num_classes), ("hidden", hidden)):
-            if not isinstance(v, int) or v < (1 if name == "features" else 0):
-                kind = "positive" if name == "features" else "non-negative"
-                raise ConfigError(f"{name}={v!r} must be a {kind} integer")
+        _check_sizes(features=features, num_classes=num_classes, hidden=hidden, seed=seed)
         self.features, self.num_classes, self.hidden = features, num_classes, hidden
         self.label: Tensor | None = None
         gen = torch.Generator().manual_seed(seed)
@@ -119,41 +116,49 @@ class SyntheticGradient(nn.Module):
         return f"features={self.features}, num_classes={self.num_classes}, hidden={self.hidden}"
 
 
-def synthetic_gradients(model: nn.Module, where: str | list[str], *, num_classes: int = 0,
+def _check_sizes(**values: Any) -> None:
+    """ConfigError unless ``features`` is an integer >= 1 and the others integers >= 0 (no bools)."""
+    for name, v in values.items():
+        least = 1 if name == "features" else 0
+        if isinstance(v, bool) or not isinstance(v, int) or v < least:
+            raise ConfigError(f"{name}={v!r}: must be an integer >= {least}")
+
+
+def synthetic_gradients(model: nn.Module, where: Selector, *, num_classes: int = 0,
                         hidden: int = 0, seed: int = 0) -> dict[str, SyntheticGradient]:
     """Put a :class:`SyntheticGradient` at the output of each selected module of ``model``.
 
     The predictor becomes a child of the module (``<name>.synthetic_gradient``, so it is in
     ``model.parameters()`` and ``state_dict``; build the optimizer afterwards) and a forward hook
     passes the module's output through it. Pick modules whose output is ``N x ... x D``
-    (e.g. the activation after a hidden Linear layer).
+    (e.g. the activation after a hidden Linear layer). ``where`` selects as in
+    :func:`metabp.patch`, among all submodules (names, globs, indices, or a list).
 
     Returns:
-        ``{module name: SyntheticGradient}``.
+        ``{module name: SyntheticGradient}``, in module order.
     """
-    mods = dict(model.named_modules())
-    names = [where] if isinstance(where, str) else list(where)
+    if not isinstance(model, nn.Module):
+        raise PatchError(f"model={model!r}: synthetic_gradients needs an nn.Module")
+    _check_sizes(num_classes=num_classes, hidden=hidden, seed=seed)
+    found = {n: m for n, m in model.named_modules()
+             if n and "synthetic_gradient" not in n.split(".")}  # not the predictors themselves
+    chosen = select(found, where, noun="module", plural="modules")
+    for n, m in chosen.items():
+        if isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
+            raise PatchError(f"where={n!r} is a container ({type(m).__name__}); pick the layer or "
+                             "activation whose output is the boundary")
+        if "synthetic_gradient" in m._modules:
+            raise PatchError(f"module {n!r} already has a synthetic gradient")
+    features = {n: _out_features(model, m, n) for n, m in chosen.items()}  # all checked before any change
     out: dict[str, SyntheticGradient] = {}
-    for sel in names:
-        hits = [n for n in mods if n and (n == sel or fnmatch.fnmatchcase(n, sel))]
-        if not hits:
-            raise PatchError(f"where={sel!r} matches no module; the model's modules are: "
-                             f"{', '.join(n for n in mods if n)}")
-        for n in hits:
-            m = mods[n]
-            if isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
-                raise PatchError(f"where={n!r} is a container ({type(m).__name__}); pick the layer or "
-                                 "activation whose output is the boundary")
-            if "synthetic_gradient" in m._modules:
-                raise PatchError(f"module {n!r} already has a synthetic gradient")
-            features = _out_features(model, m, n)
-            sg = SyntheticGradient(features, num_classes=num_classes, hidden=hidden, seed=seed + len(out))
-            w = next(model.parameters(), None)
-            if w is not None:
-                sg.to(w.device, w.dtype)
-            m.add_module("synthetic_gradient", sg)
-            m._metabp_sg_hook = m.register_forward_hook(lambda mod, inp, o: mod.synthetic_gradient(o))
-            out[n] = sg
+    for n, m in chosen.items():
+        sg = SyntheticGradient(features[n], num_classes=num_classes, hidden=hidden, seed=seed + len(out))
+        w = next(model.parameters(), None)
+        if w is not None:
+            sg.to(w.device, w.dtype)
+        m.add_module("synthetic_gradient", sg)
+        m._metabp_sg_hook = m.register_forward_hook(lambda mod, inp, o: mod.synthetic_gradient(o))
+        out[n] = sg
     return out
 
 
@@ -175,6 +180,10 @@ def _out_features(model: nn.Module, m: nn.Module, name: str) -> int:
 
 def set_synthetic_labels(model: nn.Module, y: Tensor | None) -> None:
     """Set the conditioning labels of every :class:`SyntheticGradient` in ``model`` (before forward)."""
+    if not isinstance(model, nn.Module):
+        raise PatchError(f"model={model!r}: set_synthetic_labels needs an nn.Module")
+    if y is not None and not (isinstance(y, Tensor) and y.dim() == 1 and not y.is_floating_point()):
+        raise ConfigError(f"y={y!r}: must be None or a 1-D integer tensor of class indices")
     for m in model.modules():
         if isinstance(m, SyntheticGradient):
             m.label = y
@@ -182,6 +191,8 @@ def set_synthetic_labels(model: nn.Module, y: Tensor | None) -> None:
 
 def remove_synthetic_gradients(model: nn.Module) -> list[str]:
     """Remove every synthetic-gradient module and hook that :func:`synthetic_gradients` put in."""
+    if not isinstance(model, nn.Module):
+        raise PatchError(f"model={model!r}: remove_synthetic_gradients needs an nn.Module")
     done = []
     for n, m in model.named_modules():
         if "_metabp_sg_hook" in m.__dict__:

@@ -205,7 +205,7 @@ BAD = [
         "metanet",
         {"hidden": 1},
         {"omega": torch.tensor([1.0, 0.0, 1e300, 0.0], dtype=torch.float64)},
-        r"reaches \|g\| = inf on its float32 table",
+        r"reach(es \|g\| =)? inf",
     ),
     ("derivative", {"name": "relu", "kwargs": {"alpha": 1.0}}, None, r"alpha=1\.0"),
     ("derivative", {"name": "elu", "kwargs": {"negative_slope": 0.1}}, None, r"negative_slope=0\.1"),
@@ -230,7 +230,7 @@ BAD = [
     ("scaled", '{"c": NaN}', None, r"field 'c' = nan: must be a finite number"),
     ("scaled", {"c": True}, None, r"field 'c' = True: must be a finite number"),
     ("scaled", {"c": "2"}, None, r"field 'c' = '2': must be a finite number"),
-    ("scaled", {"c": 1e300}, None, r"reaches \|g\| = 1e\+300 on c; allowed: finite \|g\| <= 1e\+06"),
+    ("scaled", {"c": 1e10}, None, r"reaches \|g\| = 1e\+10 on c; allowed: finite \|g\| <= 1e\+06"),
     ("scaled", {}, None, r"\['c'\] missing"),
 ]
 
