@@ -1,9 +1,12 @@
 r"""``K`` candidates trained together: one batched model with per-copy weights.
 
-Copy ``k`` of every parameter sits at index ``k`` of a ``K x ...`` tensor; all copies start from
-the same weights (the seed's) and see the same batches. Layers run batched:
+Copy ``k`` of every parameter sits at index ``k`` of a ``K x ...`` tensor; copy ``k`` starts from
+the weights of its seed and sees the batches of its seed. When every copy has the same seed (or
+the target trains full batch) the input is shared (``B x ...``); otherwise it is per copy
+(``K x B x ...``). Layers run batched:
 
-- ``Linear``: ``Z = A W^T + b`` per copy, one ``baddbmm`` over ``K x B x in`` and ``K x in x out``.
+- ``Linear``: ``Z = A W^T + b`` per copy, one ``baddbmm`` over ``K x B x in`` and ``K x in x out``
+  (a shared input: one ``matmul`` against every copy's weights).
 - ``Conv``: the copies' channels side by side (``B x K*C x ...``), one grouped convolution
   (``groups=K``); ``BatchNorm`` over ``K*C`` channels is per copy as it is.
 - patched activations: ``metabp.replace_derivative(z, metabp.stack(bfns), activation)`` on
@@ -22,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +35,7 @@ import metabp
 from metabp._activations import activation_of
 from metabp._bfunctions import BFunction, Derivative
 from metabp.exceptions import ConfigError
+from metabp.targets._args import check_seeds
 from metabp.targets._data import Data
 from metabp.targets._optim import make_optimizer
 from metabp.targets._spec import TargetSpec, build_model, load_data
@@ -62,20 +66,24 @@ class BatchedSequential:
     """``K`` copies of an ``nn.Sequential`` target, with stacked parameters ``K x ...``.
 
     Args:
-        model: the single network (its weights are every copy's initial weights).
-        copies: ``K``.
+        models: one network per copy, all of the same architecture (copy ``k`` starts from the
+            weights of ``models[k]``; the same object may appear several times).
         sites: module name -> the stacked b-function its activation backprops.
     """
 
-    def __init__(self, model: nn.Sequential, copies: int, sites: dict[str, BFunction]) -> None:
-        self.model, self.K, self.sites = model, copies, sites
+    def __init__(self, models: Sequence[nn.Sequential], sites: dict[str, BFunction]) -> None:
+        model = models[0]
+        self.model, self.K, self.sites = model, len(models), sites
+        self.in_dim: int | None = None  # dims of one example; set by the caller for per-copy inputs
         self.params: dict[str, Tensor] = {}
         self.buffers: dict[str, Tensor] = {}
-        for name, p in model.named_parameters():
-            self.params[name] = p.detach().unsqueeze(0).repeat(copies, *([1] * p.dim())).contiguous()
-        for name, b in model.named_buffers():
+        named = [dict(m.named_parameters()) for m in models]
+        for name in named[0]:
+            self.params[name] = torch.stack([p[name].detach() for p in named]).contiguous()
+        named = [dict(m.named_buffers()) for m in models]
+        for name, b in named[0].items():
             if b.is_floating_point():  # BatchNorm running stats, flattened to K*C
-                self.buffers[name] = b.detach().repeat(copies).contiguous()
+                self.buffers[name] = torch.cat([bs[name].detach() for bs in named]).contiguous()
         for name, module in model.named_children():
             ok = isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d,
                                      nn.Flatten, nn.Identity) + POOLS) or activation_of(module)
@@ -84,8 +92,10 @@ class BatchedSequential:
                                   "use train() for this target")
 
     def __call__(self, x: Tensor, training: bool = True) -> Tensor:
-        """Logits ``K x B x C`` of every copy for the shared input ``x`` (``B x *in_shape``)."""
-        K, h, layout = self.K, x, SHARED
+        """Logits ``K x B x C`` of every copy for the input ``x``: shared (``B x *in_shape``) or, when
+        ``x.dim() == in_dim + 2``, one batch per copy (``K x B x *in_shape``)."""
+        K, h = self.K, x
+        layout = COPIES if self.in_dim is not None and x.dim() == self.in_dim + 2 else SHARED
         for name, m in self.model.named_children():
             p = self.params
             if isinstance(m, nn.Linear):
@@ -151,15 +161,17 @@ class BatchedSequential:
         return h, layout
 
 
-def train_many(spec: TargetSpec, bfns: Sequence[BFunction | None], where: str | None = None, seed: int = 0,
-               *, device: str | torch.device = "cpu", progress: bool = False,
+def train_many(spec: TargetSpec, bfns: Sequence[BFunction | None], where: str | None = None,
+               seed: int | Sequence[int] = 0, *, device: str | torch.device = "cpu", progress: bool = False,
                data_dir: str | os.PathLike | None = None, threads: int | str | None = "auto") -> list[Run]:
     """Train ``K = len(bfns)`` candidates on target ``spec`` at once; one :class:`Run` each.
 
-    Equivalent to ``[train(spec, g, where, seed) for g in bfns]`` up to float rounding (the same
-    initial weights, data order and optimizer per copy), several times faster. ``None`` in
-    ``bfns`` means plain backprop for that copy. Targets that cannot be batched (a ``feedback``
-    mode) fall back to sequential ``train`` calls. Arguments are as for :func:`train`.
+    Equivalent to ``[train(spec, g, where, s) for g, s in zip(bfns, seeds)]`` up to float rounding
+    (the same initial weights, data order and optimizer per copy), several times faster. ``seed``
+    is one int for every copy or a sequence of ints, one per copy: ``train_many(spec, [g, g, h, h],
+    seed=[0, 1, 0, 1])`` scores two candidates on two seeds each. ``None`` in ``bfns`` means plain
+    backprop for that copy. Targets that cannot be batched (a ``feedback`` mode) fall back to
+    sequential ``train`` calls. The other arguments are as for :func:`train`.
 
     Each Run's ``seconds`` is the batched run's wall time divided by ``K``.
     """
@@ -171,13 +183,26 @@ def train_many(spec: TargetSpec, bfns: Sequence[BFunction | None], where: str | 
     for i, g in enumerate(bfns):
         if g is not None and not isinstance(g, BFunction):
             raise ConfigError(f"bfns[{i}]={g!r} is not a b-function (MetaNet, Derivative, Scaled) or None")
+    seeds = check_seeds(seed, len(bfns))
     where = spec.where if where is None else where
     if spec.feedback is not None:
-        return [train(spec, g, where, seed, device=device, progress=progress, data_dir=data_dir,
-                      threads=threads) for g in bfns]
+        return [train(spec, g, where, s, device=device, progress=progress, data_dir=data_dir,
+                      threads=threads) for g, s in zip(bfns, seeds, strict=True)]
     data = load_data(spec, data_dir).to(device)
     with num_threads(resolve_threads(threads, spec, device)):
-        return _train_many(spec, data, bfns, where, int(seed), torch.device(device), progress)
+        return _train_many(spec, data, bfns, where, seeds, torch.device(device), progress)
+
+
+def copy_batches(n: int, batch_size: int | None, epochs: int, seeds: list[int]) -> Iterator[list[Tensor]]:
+    """Per epoch, its mini-batches' indices: ``B`` when every copy sees the same batch (one seed, or
+    full batch), else ``K x B`` (row ``k``: :func:`batches` of ``seeds[k]``)."""
+    if len(set(seeds)) == 1 or steps_per_epoch(n, batch_size) == 1:
+        yield from batches(n, batch_size, epochs, seeds[0])
+        return
+    distinct = list(dict.fromkeys(seeds))
+    rows = [distinct.index(s) for s in seeds]
+    for epoch in zip(*(batches(n, batch_size, epochs, s) for s in distinct), strict=True):
+        yield [torch.stack(step)[rows] for step in zip(*epoch, strict=True)]
 
 
 def _zero_copies(dead: list[int], params: list[Tensor], opt: torch.optim.Optimizer) -> None:
@@ -192,11 +217,12 @@ def _zero_copies(dead: list[int], params: list[Tensor], opt: torch.optim.Optimiz
                     value[dead] = 0.0
 
 
-def _train_many(spec: TargetSpec, data: Data, bfns: list[BFunction | None], where: str, seed: int,
+def _train_many(spec: TargetSpec, data: Data, bfns: list[BFunction | None], where: str, seeds: list[int],
                 device: torch.device, progress: bool) -> list[Run]:
     start = time.perf_counter()
     K = len(bfns)
-    model = build_model(spec, seed).to(device)
+    models = {s: build_model(spec, s).to(device) for s in dict.fromkeys(seeds)}
+    model = models[seeds[0]]
     act_names = metabp.patch(model, Derivative(spec.activation), where)  # resolves `where` once
     metabp.unpatch(model)
     batch_act = {n: activation_of(m) for n, m in model.named_modules() if n in act_names}
@@ -204,7 +230,8 @@ def _train_many(spec: TargetSpec, data: Data, bfns: list[BFunction | None], wher
     for name, act in batch_act.items():
         own = [g if g is not None else Derivative(act.name, **act.kwargs) for g in bfns]
         sites[name] = metabp.stack(own)
-    net = BatchedSequential(model, K, sites)
+    net = BatchedSequential([models[s] for s in seeds], sites)
+    net.in_dim = len(spec.in_shape)
     params = trainable_parameters(net.params.items(), spec.trainable)
     opt = make_optimizer(spec.optimizer, params, spec.lr)
 
@@ -214,7 +241,7 @@ def _train_many(spec: TargetSpec, data: Data, bfns: list[BFunction | None], wher
     curves: list[list[float]] = [[] for _ in range(K)]
     epochs: list[list[float]] = [[] for _ in range(K)]
     bar = _progress(spec.epochs, progress, f"{spec.name} x{K}")
-    for epoch_batches in batches(n, spec.batch_size, spec.epochs, seed):
+    for epoch_batches in copy_batches(n, spec.batch_size, spec.epochs, seeds):
         first = [len(c) for c in curves]
         for idx in epoch_batches:
             idx = idx.to(device)
@@ -261,7 +288,8 @@ def _losses(net: BatchedSequential, x: Tensor, y: Tensor) -> Tensor:
     """Each copy's mean cross-entropy, ``K``."""
     logits = net(x)  # (K, B, C)
     K, B, C = logits.shape
-    return F.cross_entropy(logits.reshape(K * B, C), y.repeat(K), reduction="none").view(K, B).mean(1)
+    y = y.reshape(K * B) if y.dim() == 2 else y.repeat(K)  # per-copy labels, or shared
+    return F.cross_entropy(logits.reshape(K * B, C), y, reduction="none").view(K, B).mean(1)
 
 
 @torch.no_grad()

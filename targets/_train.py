@@ -39,6 +39,7 @@ from torch import Tensor, nn
 import metabp
 from metabp._bfunctions import BFunction
 from metabp.exceptions import ConfigError
+from metabp.targets._args import check_seed
 from metabp.targets._data import Data
 from metabp.targets._optim import make_optimizer
 from metabp.targets._spec import DEFAULT_MAX_LOSS, TargetSpec, build_model, load_data
@@ -234,7 +235,7 @@ def train(spec: TargetSpec, bfn: BFunction | None = None, where: str | None = No
         raise ConfigError(f"bfn={bfn!r} is not a b-function (MetaNet, Derivative, Scaled) or None")
     data = load_data(spec, data_dir).to(device)
     with num_threads(resolve_threads(threads, spec, device)):
-        return _train(spec, data, bfn, spec.where if where is None else where, int(seed),
+        return _train(spec, data, bfn, spec.where if where is None else where, check_seed(seed),
                       torch.device(device), progress)
 
 

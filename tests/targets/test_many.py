@@ -95,3 +95,40 @@ def test_full_simplenet_forward_backward_on_a_tiny_batch():
     assert out.shape == (2, 10)
     out.sum().backward()
     assert model.conv1.weight.grad is not None and torch.isfinite(model.conv1.weight.grad).all()
+
+
+@pytest.mark.parametrize("spec, where", [(get_target("digits-mlp", epochs=1), None),
+                                         (get_target("mnist1d-cnn", epochs=1, train_size=300), "act*")],
+                         ids=["mlp", "cnn"])
+def test_per_copy_seeds_equal_sequential_runs(spec, where):
+    g, h = metabp.MetaNet(hidden=1, seed=2), metabp.Scaled(0.5)
+    bfns, seeds = [g, g, g, h, h, h], [0, 1, 2, 0, 1, 2]
+    many = train_many(spec, bfns, where=where, seed=seeds)
+    singles = [train(spec, b, where=where, seed=s) for b, s in zip(bfns, seeds, strict=True)]
+    for run, single in zip(many, singles, strict=True):
+        _close(run, single)
+    assert many[0].step_losses != many[1].step_losses  # different seeds: different runs
+    assert train_many(spec, [g, g], where=where, seed=[1, 1])[1].step_losses == pytest.approx(
+        many[1].step_losses, rel=1e-4, abs=1e-4)
+
+
+def test_per_copy_seeds_full_batch_share_the_order_but_not_the_weights():
+    spec = get_target("gaussians-mlp3", epochs=5)
+    many = train_many(spec, [None, None], seed=[0, 3])
+    for run, s in zip(many, [0, 3], strict=True):
+        _close(run, train(spec, None, seed=s))
+
+
+@pytest.mark.parametrize("seed, pattern", [
+    ([0, 1], r"seed=\[0, 1\] has 2 entries.*one seed per b-function \(3\)"),
+    ([0, True, 2], r"seed\[1\]=True must be an int in \[0, 2\*\*63 - 1\]"),
+    ([0, -1, 2], r"seed\[1\]=-1 must be an int"),
+    ([0, 1.5, 2], r"seed\[1\]=1\.5 must be an int"),
+    ([0, "1", 2], r"seed\[1\]='1' must be an int"),
+    (True, r"seed=True must be an int"),
+    (2**63, r"seed=9223372036854775808 must be an int in \[0, 2\*\*63 - 1\]"),
+    ("0", r"seed='0' must be an int"),
+])
+def test_bad_seed_lists_are_named(seed, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        train_many(get_target("gaussians-mlp3", epochs=1), [None, None, None], seed=seed)

@@ -1,0 +1,62 @@
+"""Checks of the run arguments ``train`` and ``train_many`` share: seeds and the device."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import torch
+
+from metabp.exceptions import ConfigError
+
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; the signed range is portable
+
+
+def check_seed(seed: object, name: str = "seed") -> int:
+    """``seed`` as an int in ``[0, 2**63 - 1]``; ``ConfigError`` naming ``name`` otherwise (bools too)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ConfigError(f"{name}={seed!r} must be an int in [0, 2**63 - 1]")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise ConfigError(f"{name}={seed!r} must be an int in [0, 2**63 - 1]")
+    return int(seed)
+
+
+def check_seeds(seed: object, copies: int) -> list[int]:
+    """One seed per copy: an int for every copy, or a sequence of ``copies`` ints.
+
+    Example:
+        >>> check_seeds(3, 2), check_seeds([0, 1], 2)
+        ([3, 3], [0, 1])
+    """
+    if isinstance(seed, (str, bytes)) or not isinstance(seed, (Sequence, torch.Tensor)) and not hasattr(
+            seed, "__array__"):
+        return [check_seed(seed)] * copies
+    seeds = [v.item() if isinstance(v, torch.Tensor) else v for v in seed]
+    if len(seeds) != copies:
+        raise ConfigError(f"seed={list(seed)!r} has {len(seeds)} entries; train_many needs one int or "
+                          f"one seed per b-function ({copies})")
+    return [check_seed(v, f"seed[{k}]") for k, v in enumerate(seeds)]
+
+
+def check_device(device: object) -> torch.device:
+    """``device`` as a ``torch.device`` that exists here; ``ConfigError`` naming what is available."""
+    available = ["cpu"]
+    if torch.cuda.is_available():
+        available += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        available.append("mps")
+    try:
+        dev = torch.device(device)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"device={device!r} is not a device; available here: "
+                          f"{', '.join(available)}") from None
+    ok = dev.type == "cpu" or (
+        dev.type == "cuda" and torch.cuda.is_available()
+        and (dev.index is None or dev.index < torch.cuda.device_count())
+    ) or (dev.type == "mps" and torch.backends.mps.is_available())
+    if not ok:
+        raise ConfigError(f"device={device!r} is not available here; available: {', '.join(available)}")
+    return dev
+
+
+__all__ = ["check_seed", "check_seeds", "check_device", "MAX_SEED"]
