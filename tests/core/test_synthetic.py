@@ -65,3 +65,49 @@ def test_errors():
         net(torch.randn(2, 5, requires_grad=True))
     with pytest.raises(PatchError, match="already has a synthetic gradient"):
         metabp.synthetic_gradients(net, "1")
+
+
+def test_where_selects_like_patch_and_skips_the_predictors():
+    net = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 3))
+    assert list(metabp.synthetic_gradients(net, [3, "1"])) == ["1", "3"]  # index and name, module order
+    with pytest.raises(PatchError, match="already has a synthetic gradient"):
+        metabp.synthetic_gradients(net, "*")  # '*' finds 0..4, never 1.synthetic_gradient.*
+    with pytest.raises(PatchError, match=r"where=9 is out of range: the model has 5 modules"):
+        metabp.synthetic_gradients(net, 9)
+
+
+def test_a_failed_call_changes_nothing():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(5, 6), nn.ReLU())
+    with pytest.raises(PatchError, match=r"cannot tell the output size of module '0'"):
+        metabp.synthetic_gradients(net, ["2", "0"])
+    assert metabp.remove_synthetic_gradients(net) == []
+
+
+@pytest.mark.parametrize("where", [None, 1.5, True, [], [["1"]], {"1": 1}])
+def test_bad_where_is_named(where):
+    net = nn.Sequential(nn.Linear(5, 6), nn.ReLU())
+    with pytest.raises(PatchError, match=r"where=.*must be a module name, a glob such as 'act\*', an integer"):
+        metabp.synthetic_gradients(net, where)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"num_classes": -1}, r"num_classes=-1: must be an integer >= 0"),
+    ({"hidden": True}, r"hidden=True: must be an integer >= 0"),
+    ({"hidden": 2.0}, r"hidden=2.0: must be an integer >= 0"),
+    ({"seed": None}, r"seed=None: must be an integer >= 0"),
+])
+def test_bad_sizes_are_config_errors(kw, message):
+    with pytest.raises(metabp.ConfigError, match=message):
+        metabp.synthetic_gradients(nn.Sequential(nn.Linear(5, 6), nn.ReLU()), "1", **kw)
+    with pytest.raises(metabp.ConfigError, match=message):
+        metabp.SyntheticGradient(6, **kw)
+
+
+def test_not_a_model():
+    for fn in (lambda: metabp.synthetic_gradients("net", "1"),
+               lambda: metabp.remove_synthetic_gradients(None),
+               lambda: metabp.set_synthetic_labels(3, None)):
+        with pytest.raises(PatchError, match=r"model=.*needs an nn.Module"):
+            fn()
+    with pytest.raises(metabp.ConfigError, match=r"y=.*: must be None or a 1-D integer tensor"):
+        metabp.set_synthetic_labels(nn.Linear(2, 2), torch.ones(3))
