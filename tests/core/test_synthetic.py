@@ -86,7 +86,7 @@ def test_a_failed_call_changes_nothing():
 @pytest.mark.parametrize("where", [None, 1.5, True, [], [["1"]], {"1": 1}])
 def test_bad_where_is_named(where):
     net = nn.Sequential(nn.Linear(5, 6), nn.ReLU())
-    with pytest.raises(PatchError, match=r"where=.*must be a module name, a glob such as 'act\*', an integer"):
+    with pytest.raises(PatchError, match=r"where=.*must be a module name, a glob such as 'act\*'"):
         metabp.synthetic_gradients(net, where)
 
 
