@@ -15,19 +15,26 @@ PLOT_KINDS = ("implicit-lr", "bfunction")
 
 
 class Plot:
-    """``metabp plot implicit-lr best.bfn --activation relu --lr 0.01 -o beta.png``."""
+    """``metabp plot implicit-lr best.bfn --optimizer adam --lr 0.01 -o beta.png``."""
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("kind", choices=PLOT_KINDS,
-                            help="implicit-lr: g, sigma' and beta = lr g/sigma'; bfunction: g and sigma'")
+                            help="implicit-lr: g, sigma' and beta = lr*g/sigma'; bfunction: g and sigma'")
         parser.add_argument("bfn", type=Path, help="a .bfn file (metabp export, metabp.save)")
-        parser.add_argument("--activation", default="relu", help="the sigma that g replaces (default relu)")
-        parser.add_argument("--lr", type=float, default=1.0, help="the optimizer's learning rate alpha")
+        parser.add_argument("--activation", default=None,
+                            help="the sigma that g replaces (default: the .bfn's target's, else relu)")
+        parser.add_argument("--lr", type=float, default=None,
+                            help="the learning rate lr in beta = lr*g/sigma' (default: the .bfn's "
+                                 "own searched lr, else its target's, else 1)")
         parser.add_argument("--optimizer", default=None,
-                            help="the optimizer, to say whether a constant in g cancels (adam) or not")
-        parser.add_argument("--zmin", type=float, default=-4.0)
-        parser.add_argument("--zmax", type=float, default=4.0)
-        parser.add_argument("-o", "--output", type=Path, default=None, help="PNG to write")
+                            help="the optimizer g trains with, e.g. adam or sgd: says whether a constant "
+                                 "factor in g cancels (default: the .bfn's target's)")
+        parser.add_argument("--zmin", type=float, default=-4.0,
+                            help="smallest pre-activation z drawn (default -4)")
+        parser.add_argument("--zmax", type=float, default=4.0,
+                            help="largest pre-activation z drawn (default 4)")
+        parser.add_argument("-o", "--output", type=Path, default=None,
+                            help="PNG to write (default: beside the .bfn, BFN.KIND.png)")
 
     def run(self, args: argparse.Namespace) -> int:
         import numpy as np
@@ -39,20 +46,47 @@ class Plot:
         if not args.zmin < args.zmax:
             raise ConfigError(f"--zmin {args.zmin} --zmax {args.zmax}: zmin must be below zmax")
         g = metabp.load(args.bfn)
+        known = trained_with(g.meta)
+        activation = args.activation or known.get("activation", "relu")
+        lr = args.lr if args.lr is not None else known.get("lr", 1.0)
+        optimizer = args.optimizer or known.get("optimizer")
         z = torch.linspace(args.zmin, args.zmax, 401, dtype=torch.float64)
-        optimizer = args.optimizer or g.meta.get("optimizer")
         out = args.output or args.bfn.with_suffix(f".{args.kind}.png")
         if args.kind == "implicit-lr":
-            res = plots.plot_implicit_lr(g, args.activation, args.lr, out, z=z, optimizer=optimizer)
+            res = plots.plot_implicit_lr(g, activation, lr, out, z=z, optimizer=optimizer)
             beta = res.data["beta"]
             ok = beta[np.isfinite(beta)]
             span = f"beta in [{ok.min():.4g}, {ok.max():.4g}]" if ok.size else "beta undefined everywhere"
-            print(f"wrote {res.path}  ({span} on z in [{args.zmin:g}, {args.zmax:g}]; "
-                  f"{plots.optimizer_note(optimizer)})")
+            print(f"wrote {res.path}  ({span} on z in [{args.zmin:g}, {args.zmax:g}], {activation}, "
+                  f"lr {lr:g}; {plots.optimizer_note(optimizer)})")
         else:
-            res = plots.plot_bfunction(g, args.activation, out, z=z)
+            res = plots.plot_bfunction(g, activation, out, z=z)
             print(f"wrote {res.path}")
         return 0
+
+
+def trained_with(meta: dict) -> dict:
+    """``activation``, ``lr`` and ``optimizer`` a ``.bfn`` was found with, from its ``meta``: the
+    searched ``lr`` when the study searched it, else its target preset's (with the study's
+    overrides). Empty when the ``.bfn`` names no known target."""
+    from metabp.exceptions import MetabpError
+
+    out: dict = {}
+    target = meta.get("target") if isinstance(meta, dict) else None
+    if isinstance(target, str):
+        from metabp.targets import get_target
+
+        overrides = meta.get("overrides")
+        try:
+            spec = get_target(target, **(overrides if isinstance(overrides, dict) else {}))
+        except (MetabpError, TypeError, ValueError):
+            spec = None
+        if spec is not None:
+            out.update(activation=spec.activation, lr=spec.lr, optimizer=spec.optimizer)
+    lr = meta.get("lr") if isinstance(meta, dict) else None
+    if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0:
+        out["lr"] = float(lr)
+    return out
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

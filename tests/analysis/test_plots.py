@@ -52,8 +52,24 @@ def test_implicit_lr_smooth_activation_defined_everywhere(tmp_path):
 
 def test_optimizer_note_says_which_case():
     assert "scale-invariant" in plots.optimizer_note("adam")
+    assert "cancels" in plots.optimizer_note("adam") and "exact" not in plots.optimizer_note("adam")
     assert "SGD-like" in plots.optimizer_note("sgd")
     assert "SGD-like" in plots.optimizer_note("momentum")
+    assert "exact for plain SGD" not in plots.optimizer_note(None)
+
+
+def test_implicit_lr_shades_only_where_g_injects_credit(tmp_path):
+    # g = 0.5 + 0.5 tanh(z): about 0 for z << 0 (no credit), clearly nonzero near 0 (credit injected)
+    g = metabp.MetaNet(omega=[1.0, 0.0, 0.5, 0.5])
+    out = plots.plot_implicit_lr(g, "relu", lr=0.1, path=tmp_path / "b.png", optimizer="adam")
+    z, gz, injected = out.data["z"], out.data["g"], out.data["injected"]
+    assert not injected[z > 0].any()  # sigma' != 0 there: beta is defined
+    assert injected[(z < 0) & (z > -1)].all()
+    assert not injected[z < -3].any()  # g < 1% of max|g| there
+    np.testing.assert_array_equal(injected, (z <= 0) & (np.abs(gz) > plots.CREDIT_TOL * np.abs(gz).max()))
+    # Scaled(c) is 0 wherever relu' is 0: nothing injected
+    flat = plots.plot_implicit_lr(metabp.Scaled(2.0), "relu", lr=0.1, path=tmp_path / "s.png")
+    assert not flat.data["injected"].any()
 
 
 def test_plot_bfunctions_and_spread(tmp_path):
@@ -81,6 +97,32 @@ def test_search_trace_is_running_minimum(tmp_path):
     out = plots.plot_search_trace({"gp": [3.0, 2.0, math.nan, 2.5, 1.0]}, tmp_path / "t.png",
                                   reference={"plain": 2.2})
     np.testing.assert_allclose(out.data["gp"], [3.0, 2.0, 2.0, 2.0, 1.0])
+    np.testing.assert_array_equal(out.data["gp/numbers"], [0, 1, 2, 3, 4])  # as metabp show counts
+    out = plots.plot_search_trace({"gp": [3.0, 1.0]}, tmp_path / "t.png", numbers={"gp": [0, 4]})
+    np.testing.assert_array_equal(out.data["gp/numbers"], [0, 4])
+    with pytest.raises(ConfigError, match="numbers"):
+        plots.plot_search_trace({"gp": [3.0, 1.0]}, tmp_path / "t.png", numbers={"gp": [0]})
+
+
+def test_heldout_scatter_and_transfer(tmp_path):
+    out = plots.plot_heldout_scatter([0.2, 0.21], [0.23, 0.2], tmp_path / "h.png", heldout_std=[0.01, 0.02],
+                                     labels=["0", "3"],
+                                     controls={"backprop": (0.22, 0.21), "lr": (None, 0.2)})
+    assert _is_png(out.path)
+    np.testing.assert_array_equal(out.data["heldout"], [0.23, 0.2])
+    with pytest.raises(ConfigError, match="heldout"):
+        plots.plot_heldout_scatter([0.2], [], tmp_path / "h.png")
+    tr = plots.plot_transfer({"a": {"g": (1.0, 0.1), "backprop": (2.0, 0.1)}}, {"a": (0.5, 0.01)},
+                             tmp_path / "t.png")
+    assert _is_png(tr.path)
+    np.testing.assert_array_equal(tr.data["ratio"], [0.5])
+    np.testing.assert_array_equal(tr.data["backprop"], [2.0])
+
+
+def test_many_curves_put_the_legend_below(tmp_path):
+    curves = {f"m{i}": [1.0, 0.5, 0.25] for i in range(13)}
+    out = plots.plot_loss_curves(curves, tmp_path / "l.png")
+    assert _is_png(out.path) and len([k for k in out.data if k.endswith("/mean")]) == 13
 
 
 def test_alignment_plot(tmp_path):
@@ -104,5 +146,19 @@ def test_cli_plot_implicit_lr(tmp_path, capsys):
     assert rc == 0 and _is_png(out)
     text = capsys.readouterr().out
     assert "beta in [0.005, 0.005]" in text
+    assert "optimizer not given" in text
     assert main(["plot", "bfunction", str(bfn), "-o", str(tmp_path / "g.png")]) == 0
-    assert main(["plot", "implicit-lr", str(tmp_path / "missing.bfn")]) == 1
+    assert main(["plot", "implicit-lr", str(tmp_path / "missing.bfn")]) != 0
+
+
+def test_cli_plot_reads_the_optimizer_and_lr_of_the_bfn_target(tmp_path, capsys):
+    g = metabp.Scaled(0.5)
+    g.meta = {"target": "gaussians-mlp3", "overrides": {"optimizer": "sgd", "lr": 0.2}}
+    bfn = metabp.save(g, tmp_path / "best.bfn")
+    assert main(["plot", "implicit-lr", str(bfn), "-o", str(tmp_path / "b.png")]) == 0
+    text = capsys.readouterr().out
+    assert "beta in [0.1, 0.1]" in text and "sgd is SGD-like" in text
+    assert main(["plot", "implicit-lr", str(bfn), "--optimizer", "adam", "--lr", "0.01",
+                 "-o", str(tmp_path / "b.png")]) == 0
+    text = capsys.readouterr().out
+    assert "beta in [0.005, 0.005]" in text and "adam is scale-invariant" in text
