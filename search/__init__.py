@@ -2,21 +2,28 @@
 
 Bayesian optimisation over the meta-network weights ``omega`` (paper section 3.2.1): a GP prior
 and (log) Expected Improvement, proposed by BoTorch inside an Optuna study, so storage, parallel
-workers and optuna-dashboard come from Optuna. The front door::
+workers and optuna-dashboard come from Optuna. A candidate is scored on several training seeds
+(and targets), and the best are validated on held-out seeds. The front door::
 
     from metabp.search import Study, load_study, minimize
     study = Study(load_study("studies/quickstart.toml"))
-    study.optimize()                       # resumes where it stopped
+    study.optimize()                       # resumes where it stopped; validates at the end
     g = study.best_bfn(); study.export("best.bfn")
+
+Reading order: ``_load.py`` (study file) -> ``_config.py`` (StudyConfig) -> ``_study.py`` (trials)
+-> ``_score.py`` (a candidate's score); ``_validate.py``, ``_workers.py`` and ``_storage.py`` aside.
 """
 
-from ._config import StudyConfig, load_study
+from ._config import StudyConfig, TargetEntry
+from ._load import load_study
 from ._minimize import MinimizeResult, minimize
 from ._samplers import SAMPLERS, SobolSampler, make_sampler
+from ._score import Evaluation, Score, train_evaluator
 from ._storage import get_storage
-from ._study import Evaluation, Study, train_evaluator
+from ._study import Study
+from ._validate import format_heldout
 
 __all__ = [
-    "Study", "StudyConfig", "load_study", "minimize", "MinimizeResult", "SAMPLERS", "make_sampler",
-    "SobolSampler", "get_storage", "Evaluation", "train_evaluator",
+    "Study", "StudyConfig", "TargetEntry", "load_study", "minimize", "MinimizeResult", "SAMPLERS",
+    "make_sampler", "SobolSampler", "get_storage", "Evaluation", "Score", "train_evaluator", "format_heldout",
 ]

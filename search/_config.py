@@ -1,67 +1,73 @@
-"""Study files (TOML) -> a validated, frozen :class:`StudyConfig`.
+"""A validated, frozen :class:`StudyConfig`: what to train, which meta-network, how to search.
 
-A study file overrides only what differs from the defaults (like nanoGPT's ``config/``)::
-
-    name = "quickstart"            # default: the file's stem
-    where = "act2"                 # patch site; default: the target preset's
-    seed = 0                       # training seed, the same for every candidate (common random numbers)
-    device = "cpu"
-
-    [target]
-    preset = "gaussians-mlp3"      # any name metabp.targets knows
-    epochs = 2                     # every other key overrides a TargetSpec field
-
-    [metanet]
-    hidden = 1                     # g(z) = sum_k w2_k act(w1_k z + b1_k) + b2, 3*hidden+1 weights
-    act = "tanh"
-
-    [search]
-    sampler = "botorch"            # botorch | random | tpe | gp | cmaes
-    acquisition = "logei"          # logei (one proposal at a time) | qlogei (batches of q)
-    q = 1
-    n_initial = 8                  # Sobol points before the GP takes over
-    n_trials = 40                  # total budget (completed trials)
-    bounds = [-5.0, 5.0]           # one box for every omega_i, or one [lo, hi] per parameter
-    seed = 0                       # the sampler's seed
-    storage = "quickstart.journal" # Optuna storage URL or journal file; default beside the study file
-
-Everything is checked once, here; an error names the file, the key, the value and what is allowed.
+Study files (TOML) are read by :func:`metabp.search.load_study` (``_load.py``); a config built in
+code is checked here, in ``StudyConfig.__post_init__``. Every error names the key, the value and
+what is allowed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from metabp.exceptions import ConfigError
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
 SAMPLER_NAMES = ("botorch", "random", "tpe", "gp", "cmaes")
 ACQUISITIONS = ("logei", "qlogei")
+#: Largest seed accepted (training, validation and sampler seeds): numpy's and torch's range.
+MAX_SEED = 2**32 - 1
+#: Largest ``[metanet] hidden``: the meta-network is a scalar function, a few units suffice.
+MAX_HIDDEN = 64
+#: Largest learning rate accepted anywhere in a study file.
+MAX_LR = 1e3
+#: Largest trial budget, batch size ``q`` and ``top_k``.
+MAX_TRIALS = 100_000
 
-_TOP_KEYS = {"name", "where", "seed", "device", "data_dir", "target", "metanet", "search"}
-_METANET_KEYS = {"hidden", "act"}
-_SEARCH_KEYS = {"sampler", "acquisition", "q", "n_initial", "n_trials", "bounds", "seed", "storage"}
+
+@dataclasses.dataclass(frozen=True)
+class TargetEntry:
+    """One target of a study: a preset, its overrides and the patch site.
+
+    Attributes:
+        preset: a ``metabp.targets`` preset name.
+        overrides: ``(key, value)`` pairs passed to ``get_target`` (sorted by key).
+        where: patch site, or ``None`` for the preset's.
+    """
+
+    preset: str
+    overrides: tuple[tuple[str, Any], ...] = ()
+    where: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.preset
+
+    def spec(self):
+        """The validated ``metabp.targets.TargetSpec`` (imports the targets layer)."""
+        from metabp.targets import get_target
+
+        return get_target(self.preset, **dict(self.overrides))
 
 
 @dataclasses.dataclass(frozen=True)
 class StudyConfig:
-    """One study: what to train, which meta-network, how to search. Frozen and validated.
+    """One study. Frozen and validated.
 
     Attributes:
         name: the study's name in its storage.
-        target: target preset name (``metabp.targets.get_target``).
-        overrides: ``(key, value)`` pairs passed to ``get_target`` (sorted by key).
-        where: patch site, or ``None`` for the preset's.
-        seed: training seed shared by every candidate (common random numbers).
-        device: torch device for training.
+        target, overrides, where: the (first) target's preset, ``get_target`` overrides and patch site.
+        targets: every target (one :class:`TargetEntry` each); default ``(target, overrides, where)``.
+            With more than one, a candidate's score is the mean over targets and seeds of
+            ``AULC(g) / AULC(backprop)`` on the same target and seed.
+        seeds: training seeds; a candidate's score is its mean over them (common random numbers:
+            every candidate sees the same seeds). ``seed`` is ``seeds[0]``.
+        lr_bounds: ``(lo, hi)`` when the targets' learning rate is searched with omega (log scale,
+            parameter ``lr``); ``None``: each target's own lr.
+        validate_seeds: held-out seeds for the top candidates after the search (``()``: none).
+        validate_top_k: how many of the best candidates are validated.
+        device: torch device for training. compile: ``torch.compile`` the training step.
         data_dir: dataset directory passed to ``train`` (``None``: the targets' default).
         hidden, act: the meta-network's shape (``metabp.MetaNet(hidden, act)``).
         bounds: one ``(lo, hi)`` per meta-network weight, ``3*hidden+1`` of them.
@@ -74,7 +80,7 @@ class StudyConfig:
     target: str
     overrides: tuple[tuple[str, Any], ...] = ()
     where: str | None = None
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)
     device: str = "cpu"
     data_dir: str | None = None
     hidden: int = 1
@@ -88,70 +94,102 @@ class StudyConfig:
     sampler_seed: int = 0
     storage: str | None = None
     path: str | None = None
+    targets: tuple[TargetEntry, ...] = ()
+    lr_bounds: tuple[float, float] | None = None
+    validate_seeds: tuple[int, ...] = ()
+    validate_top_k: int = 5
+    compile: bool = False
 
     def __post_init__(self) -> None:
-        where = f" in {self.path}" if self.path else ""
-        if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(f"name = {self.name!r}{where}: the study name must be a non-empty string")
+        at = f" in {self.path}" if self.path else ""
+        if not isinstance(self.name, str) or not self.name or len(self.name) > 200:
+            raise ConfigError(f"name = {self.name!r}{at}: the study name must be a non-empty string")
         if not isinstance(self.target, str) or not self.target:
-            raise ConfigError(
-                f"[target] preset = {self.target!r}{where}: give a target preset name, "
-                'e.g. preset = "gaussians-mlp3"'
-            )
-        _check_int("[metanet] hidden", self.hidden, 1, where)
+            raise ConfigError(f"[target] preset = {self.target!r}{at}: give a target preset name, "
+                              'e.g. preset = "gaussians-mlp3"')
+        if not self.targets:
+            object.__setattr__(self, "targets", (TargetEntry(self.target, self.overrides, self.where),))
+        names = [t.name for t in self.targets]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"[[targets]]{at}: preset {names!r} listed twice; give each target once")
+        check_int("[metanet] hidden", self.hidden, 1, MAX_HIDDEN, at)
         if not isinstance(self.act, str):
-            raise ConfigError(f"[metanet] act = {self.act!r}{where}: must be an activation name string")
-        _check_int("seed", self.seed, 0, where)
-        if self.sampler not in SAMPLER_NAMES:
-            raise ConfigError(
-                f"[search] sampler = {self.sampler!r}{where}: unknown sampler; "
-                f"choose one of {', '.join(SAMPLER_NAMES)}"
-            )
-        if self.acquisition not in ACQUISITIONS:
-            raise ConfigError(
-                f"[search] acquisition = {self.acquisition!r}{where}: unknown acquisition; "
-                f"choose one of {', '.join(ACQUISITIONS)}"
-            )
-        _check_int("[search] q", self.q, 1, where)
-        if self.q > 1 and self.acquisition != "qlogei":
-            raise ConfigError(
-                f"[search] q = {self.q}{where} needs acquisition = \"qlogei\" "
-                f"(acquisition = {self.acquisition!r} proposes one point at a time)"
-            )
-        _check_int("[search] n_initial", self.n_initial, 1, where)
-        _check_int("[search] n_trials", self.n_trials, 1, where)
-        _check_int("[search] seed", self.sampler_seed, 0, where)
+            raise ConfigError(f"[metanet] act = {self.act!r}{at}: must be an activation name string")
+        object.__setattr__(self, "seeds", check_seeds("seeds", self.seeds, at))
+        object.__setattr__(self, "validate_seeds", check_seeds("[validate] seeds", self.validate_seeds, at,
+                                                               allow_empty=True))
+        both = sorted(set(self.seeds) & set(self.validate_seeds))
+        if both:
+            raise ConfigError(f"[validate] seeds{at}: {both} also in the search seeds {list(self.seeds)}; "
+                              "held-out seeds must differ from the search's")
+        check_int("[validate] top_k", self.validate_top_k, 1, MAX_TRIALS, at)
+        self._check_search(at)
+        if self.lr_bounds is not None:
+            object.__setattr__(self, "lr_bounds", check_lr_bounds(self.lr_bounds, at))
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"compile = {self.compile!r}{at}: must be true or false")
         num = 3 * self.hidden + 1
         if len(self.bounds) != num:
-            raise ConfigError(
-                f"[search] bounds{where}: {len(self.bounds)} (lo, hi) pairs for a meta-network with "
-                f"3*hidden+1 = {num} weights; give one box [lo, hi] or {num} pairs"
-            )
+            raise ConfigError(f"[search] bounds{at}: {len(self.bounds)} (lo, hi) pairs for a meta-network "
+                              f"with 3*hidden+1 = {num} weights; give one box [lo, hi] or {num} pairs")
         for i, (lo, hi) in enumerate(self.bounds):
-            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-                raise ConfigError(
-                    f"[search] bounds[{i}] = [{lo}, {hi}]{where}: need finite lo < hi"
-                )
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi and max(-lo, hi) <= 1e6):
+                raise ConfigError(f"[search] bounds[{i}] = [{lo}, {hi}]{at}: need finite lo < hi "
+                                  "within [-1e6, 1e6]")
+
+    def _check_search(self, at: str) -> None:
+        if self.sampler not in SAMPLER_NAMES:
+            raise ConfigError(f"[search] sampler = {self.sampler!r}{at}: unknown sampler; "
+                              f"choose one of {', '.join(SAMPLER_NAMES)}")
+        if self.acquisition not in ACQUISITIONS:
+            raise ConfigError(f"[search] acquisition = {self.acquisition!r}{at}: unknown acquisition; "
+                              f"choose one of {', '.join(ACQUISITIONS)}")
+        check_int("[search] q", self.q, 1, 1024, at)
+        if self.q > 1 and self.acquisition != "qlogei":
+            raise ConfigError(f"[search] q = {self.q}{at} needs acquisition = \"qlogei\" "
+                              f"(acquisition = {self.acquisition!r} proposes one point at a time)")
+        check_int("[search] n_initial", self.n_initial, 1, MAX_TRIALS, at)
+        check_int("[search] n_trials", self.n_trials, 1, MAX_TRIALS, at)
+        check_int("[search] seed", self.sampler_seed, 0, MAX_SEED, at)
+
+    @property
+    def seed(self) -> int:
+        """The first training seed (``seeds[0]``)."""
+        return self.seeds[0]
+
+    @property
+    def multi_target(self) -> bool:
+        """Whether scores are ratios to backprop averaged over several targets."""
+        return len(self.targets) > 1
 
     @property
     def num_params(self) -> int:
-        """Number of meta-network weights ``3*hidden+1``, the search space's dimension."""
+        """Number of meta-network weights ``3*hidden+1`` (the box has one more with ``lr``)."""
         return 3 * self.hidden + 1
 
     @property
     def param_names(self) -> list[str]:
-        """Optuna parameter names ``omega_0 .. omega_{P-1}``."""
-        return [f"omega_{i}" for i in range(self.num_params)]
+        """Optuna parameter names ``omega_0 .. omega_{P-1}``, then ``lr`` when it is searched."""
+        return [f"omega_{i}" for i in range(self.num_params)] + (["lr"] if self.lr_bounds else [])
 
-    def target_spec(self):
-        """The validated ``metabp.targets.TargetSpec`` (imports the targets layer)."""
-        from metabp.targets import get_target
+    @property
+    def search_bounds(self) -> list[tuple[float, float]]:
+        """``(lo, hi)`` per name in :attr:`param_names`."""
+        return list(self.bounds) + ([self.lr_bounds] if self.lr_bounds else [])
 
+    @property
+    def search_log(self) -> list[bool]:
+        """Per name in :attr:`param_names`: searched on a log scale (only ``lr``)."""
+        return [False] * self.num_params + ([True] if self.lr_bounds else [])
+
+    def target_spec(self, index: int = 0):
+        """The validated ``metabp.targets.TargetSpec`` of target ``index`` (imports the targets layer)."""
+        entry = self.targets[index]
         try:
-            return get_target(self.target, **dict(self.overrides))
+            return entry.spec()
         except ConfigError as exc:
-            where = f" in {self.path}" if self.path else ""
-            raise ConfigError(f"[target]{where}: {exc}") from exc
+            at = f" in {self.path}" if self.path else ""
+            raise ConfigError(f"[target] {entry.preset}{at}: {exc}") from exc
 
     def default_storage(self) -> str:
         """The storage used when none is given: a journal file beside the study file."""
@@ -167,126 +205,61 @@ class StudyConfig:
     def identity(self) -> dict[str, Any]:
         """What must agree between workers sharing one study (stored with the study)."""
         return {
-            "target": self.target,
-            "overrides": {k: v for k, v in self.overrides},
-            "where": self.where,
-            "seed": self.seed,
+            "targets": [[t.preset, {k: v for k, v in t.overrides}, t.where] for t in self.targets],
+            "seeds": list(self.seeds),
             "hidden": self.hidden,
             "act": self.act,
             "bounds": [list(b) for b in self.bounds],
+            "lr_bounds": list(self.lr_bounds) if self.lr_bounds else None,
         }
 
 
-def _check_int(key: str, value: Any, minimum: int, where: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key} = {value!r}{where}: must be an integer >= {minimum}")
+def check_int(key: str, value: Any, lo: int, hi: int, at: str) -> int:
+    """``value`` if it is an int (not a bool) in ``[lo, hi]``, else a ConfigError naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{key} = {_short(value)}{at}: must be an integer in [{lo}, {hi}]")
+    return value
 
 
-def _unknown(table: str, got: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    extra = sorted(set(got) - allowed)
-    if extra:
-        raise ConfigError(
-            f"{table}{where}: unknown key {extra[0]!r}; allowed keys: {', '.join(sorted(allowed))}"
-        )
-
-
-def _table(doc: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
-    value = doc.get(key, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"[{key}]{where}: must be a table, got {value!r}")
-    return dict(value)
-
-
-def _bounds(value: Any, num: int, where: str) -> tuple[tuple[float, float], ...]:
-    def pair(v: Any, label: str) -> tuple[float, float]:
-        if (
-            not isinstance(v, list | tuple)
-            or len(v) != 2
-            or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
-        ):
-            raise ConfigError(
-                f"[search] {label} = {v!r}{where}: must be [lo, hi] numbers, e.g. [-5.0, 5.0]"
-            )
-        return float(v[0]), float(v[1])
-
-    if isinstance(value, list | tuple) and value and all(isinstance(v, list | tuple) for v in value):
-        if len(value) != num:
-            raise ConfigError(
-                f"[search] bounds{where}: {len(value)} [lo, hi] pairs for a meta-network with "
-                f"3*hidden+1 = {num} weights; give one box [lo, hi] or {num} pairs"
-            )
-        return tuple(pair(v, f"bounds[{i}]") for i, v in enumerate(value))
-    return (pair(value, "bounds"),) * num
-
-
-def study_config_from_dict(doc: Mapping[str, Any], *, path: str | None = None) -> StudyConfig:
-    """Build a :class:`StudyConfig` from a parsed study document (the TOML's dict)."""
-    where = f" in {path}" if path else ""
-    _unknown("study file", doc, _TOP_KEYS, where)
-    target = _table(doc, "target", where)
-    metanet = _table(doc, "metanet", where)
-    search = _table(doc, "search", where)
-    _unknown("[metanet]", metanet, _METANET_KEYS, where)
-    _unknown("[search]", search, _SEARCH_KEYS, where)
-    if "preset" not in target:
-        raise ConfigError(f"[target]{where}: missing key 'preset' (a target name, e.g. \"gaussians-mlp3\")")
-    preset = target.pop("preset")
-    hidden = metanet.get("hidden", 1)
-    _check_int("[metanet] hidden", hidden, 1, where)
-    name = doc.get("name", Path(path).stem if path else None)
-    storage = search.get("storage")
-    if storage is not None and not isinstance(storage, str):
-        raise ConfigError(f"[search] storage = {storage!r}{where}: must be a URL or file path string")
-    if storage is not None and path and "://" not in storage and not storage.startswith(":"):
-        storage = str(Path(path).parent / storage)  # relative journal paths are relative to the study file
-    data_dir = doc.get("data_dir")
-    for key in ("where", "device", "data_dir"):
-        if key in doc and not isinstance(doc[key], str):
-            raise ConfigError(f"{key} = {doc[key]!r}{where}: must be a string")
-    return StudyConfig(
-        name=name,
-        target=preset,
-        overrides=tuple(sorted(target.items())),
-        where=doc.get("where"),
-        seed=doc.get("seed", 0),
-        device=doc.get("device", "cpu"),
-        data_dir=data_dir,
-        hidden=hidden,
-        act=metanet.get("act", "tanh"),
-        bounds=_bounds(search.get("bounds", [-5.0, 5.0]), 3 * hidden + 1, where),
-        sampler=search.get("sampler", "botorch"),
-        acquisition=search.get("acquisition", "logei"),
-        q=search.get("q", 1),
-        n_initial=search.get("n_initial", 8),
-        n_trials=search.get("n_trials", 40),
-        sampler_seed=search.get("seed", 0),
-        storage=storage,
-        path=path,
-    )
-
-
-def load_study(path: str | Path, *, check_target: bool = True) -> StudyConfig:
-    """Read and validate a study file.
-
-    Args:
-        path: the TOML file.
-        check_target: also build the target spec, so a bad ``[target]`` override fails now.
-
-    Raises:
-        metabp.ConfigError: naming the file, the key, the value and what is allowed.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"study file {str(path)!r} does not exist")
-    try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"study file {str(path)!r} is not valid TOML: {exc}") from exc
-    cfg = study_config_from_dict(doc, path=str(path))
-    if check_target:
+def check_number(key: str, value: Any, at: str, *, lo: float, hi: float, lo_open: bool = True) -> float:
+    """``float(value)`` for a finite int/float (not a bool) in ``(lo, hi]`` (``[lo, hi]``)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok:
         try:
-            import metabp.targets  # noqa: F401
-        except ImportError:  # targets layer absent: checked when the study runs
-            return cfg
-        cfg.target_spec()
-    return cfg
+            v = float(value)
+        except OverflowError:
+            ok = False
+    if not ok or not math.isfinite(v) or v > hi or v < lo or (lo_open and v == lo):
+        left = "(" if lo_open else "["
+        raise ConfigError(f"{key} = {_short(value)}{at}: must be a number in {left}{lo:g}, {hi:g}]")
+    return v
+
+
+def check_seeds(key: str, value: Any, at: str, *, allow_empty: bool = False) -> tuple[int, ...]:
+    """A tuple of distinct seeds in ``[0, MAX_SEED]``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,)
+    if not isinstance(value, list | tuple) or (not value and not allow_empty) or len(value) > 1000:
+        raise ConfigError(f"{key} = {_short(value)}{at}: must be a list of distinct integer seeds, "
+                          "e.g. [0, 1, 2]")
+    for s in value:
+        check_int(key, s, 0, MAX_SEED, at)
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{key} = {_short(value)}{at}: a seed is listed twice")
+    return tuple(value)
+
+
+def check_lr_bounds(value: Any, at: str) -> tuple[float, float]:
+    """``(lo, hi)`` with ``0 < lo < hi <= MAX_LR``."""
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ConfigError(f"[search] lr = {_short(value)}{at}: must be [lo, hi], e.g. [1e-3, 1.0]")
+    lo = check_number("[search] lr[0]", value[0], at, lo=0.0, hi=MAX_LR)
+    hi = check_number("[search] lr[1]", value[1], at, lo=0.0, hi=MAX_LR)
+    if not lo < hi:
+        raise ConfigError(f"[search] lr = [{lo:g}, {hi:g}]{at}: need lo < hi")
+    return lo, hi
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -1,157 +1,65 @@
 r"""The study: an Optuna study whose trials are candidate meta-network weights ``omega``.
 
-Each trial is one candidate ``g_omega`` (params ``omega_0 .. omega_{P-1}``) trained on the target;
-its value is the area under the training-loss curve,
+Each trial is one candidate ``g_omega`` (params ``omega_0 .. omega_{P-1}``, and ``lr`` when the
+study searches the learning rate), trained on the study's seeds and targets; its value is the
+score of ``_score.py`` (mean AULC over seeds, or mean AULC ratio to backprop over targets and
+seeds), to be minimised. Storage layout:
 
-.. math:: \mathrm{AULC}(\omega) = \frac{1}{T} \sum_{t=1}^{T} L_t(\theta_t; g_\omega),
+- trial user attrs: ``per_seed`` (one dict per target and seed), ``step_losses`` (first target and
+  seed), ``seconds``, ``diverged``;
+- study user attrs: ``backprop`` (backprop's score on the search seeds, ``{mean, std, seeds,
+  values, per_target}``), ``heldout_controls`` and one ``heldout_aulc:<number>`` per validated
+  trial (``_validate.py``); :attr:`Study.trials` shows the latter as the trial's user attr
+  ``heldout_aulc`` (Optuna does not let a finished trial's attrs change).
 
-the mean per-step training loss (``metabp.targets``), to be minimised; its user attrs keep
-``step_losses``, ``epoch_losses``, ``diverged``, ``seconds`` (training) and ``test_accuracy``.
-A diverged run is scored by the targets' finite penalty AULC, recorded like any other.
-
-Workers. Any number of processes (``Study.optimize`` in each) may share one storage. Each worker
-marks the trials it runs with its host, process id and a heartbeat; a RUNNING trial whose process
-is gone (same host) or whose heartbeat is older than ``heartbeat_grace`` seconds (another host) is
-marked FAIL by whichever worker notices first, and its point is enqueued again, so a killed worker
-loses nothing completed and its unfinished points are proposed again. The budget counts
-completed, running and waiting trials; a trial created past the budget by a race between workers
-is failed at once, before any parameter is drawn (system attr ``metabp:surplus``), and of two
-workers that propose the same point at the same moment one fails its twin and proposes again
-(``metabp:duplicate_of``), so no point is trained twice.
+Workers: any number of processes may share one storage (``_workers.py`` fails dead workers'
+trials and queues their points again). The budget counts completed, running and waiting trials; a
+trial created past the budget by a race between workers is failed at once, before any parameter
+is drawn (system attr ``metabp:surplus``), and of two workers that propose the same point at the
+same moment one fails its twin and proposes again (``metabp:duplicate_of``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
-import socket
 import sys
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
-from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from metabp import MetaNet
 from metabp.exceptions import ConfigError
 
-from ._config import StudyConfig, load_study
+from ._config import StudyConfig
+from ._load import load_study
 from ._samplers import make_sampler
-from ._storage import get_storage
+from ._score import Evaluator, as_evaluator, backprop_aulcs, backprop_summary, score, train_evaluator
+from ._storage import HEARTBEAT_GRACE_S, get_storage
+from ._validate import HELDOUT, validate
+from ._workers import CHECKED, Workers, duplicate_of
 
-#: Seconds between a worker's heartbeats on its running trials.
-HEARTBEAT_S = 15.0
-#: A RUNNING trial from another host is stale after this many seconds without a heartbeat.
-HEARTBEAT_GRACE_S = 120.0
-#: Score given to a run whose AULC is not finite when the targets layer gave no penalty.
-FALLBACK_PENALTY = 1e3
-
-_WORKER = "metabp:worker"
-_HEARTBEAT = "metabp:heartbeat"
 _PROPOSE = "metabp:propose_seconds"
-_CHECKED = "metabp:checked"
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-@dataclass
-class Evaluation:
-    """What one candidate's training returns (``metabp.targets.Run`` has these fields)."""
-
-    aulc: float
-    step_losses: list[float] = field(default_factory=list)
-    epoch_losses: list[float] = field(default_factory=list)
-    test_accuracy: float = float("nan")
-    diverged: bool = False
-    seconds: float = 0.0
-
-
-#: Trains candidates: ``evaluate([g_1, ..., g_k]) -> [run_1, ..., run_k]`` (Run-like objects).
-Evaluator = Callable[[list[MetaNet]], Sequence[Any]]
-
-
-def _boot_id() -> str:
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's log level at WARNING while the block runs, restored after."""
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _proc_start(pid: int) -> str | None:
-    """Start time of ``pid`` from /proc (``None``: process gone or zombie); ``""`` if unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return ""
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return fields[19]
-
-
-def _this_worker() -> dict[str, Any]:
-    pid = os.getpid()
-    return {"host": socket.gethostname(), "boot": _boot_id(), "pid": pid, "start": _proc_start(pid) or ""}
-
-
-def _worker_alive(worker: dict[str, Any]) -> bool | None:
-    """``True``/``False`` when ``worker`` ran on this machine, ``None`` when it is another host."""
-    if worker.get("host") != socket.gethostname() or worker.get("boot") != _boot_id():
-        return None
-    pid = int(worker.get("pid", -1))
-    start = _proc_start(pid)
-    if start is None:
-        return False
-    if start == "":  # no /proc: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return start == worker.get("start", start)
-
-
-def _finite_list(xs: Sequence[float] | None) -> list[float | None]:
-    return [float(x) if math.isfinite(float(x)) else None for x in (xs or [])]
-
-
-def _penalty() -> float:
-    try:
-        import metabp.targets as t
-    except ImportError:
-        return FALLBACK_PENALTY
-    for name in ("DIVERGED_AULC", "DIVERGED_PENALTY"):
-        if isinstance(getattr(t, name, None), int | float):
-            return float(getattr(t, name))
-    return FALLBACK_PENALTY
-
-
-def train_evaluator(cfg: StudyConfig) -> Evaluator:
-    """The default evaluator: ``metabp.targets.train`` (one) / ``train_many`` (a batch)."""
-    from metabp.targets import train, train_many
-
-    spec = cfg.target_spec()
-    kw = {"device": cfg.device, "data_dir": cfg.data_dir}
-
-    def evaluate(gs: list[MetaNet]) -> Sequence[Any]:
-        if len(gs) == 1:
-            return [train(spec, bfn=gs[0], where=cfg.where, seed=cfg.seed, **kw)]
-        return train_many(spec, gs, where=cfg.where, seed=cfg.seed, **kw)
-
-    return evaluate
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
 
 
 class Study:
@@ -161,58 +69,38 @@ class Study:
         config: a :class:`StudyConfig` or the path of a study file.
         storage: storage URL or object; default ``config.storage``, else a journal file beside the
             study file (safe for several worker processes on one machine).
-        evaluate: trains candidates (default :func:`train_evaluator`); tests pass cheap functions.
-        heartbeat_grace: seconds after which another host's silent RUNNING trial counts as dead.
+        evaluate: trains copies (default :func:`train_evaluator`); tests pass cheap functions.
+        heartbeat_grace: seconds after which a silent worker's RUNNING trial counts as dead.
         create: create the study if the storage lacks it (``False``: raise ``ConfigError``).
 
-    Example:
-        >>> study = Study("studies/quickstart.toml")          # doctest: +SKIP
-        >>> study.optimize()                                  # doctest: +SKIP
-        >>> g = study.best_bfn(); study.export("best.bfn")    # doctest: +SKIP
+    Example::
+
+        study = Study("studies/quickstart.toml")
+        study.optimize()                  # resumes where it stopped, validates at the end
+        study.export("best.bfn")          # the best held-out candidate
     """
 
-    def __init__(
-        self,
-        config: StudyConfig | str | Path,
-        storage: str | BaseStorage | None = None,
-        *,
-        evaluate: Evaluator | None = None,
-        heartbeat_grace: float = HEARTBEAT_GRACE_S,
-        create: bool = True,
-    ) -> None:
-        self.config = config if isinstance(config, StudyConfig) else load_study(config)
-        cfg = self.config
+    def __init__(self, config: StudyConfig | str | Path, storage: str | BaseStorage | None = None, *,
+                 evaluate: Evaluator | None = None, heartbeat_grace: float = HEARTBEAT_GRACE_S,
+                 create: bool = True) -> None:
+        self.config = cfg = config if isinstance(config, StudyConfig) else load_study(config)
         self.storage_url = storage if storage is not None else cfg.default_storage()
-        self._storage = get_storage(self.storage_url)
-        if not create and cfg.name not in optuna.get_all_study_names(self._storage):
-            raise ConfigError(
-                f"no study named {cfg.name!r} in storage {self.storage_url}; run `metabp search "
-                f"{cfg.path or '<study file>'}` first (or pass the --storage it used)"
-            )
-        self.sampler = make_sampler(
-            cfg.sampler,
-            bounds=cfg.bounds,
-            names=cfg.param_names,
-            n_initial=cfg.n_initial,
-            seed=cfg.sampler_seed,
-            acquisition=cfg.acquisition,
-        )
-        self.optuna_study = optuna.create_study(
-            study_name=cfg.name,
-            storage=self._storage,
-            sampler=self.sampler,
-            direction="minimize",
-            load_if_exists=True,
-        )
+        self.storage = get_storage(self.storage_url, grace_period=int(heartbeat_grace))
+        if not create and cfg.name not in optuna.get_all_study_names(self.storage):
+            raise ConfigError(f"no study named {cfg.name!r} in storage {self.storage_url}; run "
+                              f"`metabp search {cfg.path or '<study file>'}` first (or pass its --storage)")
+        self.sampler = make_sampler(cfg.sampler, bounds=cfg.search_bounds, names=cfg.param_names,
+                                    n_initial=cfg.n_initial, seed=cfg.sampler_seed,
+                                    acquisition=cfg.acquisition, log=cfg.search_log)
+        with quiet_optuna():
+            self.optuna_study = optuna.create_study(study_name=cfg.name, storage=self.storage,
+                                                    sampler=self.sampler, direction="minimize",
+                                                    load_if_exists=True)
         self._check_identity()
-        self._evaluate = evaluate
-        self.heartbeat_grace = float(heartbeat_grace)
-        self._worker = _this_worker()
-        self._mine: dict[int, int] = {}  # trial_id -> number, trials this process runs now
-        self._lock = threading.Lock()
+        self.workers = Workers(self.optuna_study, self.storage, grace=heartbeat_grace)
+        self._evaluate, self.can_train_backprop = as_evaluator(evaluate) if evaluate else (None, True)
         self.last_time_split: dict[str, float] = {}
 
-    # --- identity -----------------------------------------------------------------------------
     def _check_identity(self) -> None:
         key = "metabp:config"
         ident = self.config.identity()
@@ -226,8 +114,7 @@ class Study:
                 raise ConfigError(
                     f"study {self.config.name!r} in storage {self.storage_url!s} was created with "
                     f"{k} = {stored.get(k)!r}, the study file says {v!r}; use the original settings "
-                    "or a new study name (name = ... in the study file)"
-                )
+                    "or a new study name (name = ... in the study file)")
 
     # --- read ---------------------------------------------------------------------------------
     @property
@@ -235,298 +122,277 @@ class Study:
         return self.config.name
 
     @property
+    def evaluator(self) -> Evaluator:
+        if self._evaluate is None:
+            self._evaluate = train_evaluator(self.config)
+        return self._evaluate
+
+    @property
     def trials(self) -> list[FrozenTrial]:
-        """Every trial (any state), in creation order."""
-        return self.optuna_study.get_trials(deepcopy=False)
+        """Every trial (any state), in creation order; validated ones carry user attr ``heldout_aulc``."""
+        attrs = self.optuna_study.user_attrs
+        out = []
+        for t in self.optuna_study.get_trials(deepcopy=False):
+            held = attrs.get(f"{HELDOUT}{t.number}")
+            if held is not None:
+                t = copy.copy(t)
+                t.user_attrs = {**t.user_attrs, "heldout_aulc": held}
+            out.append(t)
+        return out
 
     def completed(self) -> list[FrozenTrial]:
-        return self.optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return [t for t in self.trials if t.state == TrialState.COMPLETE]
 
     @property
     def best_trial(self) -> FrozenTrial:
-        """The completed trial with the lowest AULC."""
-        if not self.completed():
+        """The completed trial with the lowest search score."""
+        done = self.completed()
+        if not done:
             raise ConfigError(f"study {self.name!r} has no completed trial yet; run `metabp search` first")
-        return self.optuna_study.best_trial
+        return min(done, key=lambda t: (t.value, t.number))
+
+    def best_heldout_trial(self) -> FrozenTrial | None:
+        """The validated trial with the lowest held-out score (``None`` if none is validated)."""
+        held = [t for t in self.completed() if "heldout_aulc" in t.user_attrs]
+        return min(held, key=lambda t: (t.user_attrs["heldout_aulc"]["mean"], t.number)) if held else None
+
+    @property
+    def backprop(self) -> dict[str, Any] | None:
+        """Backprop's score on the search seeds ``{mean, std, seeds, values, per_target}``, if measured."""
+        return self.optuna_study.user_attrs.get("backprop")
+
+    @property
+    def heldout_controls(self) -> dict[str, Any]:
+        """The controls' held-out scores: ``backprop`` and (lr searched) ``tuned_lr``."""
+        return dict(self.optuna_study.user_attrs.get("heldout_controls") or {})
 
     def omega_of(self, trial: FrozenTrial) -> torch.Tensor:
         """The trial's ``omega`` (float64, ``num_params``)."""
-        return torch.tensor([trial.params[n] for n in self.config.param_names], dtype=torch.float64)
+        return torch.tensor([trial.params[f"omega_{i}"] for i in range(self.config.num_params)],
+                            dtype=torch.float64)
+
+    def lr_of(self, trial: FrozenTrial) -> float | None:
+        """The trial's learning rate (``None``: the targets' own)."""
+        return float(trial.params["lr"]) if self.config.lr_bounds else None
 
     def bfn_of(self, trial: FrozenTrial) -> MetaNet:
-        """The trial's meta-network, ``meta`` filled with its provenance."""
-        g = MetaNet(self.config.hidden, self.config.act, omega=self.omega_of(trial))
-        g.meta = {
-            "study": self.name,
-            "score": trial.value,
-            "trial": trial.number,
-            "target": self.config.target,
-            "overrides": dict(self.config.overrides),
-            "where": self.config.where,
-            "seed": self.config.seed,
-            "sampler": self.config.sampler,
-            "study_file": self.config.path,
-        }
+        """The trial's meta-network, ``meta`` filled with its provenance (and held-out score)."""
+        cfg = self.config
+        g = MetaNet(cfg.hidden, cfg.act, omega=self.omega_of(trial))
+        g.meta = {"study": self.name, "trial": trial.number, "aulc": trial.value, "score": trial.value,
+                  "target": cfg.target, "targets": [t.preset for t in cfg.targets],
+                  "overrides": dict(cfg.overrides), "where": cfg.where, "search_seeds": list(cfg.seeds),
+                  "sampler": cfg.sampler, "study_file": cfg.path}
+        if cfg.lr_bounds:
+            g.meta["lr"] = self.lr_of(trial)
+        held = trial.user_attrs.get("heldout_aulc")
+        if held is not None:
+            g.meta.update(heldout_aulc={"mean": held["mean"], "std": held["std"]}, seeds=list(held["seeds"]))
         return g
 
     def best_bfn(self) -> MetaNet:
-        """The best trial's meta-network (``meta``: study, score, trial, target, where, ...)."""
-        return self.bfn_of(self.best_trial)
+        """The best held-out candidate's meta-network, else the best search score's."""
+        return self.bfn_of(self.best_heldout_trial() or self.best_trial)
 
     def export(self, path: str | os.PathLike, *, trial: int | None = None) -> Path:
-        """Save the best (or trial number ``trial``) b-function as a ``.bfn`` file."""
+        """Save the best (held-out first) or trial number ``trial``'s b-function as a ``.bfn`` file.
+
+        ``meta["chosen_by"]`` says why: ``"heldout_aulc"``, ``"search score"`` or ``"trial"``.
+        """
         import metabp
 
         if trial is None:
-            g = self.best_bfn()
+            held = self.best_heldout_trial()
+            g = self.bfn_of(held or self.best_trial)
+            g.meta["chosen_by"] = "heldout_aulc" if held is not None else "search score"
         else:
-            found = [t for t in self.trials if t.number == trial]
-            if not found or found[0].state != TrialState.COMPLETE:
-                raise ConfigError(
-                    f"trial={trial}: no completed trial with that number in study {self.name!r}"
-                )
+            found = [t for t in self.completed() if t.number == trial]
+            if not found:
+                raise ConfigError(f"trial={trial}: no completed trial with that number in study "
+                                  f"{self.name!r}")
             g = self.bfn_of(found[0])
+            g.meta["chosen_by"] = "trial"
         return metabp.save(g, path)
 
     def time_split(self, trials: Sequence[FrozenTrial] | None = None) -> dict[str, float]:
         """Seconds spent training and proposing, summed over ``trials`` (default all)."""
         trials = self.trials if trials is None else trials
-        return {
-            "training": sum(float(t.user_attrs.get("seconds") or 0.0) for t in trials),
-            "proposing": sum(float(t.system_attrs.get(_PROPOSE) or 0.0) for t in trials),
-        }
+        return {"training": sum(float(t.user_attrs.get("seconds") or 0.0) for t in trials),
+                "proposing": sum(float(t.system_attrs.get(_PROPOSE) or 0.0) for t in trials)}
 
-    # --- workers ------------------------------------------------------------------------------
     def reap_stale(self) -> list[int]:
-        """Fail RUNNING trials of dead workers and enqueue their points again; returns their numbers."""
-        reaped = []
-        now = time.time()
-        for t in self.optuna_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t._trial_id in self._mine:
-                continue
-            worker = t.system_attrs.get(_WORKER)
-            if worker is None:  # created by ask() but never claimed: trust it for the grace period
-                beat = t.datetime_start.timestamp() if t.datetime_start else now
-                alive = None
-            else:
-                beat = float(t.system_attrs.get(_HEARTBEAT, now))
-                alive = _worker_alive(worker)
-            if alive is None:
-                alive = now - beat < self.heartbeat_grace
-            if alive:
-                continue
-            try:
-                changed = self._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            except UpdateFinishedTrialError:
-                continue  # finished meanwhile, or another worker failed it first
-            if not changed:
-                continue
-            reaped.append(t.number)
-            names = self.config.param_names
-            if all(n in t.params for n in names):
-                self.optuna_study.enqueue_trial(
-                    {n: t.params[n] for n in names}, user_attrs={"retry_of": t.number}
-                )
-        return reaped
-
-    @contextlib.contextmanager
-    def _heartbeat(self) -> Iterator[None]:
-        stop = threading.Event()
-
-        def beat() -> None:
-            while not stop.wait(HEARTBEAT_S):
-                with self._lock:
-                    ids = list(self._mine)
-                for tid in ids:
-                    with contextlib.suppress(Exception):  # finished meanwhile: nothing to do
-                        self._storage.set_trial_system_attr(tid, _HEARTBEAT, time.time())
-
-        thread = threading.Thread(target=beat, daemon=True, name="metabp-heartbeat")
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
-
-    def _occupied(self) -> tuple[int, int]:
-        """(completed, completed + running + waiting) trial counts."""
-        done = busy = 0
-        for t in self.optuna_study.get_trials(deepcopy=False):
-            if t.state == TrialState.COMPLETE:
-                done += 1
-            if t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING):
-                busy += 1
-        return done, busy
-
-    def _claim(self, budget: int) -> optuna.Trial | None:
-        """Ask for one trial within the budget (``None`` when the budget is taken)."""
-        trial = self.optuna_study.ask()
-        tid = trial._trial_id
-        self._storage.set_trial_system_attr(tid, _WORKER, self._worker)
-        self._storage.set_trial_system_attr(tid, _HEARTBEAT, time.time())
-        before = sum(
-            1
-            for t in self.optuna_study.get_trials(deepcopy=False)
-            if t.number < trial.number
-            and t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-        )
-        if before >= budget:  # a race with another worker: give the number back unused
-            self._storage.set_trial_system_attr(tid, "metabp:surplus", True)
-            self.optuna_study.tell(trial, state=TrialState.FAIL)
-            return None
-        with self._lock:
-            self._mine[tid] = trial.number
-        return trial
+        """Fail RUNNING trials of dead workers and queue their points again; returns their numbers."""
+        return self.workers.reap_stale(self.config.param_names)
 
     # --- run ----------------------------------------------------------------------------------
-    def optimize(self, n_trials: int | None = None, *, progress: bool = True) -> Study:
-        """Run trials until the study's budget (``config.n_trials`` completed) is met.
+    def optimize(self, n_trials: int | None = None, *, progress: bool = True, validate: bool = True) -> Study:
+        """Run trials until the study's budget (``config.n_trials`` completed) is met, then validate.
 
         Resumes: completed trials count, dead workers' RUNNING trials are failed and re-proposed.
         ``n_trials`` caps how many new trials *this call* runs (Optuna's meaning). With
-        ``acquisition = "qlogei"`` the ``q`` candidates of a batch are trained together
-        (``train_many``). At the end prints how time split between training and proposing.
+        ``acquisition = "qlogei"`` the ``q`` candidates of a batch train together. Backprop's
+        score on the search seeds is measured once per study. When the budget is met and the study
+        has held-out seeds (``[validate]``), :meth:`validate` runs (it skips what is stored).
         """
-        cfg = self.config
-        evaluate = self._evaluate or train_evaluator(cfg)
-        budget = cfg.n_trials
-        cap = math.inf if n_trials is None else int(n_trials)
-        if cap < 0:
-            raise ConfigError(f"optimize(n_trials={n_trials}): must be >= 0 or None")
-        t_start = time.perf_counter()
-        ran: list[int] = []
-        self.reap_stale()
-        done, _ = self._occupied()
-        bar = _progress(total=budget, initial=min(done, budget), enabled=progress, name=self.name)
+        if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int)
+                                     or n_trials < 0):
+            raise ConfigError(f"optimize(n_trials={n_trials!r}): must be an integer >= 0 or None")
+        with quiet_optuna():
+            self.reap_stale()
+            done = self._occupied()[0]
+            if done >= self.config.n_trials:
+                if progress:
+                    print(f"{self.name}: complete, {done}/{self.config.n_trials} trials; {self._best_text()}",
+                          file=sys.stderr)
+            else:
+                self.ensure_backprop()
+                self._run(math.inf if n_trials is None else n_trials, progress)
+            if validate and self.config.validate_seeds and self._occupied()[0] >= self.config.n_trials:
+                self.validate(progress=progress)
+        return self
+
+    def _run(self, cap: float, progress: bool) -> None:
+        cfg, t_start, ran = self.config, time.perf_counter(), []
+        bar = _progress(total=cfg.n_trials, enabled=progress, name=self.name)
         self._update_bar(bar)
         try:
-            with self._heartbeat():
+            with self.workers.heartbeat():
                 while len(ran) < cap:
                     self.reap_stale()
-                    _, busy = self._occupied()
-                    k = int(min(cfg.q, budget - busy, cap - len(ran)))
-                    if k <= 0:
-                        break
-                    batch = self._ask_batch(k, budget)
+                    k = int(min(cfg.q, cfg.n_trials - self._occupied()[1], cap - len(ran)))
+                    batch = self._ask_batch(k) if k > 0 else []
                     if not batch:
                         break
-                    self._run_batch(batch, evaluate)
-                    ran.extend(t.number for t, _ in batch)
+                    self._run_batch(batch)
+                    ran.extend(t.number for t in batch)
                     self._update_bar(bar)
         finally:
             bar.close()
         self._report(ran, time.perf_counter() - t_start, progress)
-        return self
 
-    def _ask_batch(self, k: int, budget: int) -> list[tuple[optuna.Trial, float]]:
-        batch: list[tuple[optuna.Trial, float]] = []
-        attempts = 0
+    def ensure_backprop(self) -> dict[str, Any] | None:
+        """Backprop's score on the search seeds, measured once per study (study user attr ``backprop``)."""
+        stored = self.backprop
+        if stored is not None and stored.get("seeds") == list(self.config.seeds):
+            return stored
+        if not self.can_train_backprop:
+            return None
+        aulcs = backprop_aulcs(self.config, self.evaluator, self.config.seeds)
+        summary = backprop_summary(self.config, aulcs, self.config.seeds)
+        self.optuna_study.set_user_attr("backprop", summary)
+        return summary
+
+    def validate(self, *, progress: bool = True) -> dict[str, Any]:
+        """Train the top candidates and the controls on the held-out seeds (see ``_validate.py``)."""
+        with quiet_optuna():
+            return validate(self, progress=progress)
+
+    def _occupied(self) -> tuple[int, int]:
+        """(completed, completed + running + waiting) trial counts."""
+        states = [t.state for t in self.optuna_study.get_trials(deepcopy=False)]
+        done = states.count(TrialState.COMPLETE)
+        return done, done + states.count(TrialState.RUNNING) + states.count(TrialState.WAITING)
+
+    def _claim(self) -> optuna.Trial | None:
+        """Ask for one trial within the budget (``None`` when the budget is taken)."""
+        trial = self.optuna_study.ask()
+        self.workers.claim(trial.number)
+        live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+        before = sum(1 for t in self.optuna_study.get_trials(deepcopy=False)
+                     if t.number < trial.number and t.state in live)
+        if before >= self.config.n_trials:  # a race with another worker: give the number back unused
+            self.workers.set_system_attr(trial.number, "metabp:surplus", True)
+            self.optuna_study.tell(trial, state=TrialState.FAIL)
+            self.workers.release(trial.number)
+            return None
+        return trial
+
+    def _ask_batch(self, k: int) -> list[optuna.Trial]:
+        cfg, batch, attempts = self.config, [], 0
         while len(batch) < k and attempts < 4 * k:
             attempts += 1
             t0 = time.perf_counter()
-            trial = self._claim(budget)
+            trial = self._claim()
             if trial is None:
                 break
-            for name, (lo, hi) in zip(self.config.param_names, self.config.bounds, strict=True):
-                trial.suggest_float(name, lo, hi)
-            dt = time.perf_counter() - t0
-            self._storage.set_trial_system_attr(trial._trial_id, _PROPOSE, dt)
+            for name, (lo, hi), log in zip(cfg.param_names, cfg.search_bounds, cfg.search_log, strict=True):
+                trial.suggest_float(name, lo, hi, log=log)
+            self.workers.set_system_attr(trial.number, _PROPOSE, time.perf_counter() - t0)
             twin = self._duplicate_of(trial)
             if twin is not None:  # another worker proposed the same point at the same moment
-                self._storage.set_trial_system_attr(trial._trial_id, "metabp:duplicate_of", twin)
+                self.workers.set_system_attr(trial.number, "metabp:duplicate_of", twin)
                 self.optuna_study.tell(trial, state=TrialState.FAIL)
-                self._release(trial)
+                self.workers.release(trial.number)
                 continue
-            self._storage.set_trial_system_attr(trial._trial_id, _CHECKED, True)
-            batch.append((trial, dt))
+            self.workers.set_system_attr(trial.number, CHECKED, True)
+            batch.append(trial)
         return batch
 
     def _duplicate_of(self, trial: optuna.Trial) -> int | None:
-        """Number of a live trial with (numerically) the same point that wins over ``trial``.
+        live = self.optuna_study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+        return duplicate_of(trial, live, self.config.param_names, self.config.search_bounds)
 
-        Two workers proposing at the same moment from the same data can draw the same point: each
-        writes its point, then reads the others'. Of two twins the one that reads second sees the
-        other; it yields when the other is already checked or has the lower number, so exactly one
-        of the two is trained. Params are compared relative to the box: ``max |dx| / width < 1e-6``.
-        """
-        names = self.config.param_names
-        width = [hi - lo for lo, hi in self.config.bounds]
-        mine = [trial.params[n] for n in names]
-        for t in self.optuna_study.get_trials(deepcopy=False):
-            if t.number == trial.number or t.state not in (TrialState.RUNNING, TrialState.WAITING):
-                continue
-            if not all(n in t.params for n in names):
-                continue
-            if max(abs(t.params[n] - m) / w for n, m, w in zip(names, mine, width, strict=True)) < 1e-6:
-                if t.state == TrialState.WAITING or t.system_attrs.get(_CHECKED) or t.number < trial.number:
-                    return t.number
-        return None
-
-    def _run_batch(self, batch: list[tuple[optuna.Trial, float]], evaluate: Evaluator) -> None:
-        names = self.config.param_names
-        gs = [
-            MetaNet(self.config.hidden, self.config.act,
-                    omega=[trial.params[n] for n in names])
-            for trial, _ in batch
-        ]
+    def _run_batch(self, batch: list[optuna.Trial]) -> None:
+        cfg = self.config
+        gs = [MetaNet(cfg.hidden, cfg.act, omega=[t.params[f"omega_{i}"] for i in range(cfg.num_params)])
+              for t in batch]
+        lrs = [float(t.params["lr"]) if cfg.lr_bounds else None for t in batch]
+        base = (self.backprop or {}).get("per_target")
         try:
-            runs = list(evaluate(gs))
-            if len(runs) != len(gs):
-                raise RuntimeError(f"evaluator returned {len(runs)} runs for {len(gs)} candidates")
+            scores = score(cfg, self.evaluator, gs, lrs, cfg.seeds, base)
         except BaseException as exc:
-            for trial, _ in batch:
+            for trial in batch:
                 with contextlib.suppress(Exception):
-                    self._storage.set_trial_system_attr(
-                        trial._trial_id, "metabp:error", f"{type(exc).__name__}: {exc}"[:2000]
-                    )
+                    error = f"{type(exc).__name__}: {exc}"[:2000]
+                    self.workers.set_system_attr(trial.number, "metabp:error", error)
                     self.optuna_study.tell(trial, state=TrialState.FAIL)
-                self._release(trial)
+                self.workers.release(trial.number)
             raise
-        for (trial, _), run in zip(batch, runs, strict=True):
-            value = float(run.aulc)
-            diverged = bool(getattr(run, "diverged", False))
-            if not math.isfinite(value):
-                value, diverged = _penalty(), True
-            for key in ("step_losses", "epoch_losses"):
-                trial.set_user_attr(key, _finite_list(getattr(run, key, None)))
-            acc = float(getattr(run, "test_accuracy", float("nan")))
-            trial.set_user_attr("test_accuracy", acc if math.isfinite(acc) else None)
-            trial.set_user_attr("diverged", diverged)
-            trial.set_user_attr("seconds", float(getattr(run, "seconds", 0.0)))
-            self.optuna_study.tell(trial, value)
-            self._release(trial)
+        for trial, s in zip(batch, scores, strict=True):
+            trial.set_user_attr("per_seed", s.per_seed)
+            trial.set_user_attr("step_losses", s.step_losses)
+            trial.set_user_attr("diverged", s.diverged)
+            trial.set_user_attr("seconds", s.seconds)
+            if math.isfinite(s.value):
+                self.optuna_study.tell(trial, s.value)
+            else:  # only an evaluator outside metabp.targets gives a non-finite AULC
+                self.workers.set_system_attr(trial.number, "metabp:error", "evaluator gave a non-finite AULC")
+                self.optuna_study.tell(trial, state=TrialState.FAIL)
+            self.workers.release(trial.number)
 
-    def _release(self, trial: optuna.Trial) -> None:
-        with self._lock:
-            self._mine.pop(trial._trial_id, None)
+    # --- progress -----------------------------------------------------------------------------
+    def _best_text(self) -> str:
+        done = self.completed()
+        if not done:
+            return "no completed trial yet"
+        best = self.best_trial
+        text = f"best {best.value:.5g}" + (" (diverged)" if best.user_attrs.get("diverged") else "")
+        if self.backprop is not None:
+            text += f", backprop {self.backprop['mean']:.5g}"
+        return text
 
     def _update_bar(self, bar: Any) -> None:
-        done = self.completed()
-        bar.n = min(len(done), bar.total)
-        if done:
-            bar.set_postfix_str(f"best AULC {min(t.value for t in done):.5g}", refresh=False)
+        bar.n = min(self._occupied()[0], bar.total)
+        bar.set_postfix_str(self._best_text(), refresh=False)
         bar.refresh()
 
     def _report(self, ran: list[int], wall: float, progress: bool) -> None:
-        mine = [t for t in self.trials if t.number in set(ran)]
+        numbers = set(ran)
+        mine = [t for t in self.trials if t.number in numbers]
         split = self.time_split(mine)
         other = max(wall - split["training"] - split["proposing"], 0.0)
         self.last_time_split = {**split, "other": other, "wall": wall, "trials": len(mine)}
-        if progress and wall > 0:
+        if progress and mine and wall > 0:
             pct = {k: 100 * v / wall for k, v in split.items()}
-            print(
-                f"{self.name}: {len(mine)} trials in {wall:.1f} s: training {split['training']:.1f} s "
-                f"({pct['training']:.0f}%), proposing {split['proposing']:.1f} s ({pct['proposing']:.0f}%), "
-                f"other {other:.1f} s",
-                file=sys.stderr,
-            )
+            print(f"{self.name}: {len(mine)} trials in {wall:.1f} s: training {split['training']:.1f} s "
+                  f"({pct['training']:.0f}%), proposing {split['proposing']:.1f} s "
+                  f"({pct['proposing']:.0f}%), other {other:.1f} s; {self._best_text()}", file=sys.stderr)
 
 
-def _progress(*, total: int, initial: int, enabled: bool, name: str):
+def _progress(*, total: int, enabled: bool, name: str):
     from tqdm.auto import tqdm
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return tqdm(total=total, initial=initial, disable=not enabled, desc=name, unit="trial",
-                    dynamic_ncols=True, file=sys.stderr)
+        return tqdm(total=total, disable=not enabled, desc=name, unit="trial", dynamic_ncols=True,
+                    file=sys.stderr)
