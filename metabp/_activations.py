@@ -7,6 +7,8 @@ plain autograd bit for bit.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -79,6 +81,14 @@ _BACKWARD: dict[str, Callable[..., Tensor]] = {
 ALIASES = {"swish": "silu", "identity": "linear", "leakyrelu": "leaky_relu"}
 ACTIVATION_NAMES = tuple(_FORWARD)
 
+# the keyword arguments each activation takes: a finite real number, or one of a few strings
+_OPTIONS: dict[str, dict[str, tuple[str, ...] | None]] = {
+    "leaky_relu": {"negative_slope": None},
+    "elu": {"alpha": None},
+    "gelu": {"approximate": ("none", "tanh")},
+    "softplus": {"beta": None, "threshold": None},
+}
+
 # nn.Module class -> (activation name, the module attributes that are its kwargs)
 MODULES: dict[type[nn.Module], tuple[str, tuple[str, ...]]] = {
     nn.ReLU: ("relu", ()),
@@ -97,12 +107,30 @@ def get_activation(name: str | Activation, **kwargs) -> Activation:
     ``softplus``, ``sigmoid``, ``tanh``, ``linear``), with its keyword arguments."""
     if isinstance(name, Activation):
         return name
-    key = ALIASES.get(str(name).lower(), str(name).lower())
+    key = ALIASES.get(name.lower(), name.lower()) if isinstance(name, str) else None
     if key not in _FORWARD:
         raise ConfigError(
             f"activation={name!r} is not known; choose one of {', '.join(ACTIVATION_NAMES)}"
         )
+    _check_options(key, kwargs)
     return Activation(key, dict(kwargs))
+
+
+def _check_options(name: str, kwargs: dict) -> None:
+    """Raise ConfigError unless every keyword is one ``name`` takes, with an allowed value."""
+    options = _OPTIONS.get(name, {})
+    for key, value in kwargs.items():
+        if key not in options:
+            takes = ", ".join(options) or "no keyword arguments"
+            raise ConfigError(f"activation {name!r} got {key}={value!r}; it takes {takes}")
+        allowed = options[key]
+        if allowed is not None:
+            if value not in allowed:
+                raise ConfigError(f"{name}({key}={value!r}): choose one of {', '.join(allowed)}")
+        elif isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ConfigError(f"{name}({key}={value!r}): {key} must be a finite number")
+        elif name == "softplus" and key == "beta" and value <= 0:
+            raise ConfigError(f"softplus(beta={value!r}): beta must be > 0")
 
 
 def activation_of(module: nn.Module) -> Activation | None:

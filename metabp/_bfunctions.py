@@ -8,22 +8,22 @@ A b-function ``g`` replaces the factor :math:`\sigma'(z^l)`:
 Each kind is one class: :class:`MetaNet` (a learned ``g_omega``), :class:`Derivative` (the
 derivative of another activation), :class:`Scaled` (``c * sigma'``). Every kind answers
 ``g(z, activation)`` exactly, and ``vjp(grad, z, y, activation) = grad * g(z)`` fast, which is
-what the backward pass calls. Reference: the paper in ``shared/seeds`` (section 2); Alber et al.
-2018, *Backprop Evolution*.
+what the backward pass calls. Reference: Alber et al. 2018, *Backprop Evolution*.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from metabp._activations import Activation, get_activation
-from metabp._table import Table
+from metabp._table import Table, grid_index, index_dtype, read
 from metabp.exceptions import ConfigError
 
 ActivationLike = str | Activation
@@ -54,9 +54,11 @@ class BFunction(ABC):
         as autograd does for relu, tanh and sigmoid, costs no memory beyond plain backprop."""
         return True
 
-    #: True for b-functions read from a table. They implement ``table_index(z)`` (an integer
-    #: tensor the shape of ``z``, kept for backward) and ``table_reader(z)``, a function from
-    #: such an index to ``g(z)``, bound to the table of the moment it is called.
+    #: True for b-functions read from a table. They implement ``table_args(z)``: the tensors
+    #: ``(values, scale, shift, offset)`` and numbers ``(last, index dtype)`` with which
+    #: ``read(values, grid_index(z, scale, shift, last, dtype), offset)`` is ``g(z)`` (see
+    #: :mod:`metabp._table`). The tensors are replaced, never changed in place, when g changes,
+    #: so a compiled graph takes them as inputs and a backward pass reads its forward's table.
     tabulated: bool = False
 
     # --- artifact state: tensors and a JSON-able config; see metabp._artifact ---
@@ -68,6 +70,20 @@ class BFunction(ABC):
     @abstractmethod
     def from_state(cls, tensors: dict[str, Tensor], config: dict[str, Any]) -> BFunction:
         """Rebuild from ``state()``; raises ``ConfigError`` on a wrong config or shape."""
+
+
+_MISSING = object()
+
+
+def _field(config: dict[str, Any], key: str, default: Any = _MISSING) -> Any:
+    """``config[key]`` (or ``default``); ConfigError when the config is no mapping or lacks it."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"config={config!r}: must be a mapping of fields")
+    if key in config:
+        return config[key]
+    if default is _MISSING:
+        raise ConfigError(f"config {config!r} has no field {key!r}")
+    return default
 
 
 def _require_activation(activation: ActivationLike | None, who: str) -> Activation:
@@ -95,7 +111,7 @@ class Derivative(BFunction):
     kind = "derivative"
 
     def __init__(self, name: str, **kwargs: Any) -> None:
-        self.of = get_activation(name, **kwargs)
+        self.of = get_activation(name, **kwargs)  # ConfigError: unknown name, kwarg or value
         self.meta = {}
 
     def __call__(self, z: Tensor, activation: ActivationLike | None = None) -> Tensor:
@@ -113,7 +129,10 @@ class Derivative(BFunction):
 
     @classmethod
     def from_state(cls, tensors: dict[str, Tensor], config: dict[str, Any]) -> Derivative:
-        return cls(config["name"], **config.get("kwargs", {}))
+        kwargs = _field(config, "kwargs", {})
+        if not isinstance(kwargs, dict):
+            raise ConfigError(f"derivative config kwargs={kwargs!r}: must be a mapping of options")
+        return cls(_field(config, "name"), **kwargs)
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self.of.kwargs.items())
@@ -126,16 +145,23 @@ class Scaled(BFunction):
     With plain SGD this is exactly a learning rate ``lr * c`` for every parameter below the
     activation (paper eq. 3-4); Adam-like optimizers divide the constant back out.
 
+    ``|c|`` is at most :attr:`max_c` (``1e37``): every activation here has ``|sigma'| <= 1.2``,
+    so ``c * sigma'`` stays finite in float32.
+
     Example:
         >>> Scaled(0.5)(torch.tensor([-1.0, 2.0]), "relu")
         tensor([0.0000, 0.5000])
     """
 
     kind = "scaled"
+    max_c: ClassVar[float] = 1e37
 
     def __init__(self, c: float) -> None:
-        if not math.isfinite(float(c)):
-            raise ConfigError(f"Scaled(c={c!r}): c must be a finite number")
+        if isinstance(c, bool) or not isinstance(c, numbers.Real) or not math.isfinite(c):
+            raise ConfigError(f"Scaled(c={c!r}): c must be a finite real number (not a bool)")
+        if abs(c) > self.max_c:
+            raise ConfigError(f"Scaled(c={c!r}): |c| must be <= {self.max_c:g}, or c * sigma' "
+                              "overflows float32")
         self.c = float(c)
         self.meta = {}
 
@@ -153,7 +179,7 @@ class Scaled(BFunction):
 
     @classmethod
     def from_state(cls, tensors: dict[str, Tensor], config: dict[str, Any]) -> Scaled:
-        return cls(config["c"])
+        return cls(_field(config, "c"))
 
     def __repr__(self) -> str:
         return f"Scaled({self.c!r})"
@@ -170,15 +196,16 @@ class MetaNet(BFunction):
     a search proposes. The paper's network is ``hidden=1, act="tanh"``.
 
     The backward pass reads ``g`` from a :class:`~metabp._table.Table` of ``table_size`` cells,
-    rebuilt whenever ``omega`` is assigned; :meth:`table_error_bound` bounds its error on the
-    table's range, outside which the end values are held.
+    built when ``omega`` is assigned (the range choice runs then, outside any traced region);
+    :meth:`table_error_bound` bounds its error on the table's range, outside which the end
+    values are held. The table must be finite in float32.
 
     Args:
-        hidden: number of hidden units ``H`` (>= 1).
+        hidden: number of hidden units ``H``, 1 to 1024.
         act: hidden activation ``phi`` (any name ``metabp`` knows).
-        omega: initial weights, ``num_params`` values; default a seeded uniform draw.
+        omega: initial weights, ``num_params`` finite values; default a seeded uniform draw.
         seed: seed of that draw.
-        table_size: cells of the lookup table.
+        table_size: cells of the lookup table, 16 to ``2**20``.
 
     Example:
         >>> g = MetaNet(hidden=1, act="tanh", omega=[1.0, 0.0, 2.0, 0.5])
@@ -194,6 +221,8 @@ class MetaNet(BFunction):
     # saturates; where it does not (relu, ...) g keeps changing, so R starts wider there.
     range_limits: ClassVar[tuple[float, float]] = (4.0, 64.0)
     range_min_unbounded: ClassVar[float] = 32.0
+    max_hidden: ClassVar[int] = 1024
+    table_sizes: ClassVar[tuple[int, int]] = (16, 2**20)
 
     def __init__(
         self,
@@ -204,16 +233,16 @@ class MetaNet(BFunction):
         seed: int = 0,
         table_size: int = 16384,
     ) -> None:
-        if not isinstance(hidden, int) or hidden < 1:
-            raise ConfigError(f"MetaNet(hidden={hidden!r}): hidden must be an integer >= 1")
-        if table_size < 16:
-            raise ConfigError(f"MetaNet(table_size={table_size!r}): needs at least 16 cells")
+        _check_int("hidden", hidden, 1, self.max_hidden)
+        _check_int("table_size", table_size, *self.table_sizes)
         self.hidden = hidden
         self.act = get_activation(act)
         self.table_size = int(table_size)
         self.meta = {}
-        self._table: Table | None = None
+        self._args: dict[tuple, tuple] = {}  # (device, dtype) -> table_args tensors
+        self._stacks: weakref.WeakSet = weakref.WeakSet()  # stacks that concatenate this table
         if omega is None:
+            _check_int("seed", seed, -(2**63), 2**64 - 1)
             gen = torch.Generator().manual_seed(seed)
             omega = torch.rand(self.num_params, generator=gen, dtype=torch.float64) * 2 - 1
         self.omega = omega
@@ -229,7 +258,26 @@ class MetaNet(BFunction):
 
     @omega.setter
     def omega(self, value: Tensor | list[float]) -> None:
-        omega = torch.as_tensor(value, dtype=torch.float64).detach().flatten().cpu()
+        omega = self._check_omega(value)
+        lo, hi = self._range(omega)
+        table = Table.build(lambda x: self._evaluate(omega, x), lo, hi, self.table_size)
+        if not torch.isfinite(table.values).all():
+            worst = float(table.values.double().abs().max())
+            raise ConfigError(
+                f"omega={omega.tolist()} makes g reach {worst:.3g} on [{lo:.3g}, {hi:.3g}], "
+                "beyond float32 (3.4e38); the table must be finite: use smaller weights"
+            )
+        self._omega, self._table = omega, table
+        # new tensors, never in place: a pending backward keeps the table of its forward
+        self._args = {key: self._make_args(*key) for key in self._args}
+        for s in list(self._stacks):
+            s._refresh()
+
+    def _check_omega(self, value: Any) -> Tensor:
+        try:
+            omega = torch.as_tensor(value, dtype=torch.float64).detach().flatten().cpu()
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ConfigError(f"omega={value!r} is not a sequence of numbers ({exc})") from None
         if omega.numel() != self.num_params:
             raise ConfigError(
                 f"omega has {omega.numel()} values but MetaNet(hidden={self.hidden}) needs "
@@ -237,19 +285,18 @@ class MetaNet(BFunction):
             )
         if not torch.isfinite(omega).all():
             raise ConfigError(f"omega must be finite, got {omega.tolist()}")
-        self._omega = omega
-        self._table = None  # rebuilt on next use
-        self._device_tables: dict[tuple, Table] = {}
+        return omega
 
     def weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(w1, b1, w2, b2)`` views of omega, shapes ``(H,), (H,), (H,), ()``."""
-        h = self.hidden
-        o = self._omega
-        return o[:h], o[h : 2 * h], o[2 * h : 3 * h], o[3 * h]
+        return _split(self._omega, self.hidden)
 
     def __call__(self, z: Tensor, activation: ActivationLike | None = None) -> Tensor:
         """Exact ``g(z)``, evaluated unit by unit (memory ``O(z)``)."""
-        w1, b1, w2, b2 = (w.to(z.device, z.dtype) for w in self.weights())
+        return self._evaluate(self._omega, z)
+
+    def _evaluate(self, omega: Tensor, z: Tensor) -> Tensor:
+        w1, b1, w2, b2 = (w.to(z.device, z.dtype) for w in _split(omega, self.hidden))
         out = torch.full_like(z, float(b2))
         for k in range(self.hidden):
             out.add_(self.act.forward(z * w1[k] + b1[k]), alpha=float(w2[k]))
@@ -258,7 +305,10 @@ class MetaNet(BFunction):
     # --- the table the backward pass reads ---
     def table_range(self) -> tuple[float, float]:
         """``[-R, R]`` covering every hidden unit's non-flat region ``|w1 z + b1| < saturation``."""
-        w1, b1, _, _ = self.weights()
+        return self._range(self._omega)
+
+    def _range(self, omega: Tensor) -> tuple[float, float]:
+        w1, b1, _, _ = _split(omega, self.hidden)
         lo_lim, hi_lim = self.range_limits
         if self.act.name not in ("tanh", "sigmoid"):
             lo_lim = self.range_min_unbounded
@@ -268,17 +318,8 @@ class MetaNet(BFunction):
 
     @property
     def table(self) -> Table:
-        if self._table is None:
-            lo, hi = self.table_range()
-            self._table = Table.build(self, lo, hi, self.table_size)
+        """The float32 table on the CPU (rebuilt when omega is assigned)."""
         return self._table
-
-    def table_for(self, device: torch.device, dtype: torch.dtype) -> Table:
-        """The table on ``device`` in ``dtype`` (cached until omega changes)."""
-        key = (device, dtype)
-        if key not in self._device_tables:
-            self._device_tables[key] = self.table.to(device, dtype)
-        return self._device_tables[key]
 
     def table_error_bound(self) -> float:
         r"""Bound on ``|table(z) - g(z)|`` for ``z`` in the table's range ``[lo, hi]``:
@@ -298,15 +339,26 @@ class MetaNet(BFunction):
 
     tabulated = True
 
-    def table_index(self, z: Tensor) -> Tensor:
-        """``k(z)`` of :meth:`Table.index`: int16 for tables of up to 32768 points."""
-        return self.table_for(z.device, z.dtype).index(z)
+    def _make_args(self, device: torch.device, dtype: torch.dtype) -> tuple:
+        t = self._table
+        return (t.values.to(device, dtype), torch.tensor(t.scale, dtype=dtype, device=device),
+                torch.tensor(t.shift, dtype=dtype, device=device))
 
-    def table_reader(self, z: Tensor) -> Callable[[Tensor], Tensor]:
-        return self.table_for(z.device, z.dtype).read
+    def tensors_for(self, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        """``(values, scale, shift)`` of the table on ``device`` in ``dtype``: made once per
+        device and dtype, replaced (not changed in place) when omega is assigned."""
+        key = (device, dtype)
+        if key not in self._args:
+            self._args[key] = self._make_args(device, dtype)
+        return self._args[key]
+
+    def table_args(self, z: Tensor) -> tuple:
+        values, scale, shift = self.tensors_for(z.device, z.dtype)
+        return values, scale, shift, None, self.table_size - 1, index_dtype(self.table_size)
 
     def vjp(self, grad: Tensor, z: Tensor, y: Tensor, activation: Activation) -> Tensor:
-        return self.table_for(z.device, z.dtype).lookup(z).mul_(grad)
+        values, scale, shift, offset, last, dtype = self.table_args(z)
+        return read(values, grid_index(z, scale, shift, last, dtype), offset).mul_(grad)
 
     def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         return {"omega": self._omega.clone()}, {
@@ -314,14 +366,24 @@ class MetaNet(BFunction):
 
     @classmethod
     def from_state(cls, tensors: dict[str, Tensor], config: dict[str, Any]) -> MetaNet:
-        if "omega" not in tensors:
+        if not isinstance(tensors, dict) or "omega" not in tensors:
             raise ConfigError("a metanet needs the tensor 'omega'; the file has none")
-        return cls(int(config["hidden"]), config.get("act", "tanh"), omega=tensors["omega"],
-                   table_size=int(config.get("table_size", 16384)))
+        return cls(_field(config, "hidden"), _field(config, "act", "tanh"), omega=tensors["omega"],
+                   table_size=_field(config, "table_size", 16384))
 
     def __repr__(self) -> str:
         values = ", ".join(f"{v:.4g}" for v in self._omega.tolist())
         return f"MetaNet(hidden={self.hidden}, act={self.act.name!r}, omega=[{values}])"
+
+
+def _split(omega: Tensor, hidden: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    h = hidden
+    return omega[:h], omega[h : 2 * h], omega[2 * h : 3 * h], omega[3 * h]
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lo <= value <= hi:
+        raise ConfigError(f"MetaNet({name}={value!r}): {name} must be an integer from {lo} to {hi}")
 
 
 KINDS: dict[str, type[BFunction]] = {c.kind: c for c in (MetaNet, Derivative, Scaled)}

@@ -36,14 +36,21 @@ from __future__ import annotations
 
 import math
 import types
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metabp._function import FastFunction
+from metabp._feedback_alignment import LayerAlignment, alignment
+from metabp._feedback_layers import (
+    Feedback,
+    FeedbackConv2d,
+    FeedbackLinear,
+    _DFAGroup,
+    _Slot,
+    feedbacks,
+    layers,
+)
 from metabp._select import Selector, select
 from metabp.exceptions import ConfigError, PatchError
 
@@ -51,165 +58,6 @@ MODES = ("bp", "fa", "sign", "frsf", "brsf", "dfa")
 ALIASES = {"usf": "sign", "backprop": "bp"}
 _BUFFERS = ("feedback_B", "feedback_mask", "feedback_seed")
 _SEED_STRIDE = 1_000_003  # layer k of a model gets seed + k * stride: seeds of distinct layers never meet
-
-
-# ------------------------------------------------------------------- per-layer state
-class _Slot:
-    """The output error ``e`` of one forward pass, shared by the layers of a DFA group."""
-
-    __slots__ = ("e",)
-
-    def __init__(self) -> None:
-        self.e: Tensor | None = None
-
-
-@dataclass(eq=False)
-class _DFAGroup:
-    """Layers that share one output error; ``first`` opens a new slot at every forward pass."""
-
-    first: nn.Module
-    output: nn.Module
-    output_dim: int
-    current: _Slot | None = None
-
-
-@dataclass(eq=False)
-class Feedback:
-    """How one layer backprops: its mode and the settings it was patched with."""
-
-    mode: str
-    seed: int
-    scale: float | None
-    sparsity: float
-    bound: float = 0.0  # magnitude bound of random draws (brsf draws at every backward)
-    group: _DFAGroup | None = None
-    is_output: bool = False  # dfa: this layer's grad_output is the output error e
-    generator: torch.Generator | None = field(default=None, repr=False)
-
-    def matrix(self, weight: Tensor, B: Tensor | None, mask: Tensor | None) -> Tensor:
-        """The matrix used in place of ``W`` in the backward pass (shape of ``W``; DFA: ``out x in``)."""
-        mode = self.mode
-        if mode == "bp":
-            return weight
-        if mode in ("fa", "dfa"):
-            M = B
-        elif mode == "sign":
-            s = self.scale if self.scale is not None else weight.detach().square().mean().sqrt()
-            M = torch.sign(weight) * s
-        elif mode == "frsf":
-            M = B * torch.sign(weight)
-        else:  # brsf
-            if self.generator is None or self.generator.device != weight.device:
-                self.generator = torch.Generator(weight.device).manual_seed(self.seed)
-            R = torch.empty_like(weight).uniform_(0.0, self.bound, generator=self.generator)
-            M = R.mul_(torch.sign(weight))
-        return M if mask is None else M * mask
-
-
-# ------------------------------------------------------------------- autograd functions
-def _output_error(grad: Tensor, slot: _Slot | None) -> Tensor:
-    """DFA: the output error ``e`` of this forward pass, read from the shared slot."""
-    e = slot.e if slot is not None else None
-    if e is None:
-        raise PatchError(
-            "dfa: the output error has not reached this layer: the DFA output layer must be the "
-            "last layer the loss depends on and must run its backward first (call the whole model, "
-            "then loss.backward())"
-        )
-    if e.shape[:-1] != grad.shape[:-1]:
-        raise PatchError(
-            f"dfa: output error of shape {tuple(e.shape)} does not match this layer's batch "
-            f"shape {tuple(grad.shape[:-1])}; DFA needs the network output to keep the batch dims"
-        )
-    return e
-
-
-class FeedbackLinear(FastFunction):
-    r"""``y = x W^T + b`` forward (``F.linear``); backward ``grad_x = grad_y B`` with ``B`` in place of ``W``.
-
-    ``grad_W = grad_y^T x`` and ``grad_b = sum grad_y`` are autograd's own (bit for bit).
-    Shapes: ``x`` is ``... x in``, ``W`` and ``B`` are ``out x in`` (DFA: ``B`` is
-    ``output_dim x in`` and multiplies the network's output error instead of ``grad_y``).
-    """
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x: Tensor, weight: Tensor, bias: Tensor | None, B: Tensor | None, mask: Tensor | None,
-                fb: Feedback, slot: _Slot | None) -> Tensor:
-        return F.linear(x, weight, bias)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        x, weight, bias, B, mask, fb, slot = inputs
-        ctx.save_for_backward(x, weight, B, mask)
-        ctx.has_bias = bias is not None
-        ctx.fb = fb
-        ctx.slot = slot
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple:
-        x, weight, B, mask = ctx.saved_tensors
-        fb: Feedback = ctx.fb
-        if fb.is_output:
-            ctx.slot.e = grad
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            M = fb.matrix(weight, B, mask)
-            if fb.mode == "dfa" and not fb.is_output:
-                grad_x = _output_error(grad, ctx.slot).matmul(M)
-            else:
-                grad_x = grad.matmul(M)
-        g2 = grad.reshape(-1, grad.shape[-1])
-        if ctx.needs_input_grad[1]:
-            grad_w = g2.t().mm(x.reshape(-1, x.shape[-1]))
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = g2.sum(0)
-        return grad_x, grad_w, grad_b, None, None, None, None
-
-
-class FeedbackConv2d(FastFunction):
-    r"""``F.conv2d`` forward; backward ``grad_x = conv2d_input(grad_y, B)`` with ``B`` in place of ``W``.
-
-    ``grad_W`` and ``grad_b`` come from ``aten.convolution_backward`` with ``W``, as autograd's.
-    Shapes: ``x`` is ``N x C_in x H x W``, ``W`` and ``B`` are ``C_out x C_in/groups x kH x kW``.
-    """
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x: Tensor, weight: Tensor, bias: Tensor | None, B: Tensor | None, mask: Tensor | None,
-                fb: Feedback, conv: tuple) -> Tensor:
-        stride, padding, dilation, groups = conv
-        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        x, weight, bias, B, mask, fb, conv = inputs
-        ctx.save_for_backward(x, weight, B, mask)
-        ctx.bias_sizes = None if bias is None else list(bias.shape)
-        ctx.fb = fb
-        ctx.conv = conv
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple:
-        x, weight, B, mask = ctx.saved_tensors
-        fb: Feedback = ctx.fb
-        stride, padding, dilation, groups = ctx.conv
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        need_b = ctx.bias_sizes is not None and ctx.needs_input_grad[2]
-        args = (list(stride), list(padding), list(dilation), False, [0, 0], groups)
-        if fb.mode == "bp" and mask is None:  # one call, exactly autograd's
-            grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
-                grad, x, weight, ctx.bias_sizes, *args, (need_x, need_w, need_b))
-        else:
-            grad_x = None
-            if need_x:
-                grad_x = torch.ops.aten.convolution_backward(
-                    grad, x, fb.matrix(weight, B, mask), None, *args, (True, False, False))[0]
-            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
-                grad, x, weight, ctx.bias_sizes, *args, (False, need_w, need_b))
-        return grad_x, grad_w, grad_b, None, None, None, None
 
 
 # ------------------------------------------------------------------- patched forwards
@@ -263,11 +111,6 @@ def _extra_repr(self: nn.Module) -> str:
 
 
 # ------------------------------------------------------------------- selection
-def layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The Linear and Conv2d layers of ``model`` by qualified name, in module order."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
-
-
 def _select(model: nn.Module, where: Selector) -> dict[str, nn.Module]:
     found = layers(model)
     if not found:
@@ -278,12 +121,48 @@ def _select(model: nn.Module, where: Selector) -> dict[str, nn.Module]:
     return select(found, where, noun="Linear/Conv2d layer", plural="Linear/Conv2d layers")
 
 
-def _fan_in(weight: Tensor) -> int:
-    return int(weight[0].numel())
-
-
+# ------------------------------------------------------------------- drawing B, one function per mode
 def _uniform(shape: tuple, bound: float, gen: torch.Generator) -> Tensor:
     return torch.empty(shape, dtype=torch.float64).uniform_(-bound, bound, generator=gen)
+
+
+def _draw_fa(m: nn.Module, fb: Feedback, gen: torch.Generator) -> Tensor:
+    """``B ~ U(-a, a)``, the shape of ``W``."""
+    return _uniform(tuple(m.weight.shape), fb.bound, gen)
+
+
+def _draw_frsf(m: nn.Module, fb: Feedback, gen: torch.Generator) -> Tensor:
+    """``|R|`` with ``R ~ U(-a, a)``: the fixed magnitudes of ``B = |R| sign(W)``."""
+    return _uniform(tuple(m.weight.shape), fb.bound, gen).abs_()
+
+
+def _draw_dfa(m: nn.Module, fb: Feedback, gen: torch.Generator) -> Tensor:
+    """The output layer: ``B ~ U(-a, a)`` like ``fa``; a hidden layer: its own fixed
+    ``B ~ U(-s, s)``, ``output_dim x in_features``, ``s = scale / sqrt(output_dim)``."""
+    if m is fb.group.output:
+        fb.is_output = True
+        return _uniform(tuple(m.weight.shape), fb.bound, gen)
+    dim = fb.group.output_dim
+    return _uniform((dim, m.in_features), (fb.scale or 1.0) / math.sqrt(dim), gen)
+
+
+# bp and sign read W at every backward; brsf redraws there (Feedback.matrix)
+_DRAW = {"fa": _draw_fa, "frsf": _draw_frsf, "dfa": _draw_dfa}
+
+
+def _bound(weight: Tensor, scale: float | None) -> float:
+    """``a = sqrt(3) std(W) * scale``: ``U(-a, a)`` has the spread of ``W`` (``1/sqrt(fan_in)``
+    for a constant or one-element ``W``)."""
+    std = float(weight.detach().double().std()) if weight.numel() > 1 else 0.0
+    a = math.sqrt(3.0) * std if std > 0 else 1.0 / math.sqrt(weight[0].numel())
+    return a * (scale or 1.0)
+
+
+def _mask(shape: tuple, sparsity: float, gen: torch.Generator) -> Tensor:
+    """Ones with exactly ``round(sparsity * numel)`` zeros at random places."""
+    mask = torch.ones(math.prod(shape), dtype=torch.float64)
+    mask[torch.randperm(mask.numel(), generator=gen)[: round(sparsity * mask.numel())]] = 0
+    return mask.view(shape)
 
 
 # ------------------------------------------------------------------- public API
@@ -323,60 +202,58 @@ def feedback(model: nn.Module, mode: str, where: Selector = "*", *, seed: int = 
         >>> feedback(net, "fa")
         ['0', '2']
     """
+    mode = _check_options(mode, seed, scale, sparsity, output_dim, output)
+    index = {n: k for k, n in enumerate(layers(model))}
+    selected = _select(model, where)
+    group = _dfa_group(selected, output_dim, output) if mode == "dfa" else None
+    unfeedback(model, list(selected))
+    for name, m in selected.items():
+        layer_seed = seed + index[name] * _SEED_STRIDE
+        gen = torch.Generator().manual_seed(layer_seed)
+        fb = Feedback(mode, layer_seed, scale, float(sparsity), bound=_bound(m.weight, scale), group=group)
+        B = _DRAW[mode](m, fb, gen) if mode in _DRAW else None
+        shape = tuple(m.weight.shape if B is None else B.shape)
+        mask = _mask(shape, sparsity, gen) if sparsity else None
+        _install(m, fb, B, mask)
+    return list(selected)
+
+
+def _check_options(mode: str, seed: int, scale: float | None, sparsity: float, output_dim: int | None,
+                   output: str | None) -> str:
+    """The canonical mode name; ConfigError for any option out of range."""
     if not isinstance(mode, str) or ALIASES.get(mode, mode) not in MODES:
         raise ConfigError(f"mode={mode!r} is not a feedback mode; choose one of: {', '.join(MODES)}")
     mode = ALIASES.get(mode, mode)
-    if not (isinstance(sparsity, (int, float)) and 0.0 <= sparsity < 1.0):
+    if isinstance(seed, bool) or not isinstance(seed, int) or not abs(seed) < 2**62:
+        raise ConfigError(f"seed={seed!r} must be an integer of magnitude below 2**62")
+    if isinstance(sparsity, bool) or not (isinstance(sparsity, (int, float)) and 0.0 <= sparsity < 1.0):
         raise ConfigError(f"sparsity={sparsity!r} must be a fraction in [0, 1) of feedback connections "
                           "to remove")
     if mode == "bp" and sparsity:
         raise ConfigError(f"sparsity={sparsity!r} with mode='bp': bp uses W itself; use mode='fa' or "
                           "'sign' for sparse feedback")
-    if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+    if scale is not None and (isinstance(scale, bool) or not (
+            isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0)):
         raise ConfigError(f"scale={scale!r} must be a positive finite number (or None for the default)")
     if mode != "dfa" and (output_dim is not None or output is not None):
         raise ConfigError(f"output_dim={output_dim!r}, output={output!r} are for mode='dfa' only, "
                           f"not mode={mode!r}")
-    index = {n: k for k, n in enumerate(layers(model))}
-    selected = _select(model, where)
-    group = None
-    if mode == "dfa":
-        group = _dfa_group(selected, output_dim, output)
-    unfeedback(model, list(selected))
-    for name, m in selected.items():
-        w = m.weight
-        layer_seed = seed + index[name] * _SEED_STRIDE
-        gen = torch.Generator().manual_seed(layer_seed)
-        std = float(w.detach().double().std()) if w.numel() > 1 else 0.0
-        a = (math.sqrt(3.0) * std if std > 0 else 1.0 / math.sqrt(_fan_in(w))) * (scale or 1.0)
-        fb = Feedback(mode, layer_seed, scale, float(sparsity), bound=a, group=group)
-        B = None
-        shape = tuple(w.shape)
-        if mode == "fa":
-            B = _uniform(shape, a, gen)
-        elif mode == "frsf":
-            B = _uniform(shape, a, gen).abs_()
-        elif mode == "dfa":
-            if m is group.output:
-                B = _uniform(shape, a, gen)
-                fb.is_output = True
-            else:
-                shape = (group.output_dim, m.in_features)
-                B = _uniform(shape, (scale or 1.0) / math.sqrt(group.output_dim), gen)
-        if B is not None:
-            m.register_buffer("feedback_B", B.to(w.device, w.dtype))
-        if sparsity:
-            mask = torch.ones(math.prod(shape), dtype=torch.float64)
-            mask[torch.randperm(mask.numel(), generator=gen)[: round(sparsity * mask.numel())]] = 0
-            m.register_buffer("feedback_mask", mask.view(shape).to(w.device, w.dtype))
-        m.register_buffer("feedback_seed", torch.tensor(layer_seed, dtype=torch.int64, device=w.device))
-        m._metabp_feedback = fb
-        fwd = _linear_forward if isinstance(m, nn.Linear) else _conv_forward
-        if isinstance(m, nn.Conv2d):
-            _conv_padding(m)  # reject uneven 'same' padding now, not at the first forward
-        m.forward = types.MethodType(fwd, m)
-        m.extra_repr = types.MethodType(_extra_repr, m)
-    return list(selected)
+    return mode
+
+
+def _install(m: nn.Module, fb: Feedback, B: Tensor | None, mask: Tensor | None) -> None:
+    """Register the layer's feedback buffers and set its instance ``forward``."""
+    w = m.weight
+    if B is not None:
+        m.register_buffer("feedback_B", B.to(w.device, w.dtype))
+    if mask is not None:
+        m.register_buffer("feedback_mask", mask.to(w.device, w.dtype))
+    m.register_buffer("feedback_seed", torch.tensor(fb.seed, dtype=torch.int64, device=w.device))
+    m._metabp_feedback = fb
+    if isinstance(m, nn.Conv2d):
+        _conv_padding(m)  # reject uneven 'same' padding now, not at the first forward
+    m.forward = types.MethodType(_linear_forward if isinstance(m, nn.Linear) else _conv_forward, m)
+    m.extra_repr = types.MethodType(_extra_repr, m)
 
 
 def _dfa_group(selected: dict[str, nn.Module], output_dim: int | None, output: str | None) -> _DFAGroup:
@@ -415,95 +292,6 @@ def unfeedback(model: nn.Module, where: Selector = "*") -> list[str]:
                 m._buffers.pop(b, None)
             done.append(name)
     return done
-
-
-def feedbacks(model: nn.Module) -> dict[str, Feedback]:
-    """The layers of ``model`` with a feedback mode, and their settings."""
-    return {n: m._metabp_feedback for n, m in layers(model).items() if "_metabp_feedback" in m.__dict__}
-
-
-# ------------------------------------------------------------------- alignment
-@dataclass(frozen=True)
-class LayerAlignment:
-    """Angles in degrees (0 = aligned, 90 = orthogonal) for one layer.
-
-    ``weight``: between ``W`` and the feedback matrix ``B`` used in its backward, i.e. between
-    ``W^T`` and ``B^T`` (``None`` for ``dfa``, whose ``B`` has another shape; ``brsf``: one draw).
-    ``delta``: between the backprop delta ``dC/dz`` at the layer's output and the delta the
-    feedback mode delivers there, over the whole batch (``None`` without a batch).
-    """
-
-    mode: str
-    weight: float | None
-    delta: float | None
-
-
-def _angle(a: Tensor, b: Tensor) -> float:
-    a, b = a.detach().double().flatten(), b.detach().double().flatten()
-    na, nb = a.norm(), b.norm()
-    if na == 0 or nb == 0:
-        return float("nan")
-    return math.degrees(math.acos(max(-1.0, min(1.0, float(a @ b / (na * nb))))))
-
-
-def alignment(model: nn.Module, batch: tuple[Tensor, Tensor] | None = None, *,
-              loss_fn: Any = F.cross_entropy) -> dict[str, LayerAlignment]:
-    r"""Angles between backprop and feedback for every layer that has a feedback mode.
-
-    Args:
-        model: a model patched with :func:`feedback`.
-        batch: ``(x, y)``; when given, the delta angle compares
-            :math:`\partial C/\partial z^l` from plain backprop with the delta the feedback
-            mode applies, both at the current weights (parameter ``.grad`` is left untouched).
-        loss_fn: ``loss_fn(model(x), y) -> scalar``.
-
-    Returns:
-        ``{layer name: LayerAlignment(mode, weight, delta)}``, angles in degrees.
-    """
-    found = feedbacks(model)
-    if not found:
-        raise PatchError("alignment(model): no layer of the model has a feedback mode; call "
-                         "metabp.feedback(model, mode) first")
-    mods = layers(model)
-    weight_angles: dict[str, float | None] = {}
-    for name, fb in found.items():
-        m = mods[name]
-        if fb.mode == "dfa" and not fb.is_output:
-            weight_angles[name] = None
-            continue
-        if fb.mode == "brsf":  # one independent draw; training's own generator is not advanced
-            fb = Feedback(fb.mode, fb.seed + 1, fb.scale, fb.sparsity, fb.bound)
-        with torch.no_grad():
-            M = fb.matrix(m.weight, m._buffers.get("feedback_B"), m._buffers.get("feedback_mask"))
-        weight_angles[name] = _angle(m.weight, M)
-    deltas: dict[str, float | None] = dict.fromkeys(found)
-    if batch is not None:
-        x, y = batch
-        applied = _output_grads(model, {n: mods[n] for n in found}, x, y, loss_fn)
-        saved = {n: mods[n].__dict__.pop("forward") for n in found}
-        try:
-            exact = _output_grads(model, {n: mods[n] for n in found}, x, y, loss_fn)
-        finally:
-            for n, f in saved.items():
-                mods[n].forward = f
-        deltas = {n: _angle(applied[n], exact[n]) for n in found}
-    return {n: LayerAlignment(found[n].mode, weight_angles[n], deltas[n]) for n in found}
-
-
-def _output_grads(model: nn.Module, mods: dict[str, nn.Module], x: Tensor, y: Tensor,
-                  loss_fn: Any) -> dict[str, Tensor]:
-    outs: dict[str, Tensor] = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: outs.__setitem__(n, out))
-             for n, m in mods.items()]
-    try:
-        with torch.enable_grad():
-            loss = loss_fn(model(x), y)
-            names = [n for n in mods if n in outs and outs[n].requires_grad]
-            grads = torch.autograd.grad(loss, [outs[n] for n in names], allow_unused=True)
-    finally:
-        for h in hooks:
-            h.remove()
-    return {n: (g if g is not None else torch.zeros_like(outs[n])) for n, g in zip(names, grads, strict=True)}
 
 
 __all__ = ["feedback", "unfeedback", "feedbacks", "alignment", "LayerAlignment", "Feedback",

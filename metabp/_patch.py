@@ -11,7 +11,7 @@ or buffers, so a patched model's ``state_dict`` is the unpatched one's.
 from __future__ import annotations
 
 import types
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -21,7 +21,7 @@ from metabp._activations import Activation, activation_of, get_activation
 from metabp._bfunctions import BFunction, Derivative, MetaNet, Scaled
 from metabp._function import FastFunction
 from metabp._select import Selector, select
-from metabp._table import Table, index_dtype
+from metabp._table import grid_index, index_dtype, read
 from metabp.exceptions import ConfigError, PatchError
 
 
@@ -51,43 +51,52 @@ class ReplaceDerivative(FastFunction):
 
 class ReplaceDerivativeByTable(FastFunction):
     """``y = sigma(z)`` and ``k(z)``, the index of ``z`` in g's table, forward; ``grad_z = grad_y *
-    table[k(z)]`` backward (``bfn.tabulated``).
+    values[k(z) + offset]`` backward (``bfn.tabulated``; the arguments are ``bfn.table_args(z)``).
 
     The index is computed while ``z`` is still in cache from the layer that made it, and kept in
     place of ``z`` (int16 for tables of up to 32768 points: half the memory of ``z``); backward
     is one gather and one multiply. The index is a second, non-differentiable output, the
-    torch.func way of keeping an intermediate.
+    torch.func way of keeping an intermediate. The table, its scale and shift are tensor
+    inputs, so under ``torch.compile`` a new omega is new data for the same graph.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(z: Tensor, bfn: BFunction, activation: Activation) -> tuple[Tensor, Tensor]:
-        return activation.forward(z), bfn.table_index(z)
+    def forward(z: Tensor, values: Tensor, scale: Tensor, shift: Tensor, offset: Tensor | None,
+                last: int, dtype: torch.dtype, activation: Activation) -> tuple[Tensor, Tensor]:
+        return activation.forward(z), grid_index(z, scale, shift, last, dtype)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
-        z, bfn, _ = inputs
         index = output[1]
         ctx.mark_non_differentiable(index)
-        ctx.save_for_backward(index)
-        ctx.read = bfn.table_reader(z)  # reads the table of this forward, whatever omega is later
+        ctx.save_for_backward(index, inputs[1], inputs[4])  # the table of this forward
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor, _: Tensor) -> tuple[Tensor, None, None]:
-        (index,) = ctx.saved_tensors
-        return ctx.read(index).mul_(grad), None, None
+    def backward(ctx: Any, grad: Tensor, _: Tensor) -> tuple:
+        index, values, offset = ctx.saved_tensors
+        return read(values, index, offset).mul_(grad), None, None, None, None, None, None, None
 
 
 def _apply(z: Tensor, bfn: BFunction, activation: Activation) -> Tensor:
     if bfn.tabulated:
-        return ReplaceDerivativeByTable.apply(z, bfn, activation)[0]
+        return ReplaceDerivativeByTable.apply(z, *bfn.table_args(z), activation)[0]
     return ReplaceDerivative.apply(z, bfn, activation)
 
 
 def replace_derivative(z: Tensor, bfn: BFunction, activation: Activation | str) -> Tensor:
     """Functional form: ``sigma(z)`` whose backward uses ``bfn`` in place of ``sigma'``."""
+    _check_bfn(bfn)
     return _apply(z, bfn, get_activation(activation))
+
+
+def _check_bfn(bfn: Any) -> None:
+    if not isinstance(bfn, BFunction):
+        raise PatchError(
+            f"bfn={bfn!r} is not a b-function; pass metabp.MetaNet, Derivative, Scaled or "
+            "a metabp.stack of them"
+        )
 
 
 # ------------------------------------------------------------------- stacked b-functions
@@ -95,7 +104,8 @@ class Stacked(BFunction):
     """``K`` b-functions for ``K`` copies of a model batched along dim 0 (``z`` is ``K x ...``).
 
     Copy ``k`` of the batch backprops through ``bfns[k]``: exactly what ``bfns[k]`` alone gives
-    to the unbatched copy, elementwise. MetaNets share one gather over their stacked tables.
+    to the unbatched copy, elementwise. MetaNets share one gather over their tables laid end to
+    end, rebuilt (as new tensors) whenever a member's omega is assigned.
 
     Example:
         >>> g = stack([Scaled(1.0), Scaled(0.5)])
@@ -109,11 +119,17 @@ class Stacked(BFunction):
         bfns = list(bfns)
         if not bfns:
             raise ConfigError("stack(bfns=[]): needs at least one b-function")
-        if any(isinstance(b, Stacked) for b in bfns):
-            raise ConfigError("stack(): b-functions inside a stack cannot be stacks themselves")
+        for b in bfns:
+            _check_bfn(b)
+            if isinstance(b, Stacked):
+                raise ConfigError("stack(): b-functions inside a stack cannot be stacks themselves")
         self.bfns = bfns
         self.meta = {}
-        self._cache: dict[tuple, tuple] = {}
+        self.tabulated = all(b.tabulated for b in bfns)
+        self._args: dict[tuple, tuple] = {}
+        if self.tabulated:
+            for b in bfns:
+                b._stacks.add(self)
 
     def __len__(self) -> int:
         return len(self.bfns)
@@ -129,51 +145,37 @@ class Stacked(BFunction):
                 f"copies on dim 0, got shape {tuple(z.shape)}"
             )
 
-    def _tables(self, device: torch.device, dtype: torch.dtype, ndim: int) -> tuple:
-        """Concatenated MetaNet tables, and per-copy scale, shift, last index and offset shaped
-        ``K x 1 x ... x 1`` to broadcast over ``z``; rebuilt when any member's omega changes."""
-        key = (device, dtype, ndim, tuple(id(b.table) for b in self.bfns))
-        if key not in self._cache:
-            tables: list[Table] = [b.table_for(device, dtype) for b in self.bfns]
-            view = (len(tables),) + (1,) * (ndim - 1)
+    def _make_args(self, device: torch.device, dtype: torch.dtype) -> tuple:
+        """The members' tables end to end; per-copy scale, shift, start offset and last index."""
+        parts = [b.tensors_for(device, dtype) for b in self.bfns]
+        sizes = [b.table_size for b in self.bfns]
+        starts = [sum(sizes[:k]) for k in range(len(sizes))]
+        last = sizes[0] - 1 if len(set(sizes)) == 1 else torch.tensor(sizes, device=device) - 1
+        return (torch.cat([p[0] for p in parts]), torch.stack([p[1] for p in parts]),
+                torch.stack([p[2] for p in parts]),
+                torch.tensor(starts, dtype=torch.int32, device=device), last,
+                index_dtype(max(sizes)))
 
-            def column(values: list[float], dt: torch.dtype = dtype) -> Tensor:
-                return torch.tensor(values, dtype=dt, device=device).view(view)
+    def _refresh(self) -> None:
+        """Rebuild the concatenated tables (a member's omega was assigned)."""
+        self._args = {key: self._make_args(*key) for key in self._args}
 
-            n = [t.n for t in tables]
-            self._cache = {key: (
-                column([1 / t.step for t in tables]),
-                column([0.5 - t.lo / t.step for t in tables]),
-                column([k - 1 for k in n]),
-                column([sum(n[:k]) for k in range(len(n))], torch.int32),
-                torch.cat([t.values for t in tables]),
-            )}
-        return self._cache[key]
-
-    @property
-    def tabulated(self) -> bool:
-        return all(b.tabulated for b in self.bfns)
-
-    def table_index(self, z: Tensor) -> Tensor:
-        """Per copy ``Table.index`` (same float ops, so the same indices); the shape of ``z``."""
+    def table_args(self, z: Tensor) -> tuple:
         self._check(z)
-        scale, shift, last, _, _ = self._tables(z.device, z.dtype, z.dim())
-        t = torch.minimum(z.mul(scale).add_(shift).clamp_min_(0), last)
-        return t.to(index_dtype(max(b.table_size for b in self.bfns))).clamp_min_(0)
-
-    def table_reader(self, z: Tensor) -> Callable[[Tensor], Tensor]:
-        _, _, _, offsets, values = self._tables(z.device, z.dtype, z.dim())
-
-        def read(index: Tensor) -> Tensor:  # per-copy index -> offset into the concatenated tables
-            flat = index.to(torch.int32).add_(offsets)
-            return values.index_select(0, flat.view(-1)).view(index.shape)
-
-        return read
+        key = (z.device, z.dtype)
+        if key not in self._args:
+            self._args[key] = self._make_args(*key)
+        values, scale, shift, offset, last, dtype = self._args[key]
+        view = (-1,) + (1,) * (z.dim() - 1)  # one value per copy, broadcast over the rest
+        if torch.is_tensor(last):
+            last = last.view(view)
+        return values, scale.view(view), shift.view(view), offset.view(view), last, dtype
 
     def vjp(self, grad: Tensor, z: Tensor, y: Tensor, activation: Activation) -> Tensor:
         self._check(z)
         if self.tabulated:
-            return self.table_reader(z)(self.table_index(z)).mul_(grad)
+            values, scale, shift, offset, last, dtype = self.table_args(z)
+            return read(values, grid_index(z, scale, shift, last, dtype), offset).mul_(grad)
         if all(isinstance(b, Scaled) for b in self.bfns):
             c = torch.tensor([b.c for b in self.bfns], dtype=grad.dtype, device=grad.device)
             return activation.backward(grad, z, y).mul_(c.view((-1,) + (1,) * (z.dim() - 1)))
@@ -193,13 +195,21 @@ class Stacked(BFunction):
 
 def stack(bfns: Iterable[BFunction]) -> Stacked:
     """``K`` b-functions for a model batched along dim 0 into ``K`` independent copies."""
+    if isinstance(bfns, BFunction) or not isinstance(bfns, Iterable):
+        raise ConfigError(f"stack(bfns={bfns!r}): pass a list of b-functions")
     return Stacked(list(bfns))
 
 
 # ------------------------------------------------------------------- patching modules
 def activations(model: nn.Module) -> dict[str, nn.Module]:
     """The patchable activation modules of ``model`` by qualified name, in module order."""
+    _check_model(model)
     return {name: m for name, m in model.named_modules() if activation_of(m) is not None}
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise PatchError(f"model={model!r} is not a torch.nn.Module; pass the network to patch")
 
 
 def _select(model: nn.Module, where: Selector) -> dict[str, nn.Module]:
@@ -234,17 +244,24 @@ def patch(model: nn.Module, bfn: BFunction, where: Selector = "*") -> list[str]:
         >>> patch(net, Scaled(0.5), where=0)
         ['1']
     """
-    if not isinstance(bfn, BFunction):
-        raise PatchError(
-            f"bfn={bfn!r} is not a b-function; pass metabp.MetaNet, Derivative, Scaled or "
-            "a metabp.stack of them"
-        )
+    _check_model(model)
+    _check_bfn(bfn)
     selected = _select(model, where)
+    _prepare(model, bfn)
     for module in selected.values():
         module._metabp_bfn = bfn
         module._metabp_activation = activation_of(module)
         module.forward = types.MethodType(_patched_forward, module)
     return list(selected)
+
+
+def _prepare(model: nn.Module, bfn: BFunction) -> None:
+    """Make a MetaNet's table tensors for the model's device and dtype now, so that neither an
+    eager nor a compiled first step makes them (a model moved later gets them at its next step)."""
+    if isinstance(bfn, MetaNet):
+        for p in model.parameters():
+            if p.is_floating_point():
+                bfn.tensors_for(p.device, p.dtype)
 
 
 def unpatch(model: nn.Module, where: Selector = "*") -> list[str]:

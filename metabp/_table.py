@@ -5,10 +5,14 @@ Evaluating a meta-network ``g_omega`` on every element of every backward pass co
 ``x_k = lo + k h`` of ``[lo, hi]``, ``h = (hi - lo) / (n - 1)``, and backward reads
 
 .. math:: g(z) \\approx g(x_{k(z)}), \\qquad
-          k(z) = \\lfloor \\mathrm{clamp}((z - lo)/h + 1/2,\\ 0,\\ n - 1) \\rfloor
+          k(z) = \\lfloor \\mathrm{clamp}(z / h + (1/2 - lo / h),\\ 0,\\ n - 1) \\rfloor
 
-in seven passes (mul, add, two clamps, cast, clamp, one gather). On CPU the gather costs about four
-elementwise passes, so one gather of a fine table beats linear interpolation (two gathers).
+(:func:`grid_index`: mul, add, two clamps, a cast and a clamp; then one gather). On CPU the
+gather costs about four elementwise passes, so one gather of a fine table beats linear
+interpolation (two gathers). Under ``torch.compile`` inductor fuses the passes into one loop.
+
+The scale ``1/h`` and shift ``1/2 - lo/h`` enter as 0-d tensors, not Python numbers, so a
+compiled graph takes them as inputs: a new table of the same size is new data, not a new graph.
 
 Error: on ``[lo, hi]``, ``|g(x_k) - g(z)| <= h / 2 * sup|g'|``; outside it the end values are
 held (``g(lo)`` below, ``g(hi)`` above). MetaNet uses ``n = 16384``: 64 KiB, which leaves most of
@@ -28,6 +32,21 @@ def index_dtype(size: int) -> torch.dtype:
     """The integer type of an index into a table of ``size`` points: int16 when it fits (half the
     memory of int32 while the index waits for backward), else int32."""
     return torch.int16 if size <= 2**15 else torch.int32
+
+
+def grid_index(z: Tensor, scale: Tensor | float, shift: Tensor | float, last: Tensor | int,
+               dtype: torch.dtype) -> Tensor:
+    """``floor(clamp(z * scale + shift, 0, last))`` as integers of ``dtype``, the shape of ``z``.
+
+    ``scale``, ``shift`` and ``last`` are numbers or tensors that broadcast against ``z`` (one
+    value per copy for stacked tables). Floats are clamped before the cast (``+-inf`` and huge
+    ``z`` go to the ends); NaN passes the clamps and casts to an integer that the final clamp at
+    0 catches, so a NaN pre-activation never makes an out-of-range index (its NaN reaches the
+    loss through the forward pass anyway). clamp_min_/clamp_max_ (unlike clamp_) have vmap
+    batching rules.
+    """
+    t = z.mul(scale).add_(shift).clamp_min_(0).clamp_max_(last)
+    return t.to(dtype).clamp_min_(0)  # t >= 0, so truncation is floor
 
 
 @dataclass(frozen=True)
@@ -60,26 +79,36 @@ class Table:
     def step(self) -> float:
         return (self.hi - self.lo) / (self.n - 1)
 
+    @property
+    def scale(self) -> float:
+        """``1 / h``: grid steps per unit of ``z``."""
+        return 1.0 / self.step
+
+    @property
+    def shift(self) -> float:
+        """``1/2 - lo / h``: with :attr:`scale`, ``k(z) = floor(z * scale + shift)``."""
+        return 0.5 - self.lo * self.scale
+
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Table:
         return Table(self.lo, self.hi, self.values.to(device, dtype or self.values.dtype))
 
     def index(self, z: Tensor) -> Tensor:
-        """``k(z)``, the nearest grid point's index, the shape of ``z`` (int16 for up to 32768 points).
-
-        Floats are clamped to ``[0, n - 1]`` (``+-inf`` and huge ``z`` go to the ends); NaN passes
-        the clamp and casts to an integer that the final clamp at 0 catches, so a NaN
-        pre-activation never makes an out-of-range index (its NaN reaches the loss through the
-        forward pass anyway). Python-scalar operands keep mul/add on the fast, non-broadcast
-        path; clamp_min_/clamp_max_ (unlike clamp_) have vmap batching rules.
-        """
-        scale = 1.0 / self.step
-        t = z.mul(scale).add_(0.5 - self.lo * scale).clamp_min_(0).clamp_max_(self.n - 1)
-        return t.to(index_dtype(self.n)).clamp_min_(0)  # t >= 0, so truncation is floor
+        """``k(z)``, the nearest grid point's index, the shape of ``z`` (int16 for up to 32768 points)."""
+        return grid_index(z, self.scale, self.shift, self.n - 1, index_dtype(self.n))
 
     def read(self, index: Tensor) -> Tensor:
         """``g`` at the grid points ``index`` (from :meth:`index`); the shape of ``index``."""
-        return self.values.index_select(0, index.reshape(-1).to(torch.int32)).view(index.shape)
+        return read(self.values, index)
 
     def lookup(self, z: Tensor) -> Tensor:
         """``g(z)`` from the table; any shape in, same shape out."""
         return self.read(self.index(z))
+
+
+def read(values: Tensor, index: Tensor, offset: Tensor | None = None) -> Tensor:
+    """``values[index + offset]``, the shape of ``index`` (``offset`` broadcasts: per-copy starts
+    of tables laid end to end)."""
+    flat = index.to(torch.int32)
+    if offset is not None:
+        flat = flat.add_(offset)
+    return values.index_select(0, flat.reshape(-1)).view(index.shape)

@@ -35,7 +35,7 @@ def test_omega_is_a_copy_and_validated():
         g.omega = [1.0, 2.0, 3.0]
     with pytest.raises(ConfigError, match="omega must be finite"):
         g.omega = [1.0, float("nan"), 1.0, 0.0]
-    with pytest.raises(ConfigError, match=r"MetaNet\(hidden=0\): hidden must be an integer >= 1"):
+    with pytest.raises(ConfigError, match=r"MetaNet\(hidden=0\): hidden must be an integer from 1 to 1024"):
         MetaNet(0)
     with pytest.raises(ConfigError, match="activation='swoosh' is not known"):
         MetaNet(1, "swoosh")
@@ -80,10 +80,31 @@ def test_table_index_is_compact():
 
 def test_table_rebuilt_after_omega_changes():
     g = MetaNet(1, "tanh", omega=[1.0, 0.0, 1.0, 0.0])
-    first = g.table
+    first, (values, scale, _) = g.table, g.tensors_for(torch.device("cpu"), torch.float32)
     g.omega = [1.0, 0.0, 2.0, 0.0]
     assert g.table is not first
     assert torch.allclose(g.table.values, 2 * first.values)
+    # new tensors: the old ones (held by a pending backward) keep the old table
+    new_values, new_scale, _ = g.tensors_for(torch.device("cpu"), torch.float32)
+    assert torch.equal(values, first.values) and torch.equal(new_values, g.table.values)
+    assert float(scale) == pytest.approx(1 / first.step)
+    assert float(new_scale) == pytest.approx(1 / g.table.step)
+
+
+def test_stacked_index_equals_each_table_index():
+    gs = [MetaNet(2, "tanh", seed=0), MetaNet(1, "relu", seed=1, table_size=1000)]
+    z = torch.randn(2, 50, 7) * 20
+    s = metabp.stack(gs)
+    values, scale, shift, offset, last, dtype = s.table_args(z)
+    from metabp._table import grid_index
+    index = grid_index(z, scale, shift, last, dtype)
+    for k, g in enumerate(gs):
+        assert torch.equal(index[k].long(), g.table.index(z[k]).long())
+    gs[1].omega = [2.0, 0.0, 1.0, 0.0]  # a member's new omega reaches the stack
+    index = grid_index(z, *s.table_args(z)[1:3], last, dtype)
+    assert torch.equal(index[1].long(), gs[1].table.index(z[1]).long())
+    new_values = s.table_args(z)[0]
+    assert torch.equal(new_values[-1000:], gs[1].table.values) and not torch.equal(new_values, values)
 
 
 def test_derivative_values():
@@ -102,8 +123,52 @@ def test_scaled_values_and_errors():
     assert torch.equal(Scaled(0.5)(z, "relu"), torch.tensor([0.0, 0.5]))
     with pytest.raises(ConfigError, match=r"Scaled needs activation=\.\.\."):
         Scaled(0.5)(z)
-    with pytest.raises(ConfigError, match=r"Scaled\(c=inf\): c must be a finite number"):
+    with pytest.raises(ConfigError, match=r"Scaled\(c=inf\): c must be a finite real number"):
         Scaled(math.inf)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: MetaNet(hidden=10**30), r"MetaNet\(hidden=10{30}\): hidden must be an integer from 1 to 1024"),
+    (lambda: MetaNet(hidden=True), r"hidden=True\): hidden must be an integer"),
+    (lambda: MetaNet(1, table_size=math.inf), r"table_size=inf\): table_size must be an integer from 16"),
+    (lambda: MetaNet(1, table_size=float("nan")), r"table_size=nan\)"),
+    (lambda: MetaNet(1, table_size=2**20 + 1), r"table_size=1048577\): .* from 16 to 1048576"),
+    (lambda: MetaNet(1, act="bogus"), r"activation='bogus' is not known"),
+    (lambda: MetaNet(1, act=3), r"activation=3 is not known"),
+    (lambda: MetaNet(1, seed=10**30), r"seed=10{30}\): seed must be an integer"),
+    (lambda: MetaNet(1, omega=torch.tensor(1.0)), r"omega has 1 values but MetaNet\(hidden=1\) needs"),
+    (lambda: MetaNet(1, omega=[1.0, 2.0]), r"omega has 2 values"),
+    (lambda: MetaNet(1, omega=[1.0, math.inf, 1.0, 0.0]), r"omega must be finite"),
+    (lambda: MetaNet(1, omega="abcd"), r"omega='abcd' is not a sequence of numbers"),
+    (lambda: MetaNet(1, omega=[1.0, 0.0, 1e300, 0.0]), r"makes g reach inf .* the table must be finite"),
+    (lambda: MetaNet(1, omega=[1.0, 0.0, 1e39, 0.0]), r"makes g reach inf"),
+    (lambda: Derivative("relu", alpha=1.0), r"activation 'relu' got alpha=1.0; it takes no keyword"),
+    (lambda: Derivative("elu", negative_slope=0.1), r"'elu' got negative_slope=0.1; it takes alpha"),
+    (lambda: Derivative("leaky_relu", negative_slope=math.nan), r"negative_slope=nan\): .* finite number"),
+    (lambda: Derivative("elu", alpha=math.nan), r"elu\(alpha=nan\)"),
+    (lambda: Derivative("elu", alpha="1"), r"elu\(alpha='1'\)"),
+    (lambda: Derivative("gelu", approximate="bogus"), r"approximate='bogus'\): choose one of none, tanh"),
+    (lambda: Derivative("softplus", beta=0.0), r"softplus\(beta=0.0\): beta must be > 0"),
+    (lambda: Scaled(math.nan), r"Scaled\(c=nan\): c must be a finite real number \(not a bool\)"),
+    (lambda: Scaled(True), r"Scaled\(c=True\)"),
+    (lambda: Scaled("2"), r"Scaled\(c='2'\)"),
+    (lambda: Scaled(1e300), r"\|c\| must be <= 1e\+37, or c \* sigma' overflows float32"),
+    (lambda: Derivative.from_state({}, {"kwargs": {}}), r"has no field 'name'"),
+    (lambda: Derivative.from_state({}, {"name": "elu", "kwargs": [1]}), r"kwargs=\[1\]: must be a mapping"),
+    (lambda: Scaled.from_state({}, []), r"config=\[\]: must be a mapping"),
+    (lambda: MetaNet.from_state({"omega": torch.zeros(4)}, {"hidden": "1"}), r"hidden='1'\)"),
+])
+def test_constructors_name_bad_arguments(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
+def test_overflowing_omega_leaves_g_unchanged():
+    g = MetaNet(1, omega=[1.0, 0.0, 1.0, 0.0])
+    with pytest.raises(ConfigError, match="the table must be finite"):
+        g.omega = [1.0, 0.0, 1e39, 0.0]  # finite in float64, inf in the float32 table
+    assert g.omega.tolist() == [1.0, 0.0, 1.0, 0.0] and torch.isfinite(g.table.values).all()
+    assert Scaled(1e37).c == 1e37 and Derivative("elu", alpha=2).of.kwargs == {"alpha": 2}
 
 
 def test_implicit_lr_paper_eq4():

@@ -380,3 +380,18 @@ def test_alignment_bp_mode_is_zero_degrees():
     al = metabp.alignment(net, (torch.randn(8, 5), torch.randint(0, 3, (8,))))
     assert all(v.weight < 1e-3 and v.delta < 1e-3 for v in al.values())
     assert metabp.alignment(net)["0"].delta is None  # no batch, no delta angle
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: metabp.feedback("model", "fa"), metabp.PatchError, r"model='model' is not a torch.nn.Module"),
+    (lambda: metabp.unfeedback(None), metabp.PatchError, r"model=None is not a torch.nn.Module"),
+    (lambda: metabp.feedbacks(3), metabp.PatchError, r"model=3 is not"),
+    (lambda: metabp.feedback(nn.Linear(2, 2), "fa", seed=True), metabp.ConfigError, r"seed=True must be"),
+    (lambda: metabp.feedback(nn.Linear(2, 2), "fa", seed=2**70), metabp.ConfigError, r"seed=\d+ must be"),
+    (lambda: metabp.feedback(nn.Linear(2, 2), "fa", sparsity=True), metabp.ConfigError, r"sparsity=True"),
+    (lambda: metabp.feedback(nn.Linear(2, 2), "fa", scale=float("nan")), metabp.ConfigError, r"scale=nan"),
+    (lambda: metabp.feedback(nn.Linear(2, 2), "fa", where=1.5), metabp.PatchError, r"where=1.5"),
+])
+def test_bad_arguments_are_named_errors(call, error, message):
+    with pytest.raises(error, match=message):
+        call()

@@ -219,3 +219,35 @@ def test_patch_on_cuda_matches_cpu():
     plain = grads(model_plain, x.cuda())
     metabp.patch(model_plain, Derivative("relu"))
     assert_bit_identical(plain, grads(model_plain, x.cuda()))
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: metabp.patch(None, Scaled(1.0)), metabp.PatchError, r"model=None is not a torch.nn.Module"),
+    (lambda: metabp.patch(mlp(), "x"), metabp.PatchError, r"bfn='x' is not a b-function"),
+    (lambda: metabp.unpatch(42), metabp.PatchError, r"model=42 is not a torch.nn.Module"),
+    (lambda: metabp.patched("model"), metabp.PatchError, r"model='model' is not"),
+    (lambda: metabp.patch(mlp(), Scaled(1.0), where=None), metabp.PatchError, r"where=None"),
+    (lambda: metabp.patch(mlp(), Scaled(1.0), where=True), metabp.PatchError, r"where=True"),
+    (lambda: metabp.replace_derivative(torch.ones(2), None, "relu"), metabp.PatchError, r"bfn=None"),
+    (lambda: metabp.replace_derivative(torch.ones(2), Scaled(1.0), "bogus"), metabp.ConfigError,
+     r"activation='bogus' is not known"),
+    (lambda: metabp.stack(Scaled(1.0)), metabp.ConfigError, r"stack\(bfns=Scaled\(1.0\)\): pass a list"),
+    (lambda: metabp.stack([Scaled(1.0), "x"]), metabp.PatchError, r"bfn='x' is not a b-function"),
+])
+def test_bad_arguments_are_named_errors(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_pending_backward_keeps_its_forwards_table():
+    """omega assigned between forward and backward: the backward reads the forward's table."""
+    model, x = mlp(), torch.randn(8, 6)
+    g = MetaNet(1, "tanh", omega=[1.0, 0.0, 1.0, 0.0])
+    metabp.patch(model, g, where=0)
+    first = grads(model, x)[0]
+    model.zero_grad(set_to_none=True)
+    out = model(x)
+    g.omega = [1.0, 0.0, 2.0, 0.0]
+    (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+    assert torch.equal(model[0].weight.grad, first)
+    assert not torch.equal(grads(model, x)[0], first)  # the next step reads the new table
