@@ -1,88 +1,188 @@
 """Search efficiency: metabp's BoTorch sampler vs random, TPE, Optuna's GPSampler and CMA-ES.
 
-Question: with the same budget of trained candidates, which sampler finds the lowest AULC, and how
-much wall time (training + proposing) does each need to beat plain backprop (g = sigma')?
+Question: with the same number of evaluations, which sampler gets closest to the optimum, and
+what does each proposal cost?
 
-Each (problem, sampler, seed) is one in-memory study of ``--trials`` candidates over a 1-1-1 tanh
-meta-network (4 weights in [-5, 5]^4), g in place of ReLU' after FC2, training seed 0 for every
-candidate (common random numbers); the sampler seed varies. Prints a table and writes
-``benchmarks/results/search_efficiency.{md,json,png}``.
+Problems (``--problems``, by name):
 
-    python benchmarks/search_efficiency.py                       # defaults below
-    python benchmarks/search_efficiency.py --trials 20 --seeds 3 --problems quickstart
+- a synthetic suite of standard functions from 2 to 10 dimensions with known optima
+  (``botorch.test_functions``), scored by simple regret ``best - optimum``;
+- ``hartmann6-in-20d``: Hartmann-6 on the first 6 of 20 dimensions (14 inactive);
+- metabp problems, built from public APIs only: ``f(omega) = AULC of train(spec,
+  MetaNet(hidden, omega=omega), seed=0)`` (common random numbers: every candidate trains from the
+  same initial weights and data order; omega in [-5, 5]^d). ``digits25`` is digits-mlp with
+  ``hidden = 8``: 25 parameters. Scored by the best AULC.
+
+Every run is ``metabp.search.minimize`` with ``--budget`` evaluations; the sampler seed varies.
+All samplers start from ``N_INITIAL`` points whatever the budget (Sobol for botorch, random for
+the others), and none of them reads the total budget, so the first 30 evaluations of a 60-run are
+the 30-run: the 30 column is read off the 60 runs.
+
+The proposal cost is measured apart: a study holding ``n`` random points of Hartmann-6 embedded in
+``--cost-dim`` dimensions, then the time of one more proposal (median of ``--cost-repeats``).
+
+Run records are appended to ``results/search_efficiency.jsonl`` as they finish; the table and PNG
+are rewritten after every problem, so an interrupted run still leaves a table. Files:
+``benchmarks/results/search_efficiency.{md,png,jsonl}``.
+
+    OMP_NUM_THREADS=1 python benchmarks/search_efficiency.py                 # the full suite
+    python benchmarks/search_efficiency.py --problems branin hartmann6 --seeds 3 --budget 30 \\
+        --samplers botorch gp "botorch:LOCAL_STARTS=0" --tag _ab           # an A/B of a setting
+
+A sampler name ``botorch:NAME=VALUE,...`` runs the botorch sampler with those constants of
+``metabp.search._botorch`` replaced (an A/B of the engine's fixed choices).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from metabp.search import SAMPLERS, Study, StudyConfig
-
-# --- defaults --------------------------------------------------------------------------------
-TRIALS = 30
-SEEDS = 5
-N_INITIAL = 8
-BOUNDS = (-5.0, 5.0)
-PROBLEMS = {  # name -> (target preset, overrides, where)
-    "quickstart": ("gaussians-mlp3", {}, "act2"),
-    "digits": ("digits-mlp", {}, "act2"),
-}
 OUT = Path(__file__).parent / "results"
+N_INITIAL = 10
+BUDGETS = (30, 60)
+SEEDS = 10
+SAMPLERS = ("botorch", "gp", "tpe", "cmaes", "random")
 
 
-def run_one(problem: str, sampler: str, seed: int, trials: int, n_initial: int) -> dict:
-    """One study; returns AULC and wall-clock time (since start) of every trial in order."""
-    from metabp.targets import train
-
-    preset, overrides, where = PROBLEMS[problem]
-    cfg = StudyConfig(
-        name=f"{problem}-{sampler}-{seed}", target=preset, overrides=tuple(sorted(overrides.items())),
-        where=where, bounds=(BOUNDS,) * 4, n_initial=n_initial, n_trials=trials, sampler=sampler,
-        sampler_seed=seed,
-    )
-    spec = cfg.target_spec()
-    stamps: list[float] = []
-    t0 = time.perf_counter()
-
-    def evaluate(gs):
-        runs = [train(spec, bfn=g, where=where, seed=0) for g in gs]
-        stamps.append(time.perf_counter() - t0)
-        return runs
-
-    study = Study(cfg, storage="memory", evaluate=evaluate)
-    study.optimize(progress=False)
-    done = study.completed()
-    split = study.time_split(done)
-    return {
-        "problem": problem, "sampler": sampler, "seed": seed,
-        "values": [t.value for t in done], "times": stamps[: len(done)],
-        "diverged": sum(bool(t.user_attrs.get("diverged")) for t in done),
-        "training_s": split["training"], "proposing_s": split["proposing"],
-    }
+@dataclass
+class Problem:
+    dim: int
+    bounds: list[list[float]]
+    f: object  # Tensor (d,) -> float
+    optimum: float | None  # None: metabp problem, scored by the best value itself
+    seeds: int | None = None  # fewer seeds than --seeds (costly problems)
 
 
-def best_so_far(values: list[float]) -> list[float]:
-    out, best = [], float("inf")
-    for v in values:
-        best = min(best, v)
-        out.append(best)
-    return out
+def _synthetic(name: str, **kw) -> Problem:
+    import botorch.test_functions as tf
+
+    fn = getattr(tf, name)(**kw)
+    return Problem(fn.dim, fn.bounds.tolist(), lambda x: float(fn(x.unsqueeze(0))), float(fn.optimal_value))
 
 
-def time_to_reach(run: dict, target: float) -> float | None:
-    for v, t in zip(best_so_far(run["values"]), run["times"], strict=True):
-        if v <= target:
-            return t
-    return None
+def _embedded(d: int) -> Problem:
+    from botorch.test_functions import Hartmann
+
+    fn = Hartmann(dim=6)
+    box = [[0.0] * d, [1.0] * d]
+    return Problem(d, box, lambda x: float(fn(x[:6].unsqueeze(0))), float(fn.optimal_value))
 
 
+def _metabp(preset: str, hidden: int, seeds: int | None = None) -> Problem:
+    from metabp import MetaNet
+    from metabp.targets import get_target, train
+
+    spec = get_target(preset)
+    d = MetaNet(hidden=hidden).num_params
+
+    def f(x: torch.Tensor) -> float:
+        return float(train(spec, MetaNet(hidden=hidden, omega=x.float()), seed=0, threads=1).aulc)
+
+    return Problem(d, [[-5.0] * d, [5.0] * d], f, None, seeds)
+
+
+PROBLEMS = {  # name -> builder (built lazily: metabp problems load data)
+    "branin": lambda: _synthetic("Branin"),
+    "hartmann3": lambda: _synthetic("Hartmann", dim=3),
+    "levy4": lambda: _synthetic("Levy", dim=4),
+    "rosenbrock4": lambda: _synthetic("Rosenbrock", dim=4),
+    "styblinski5": lambda: _synthetic("StyblinskiTang", dim=5),
+    "michalewicz5": lambda: _synthetic("Michalewicz", dim=5),
+    "hartmann6": lambda: _synthetic("Hartmann", dim=6),
+    "ackley10": lambda: _synthetic("Ackley", dim=10),
+    "hartmann6-in-20d": lambda: _embedded(20),
+    "quickstart": lambda: _metabp("gaussians-mlp3", 1),
+    "digits": lambda: _metabp("digits-mlp", 1),
+    "digits25": lambda: _metabp("digits-mlp", 8, seeds=5),
+}
+SUITE = ["branin", "hartmann3", "levy4", "rosenbrock4", "styblinski5", "michalewicz5", "hartmann6",
+         "ackley10"]
+
+
+# ---------------------------------------------------------------------------------- running
+def with_settings(sampler: str):
+    """``botorch:NAME=VALUE,...`` -> (``"botorch"``, {NAME: value}); other names unchanged."""
+    name, _, rest = sampler.partition(":")
+    settings = {}
+    for item in filter(None, rest.split(",")):
+        k, v = item.split("=")
+        settings[k] = None if v == "None" else type_of(k)(v)
+    return name, settings
+
+
+def type_of(key: str):
+    import metabp.search._botorch as engine
+
+    value = getattr(engine, key)  # AttributeError names an unknown setting
+    return str if isinstance(value, str) else float if isinstance(value, float) or value is None else int
+
+
+def run_one(problem: str, prob: Problem, sampler: str, seed: int, budget: int) -> dict:
+    """One ``minimize`` run; per evaluation its value, its own seconds and the proposing seconds before it."""
+    import metabp.search._botorch as engine
+    from metabp.search import minimize
+
+    name, settings = with_settings(sampler)
+    saved = {k: getattr(engine, k) for k in settings}
+    values, eval_s, propose_s = [], [], []
+    last = [time.perf_counter()]
+
+    def f(x):
+        t0 = time.perf_counter()
+        propose_s.append(t0 - last[0])
+        v = prob.f(x)
+        last[0] = time.perf_counter()
+        eval_s.append(last[0] - t0)
+        values.append(v)
+        return v
+
+    try:
+        for k, v in settings.items():
+            setattr(engine, k, v)
+        minimize(f, prob.bounds, budget, seed=seed, sampler=name, n_initial=N_INITIAL)
+    finally:
+        for k, v in saved.items():
+            setattr(engine, k, v)
+    return {"problem": problem, "sampler": sampler, "seed": seed, "budget": budget, "values": values,
+            "eval_s": eval_s, "propose_s": propose_s}
+
+
+def proposal_cost(sampler: str, d: int, n: int, repeats: int) -> float:
+    """Median seconds of one proposal by ``sampler`` after ``n`` random evaluations of Hartmann-6
+    embedded in ``d`` dimensions."""
+    import optuna
+
+    from metabp.search import make_sampler
+
+    prob = _embedded(d)
+    names = [f"x_{i}" for i in range(d)]
+    dists = {k: optuna.distributions.FloatDistribution(0.0, 1.0) for k in names}
+    g = torch.Generator().manual_seed(0)
+    times = []
+    for r in range(repeats):
+        smp = make_sampler(sampler, bounds=[(0.0, 1.0)] * d, names=names, n_initial=N_INITIAL, seed=r)
+        study = optuna.create_study(sampler=smp, direction="minimize")
+        for _ in range(n):
+            x = torch.rand(d, generator=g, dtype=torch.float64)
+            study.add_trial(optuna.trial.create_trial(
+                params=dict(zip(names, x.tolist(), strict=True)), distributions=dists, value=prob.f(x)))
+        t0 = time.perf_counter()
+        trial = study.ask(dists)
+        times.append(time.perf_counter() - t0)
+        study.tell(trial, prob.f(torch.tensor([trial.params[k] for k in names])))
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------------------------- summarising
 def quartiles(xs: list[float]) -> tuple[float, float, float]:
     if len(xs) == 1:
         return xs[0], xs[0], xs[0]
@@ -90,139 +190,175 @@ def quartiles(xs: list[float]) -> tuple[float, float, float]:
     return q[0], statistics.median(xs), q[2]
 
 
-def reach_targets(runs: list[dict]) -> dict[str, float]:
-    """Per problem, the AULC to reach: the median over every run (all samplers) of its final best."""
-    problems = dict.fromkeys(r["problem"] for r in runs)
-    return {p: statistics.median(min(r["values"]) for r in runs if r["problem"] == p) for p in problems}
+def score(run: dict, budget: int, optimum: float | None) -> float:
+    """Simple regret after ``budget`` evaluations (the best value itself where no optimum is known)."""
+    finite = [v for v in run["values"][:budget] if math.isfinite(v)]
+    best = min(finite) if finite else float("inf")
+    return best - (optimum or 0.0)
 
 
-def summarise(runs: list[dict], backprop: dict[str, float]) -> list[dict]:
-    rows = []
-    goal = reach_targets(runs)
-    for problem in dict.fromkeys(r["problem"] for r in runs):
-        for sampler in dict.fromkeys(r["sampler"] for r in runs):
-            rs = [r for r in runs if r["problem"] == problem and r["sampler"] == sampler]
-            if not rs:
+def medians(runs: list[dict], optima: dict, budget: int) -> dict[tuple[str, str], tuple]:
+    """(problem, sampler) -> (q1, median, q3, seeds) of the score after ``budget`` evaluations."""
+    out = {}
+    for key in dict.fromkeys((r["problem"], r["sampler"]) for r in runs):
+        xs = [score(r, budget, optima[key[0]]) for r in runs if (r["problem"], r["sampler"]) == key
+              and len(r["values"]) >= budget]
+        if xs:
+            out[key] = (*quartiles(xs), len(xs))
+    return out
+
+
+def mean_ranks(med: dict, problems: list[str], samplers: list[str]) -> dict[str, float]:
+    """Per problem, rank the samplers' medians (1 = best, ties share the mean rank); mean over problems."""
+    ranks: dict[str, list[float]] = {s: [] for s in samplers}
+    for p in problems:
+        scores = {s: med[(p, s)][1] for s in samplers if (p, s) in med}
+        if len(scores) < len(samplers):
+            continue
+        for s, v in scores.items():
+            below, tied = sum(w < v for w in scores.values()), sum(w == v for w in scores.values())
+            ranks[s].append(below + (tied + 1) / 2)
+    return {s: statistics.mean(r) for s, r in ranks.items() if r}
+
+
+def table(runs: list[dict], optima: dict, samplers: list[str], cost: dict, meta: str) -> str:
+    problems = list(dict.fromkeys(r["problem"] for r in runs))
+    lines = [meta, ""]
+    for budget in BUDGETS:
+        med = medians(runs, optima, budget)
+        if not med:
+            continue
+        lines += [f"## After {budget} evaluations: simple regret (best AULC for metabp problems), "
+                  "median [q1, q3] over seeds; best median in bold", "",
+                  "| problem | d | seeds | " + " | ".join(samplers) + " |",
+                  "|---|---|---|" + "---|" * len(samplers)]
+        for p in problems:
+            cells = {s: med.get((p, s)) for s in samplers}
+            got = [c[1] for c in cells.values() if c]
+            if not got:
                 continue
-            best = [min(r["values"]) for r in rs]
-            lo, med, hi = quartiles(best)
-            reach = [time_to_reach(r, backprop[problem]) for r in rs]
-            hit = [t for t in reach if t is not None]
-            reach2 = [time_to_reach(r, goal[problem]) for r in rs]
-            hit2 = [t for t in reach2 if t is not None]
-            wall = sum(r["times"][-1] for r in rs)
-            rows.append({
-                "problem": problem, "sampler": sampler, "seeds": len(rs),
-                "best_median": med, "best_q1": lo, "best_q3": hi,
-                "best_min": min(best), "best_max": max(best),
-                "vs_backprop": med / backprop[problem],
-                "reached": len(hit), "time_to_backprop_median": statistics.median(hit) if hit else None,
-                "goal": goal[problem], "reached_goal": len(hit2),
-                "time_to_goal_median": statistics.median(hit2) if hit2 else None,
-                "wall_median": statistics.median(r["times"][-1] for r in rs),
-                "proposing_share": sum(r["proposing_s"] for r in rs) / max(wall, 1e-9),
-                "diverged_share": sum(r["diverged"] for r in rs) / sum(len(r["values"]) for r in rs),
-            })
-    return rows
-
-
-def table(rows: list[dict], backprop: dict[str, float], trials: int) -> str:
-    lines = [
-        f"best AULC after {trials} trials (median [q1, q3] over seeds; ratio = median / backprop AULC); "
-        "wall time (training + proposing) until the best so far beats backprop, and until it reaches "
-        "the goal = the median final best of all runs on that problem (median over the seeds that did)",
-        "",
-        "| problem | sampler | best AULC median [q1, q3] | min..max | / backprop | beat backprop | "
-        "time to beat (s) | reach goal | time to goal (s) | wall (s) | proposing | diverged |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        ttb = f"{r['time_to_backprop_median']:.1f}" if r["time_to_backprop_median"] is not None else "-"
-        ttg = f"{r['time_to_goal_median']:.1f}" if r["time_to_goal_median"] is not None else "-"
-        lines.append(
-            f"| {r['problem']} (bp {backprop[r['problem']]:.4f}) | {r['sampler']} | "
-            f"{r['best_median']:.4f} [{r['best_q1']:.4f}, {r['best_q3']:.4f}] | "
-            f"{r['best_min']:.4f}..{r['best_max']:.4f} | {r['vs_backprop']:.3f}x | "
-            f"{r['reached']}/{r['seeds']} | {ttb} | {r['reached_goal']}/{r['seeds']} (<= {r['goal']:.4f}) | "
-            f"{ttg} | {r['wall_median']:.1f} | "
-            f"{100 * r['proposing_share']:.0f}% | {100 * r['diverged_share']:.0f}% |"
-        )
+            best = min(got)
+            row = []
+            for c in cells.values():
+                if c is None:
+                    row.append("-")
+                    continue
+                txt = f"{c[1]:.3g} [{c[0]:.3g}, {c[2]:.3g}]"
+                row.append(f"**{txt}**" if c[1] == best else txt)
+            seeds = max(c[3] for c in cells.values() if c)
+            lines.append(f"| {p} | {optima[p + '/dim']} | {seeds} | " + " | ".join(row) + " |")
+        suite = [p for p in problems if p in SUITE]
+        ranks = mean_ranks(med, suite, samplers)
+        if ranks:
+            lines += ["", f"Mean rank over the {len(suite)} synthetic functions ({', '.join(suite)}; "
+                      "1 = best median): " + ", ".join(f"{s} {ranks[s]:.2f}" for s in samplers if s in ranks)]
+        lines.append("")
+    lines += ["## Wall time split (all runs, seconds summed over problems and seeds)", "",
+              "| sampler | evaluating (s) | proposing (s) | proposing share | median s per proposal |",
+              "|---|---|---|---|---|"]
+    for s in samplers:
+        rs = [r for r in runs if r["sampler"] == s]
+        ev, pr = sum(sum(r["eval_s"]) for r in rs), sum(sum(r["propose_s"]) for r in rs)
+        per = statistics.median(x for r in rs for x in r["propose_s"][N_INITIAL:]) if rs else float("nan")
+        lines.append(f"| {s} | {ev:.1f} | {pr:.1f} | {100 * pr / max(ev + pr, 1e-9):.0f}% | {per:.3f} |")
+    if cost:
+        lines += ["", f"## Seconds per proposal after n evaluations (median of {cost['repeats']}, "
+                  f"Hartmann-6 embedded in {cost['dim']}-D)", "",
+                  "| sampler | " + " | ".join(f"n = {n}" for n in cost["n"]) + " |",
+                  "|---|" + "---|" * len(cost["n"])]
+        for s, ts in cost["seconds"].items():
+            lines.append(f"| {s} | " + " | ".join(f"{t:.3f}" for t in ts) + " |")
     return "\n".join(lines)
 
 
-def plot(runs: list[dict], backprop: dict[str, float], path: Path) -> None:
+def plot(runs: list[dict], optima: dict, samplers: list[str], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     problems = list(dict.fromkeys(r["problem"] for r in runs))
-    fig, axes = plt.subplots(1, len(problems), figsize=(6 * len(problems), 4.2), squeeze=False)
-    for ax, problem in zip(axes[0], problems, strict=True):
-        for sampler in dict.fromkeys(r["sampler"] for r in runs):
-            rs = [r for r in runs if r["problem"] == problem and r["sampler"] == sampler]
+    cols = 4
+    rows = math.ceil(len(problems) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
+    for ax, p in zip(axes.flat, problems, strict=False):
+        for s in samplers:
+            rs = [r for r in runs if r["problem"] == p and r["sampler"] == s]
             if not rs:
                 continue
-            curves = torch.tensor([best_so_far(r["values"]) for r in rs])
+            n = min(len(r["values"]) for r in rs)
+            curves = torch.tensor([[score(r, k, optima[p]) for k in range(1, n + 1)] for r in rs])
             q = torch.quantile(curves, torch.tensor([0.25, 0.5, 0.75], dtype=curves.dtype), dim=0)
-            x = range(1, curves.shape[1] + 1)
-            ax.plot(x, q[1], label=sampler)
-            ax.fill_between(x, q[0], q[2], alpha=0.15)
-        ax.axhline(backprop[problem], color="k", ls="--", lw=1, label="backprop (g = sigma')")
-        lo = min(min(r["values"]) for r in runs if r["problem"] == problem)
-        ax.set_ylim(lo * 0.98, backprop[problem] * 1.25)
-        ax.set_title(f"{problem}: best AULC so far (median, IQR over seeds)")
-        ax.set_xlabel("trial")
-        ax.set_ylabel("AULC")
-        ax.legend(fontsize=8)
+            x = range(1, n + 1)
+            ax.plot(x, q[1], label=s, lw=1.5 if s.startswith("botorch") else 1)
+            ax.fill_between(x, q[0], q[2], alpha=0.12)
+        if optima[p] is not None:
+            ax.set_yscale("log")
+        ax.set_title(p, fontsize=9)
+        ax.set_xlabel("evaluations", fontsize=8)
+        ax.set_ylabel("simple regret" if optima[p] is not None else "best AULC", fontsize=8)
+    for ax in list(axes.flat)[len(problems):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+# ---------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--trials", type=int, default=TRIALS)
+    p.add_argument("--problems", nargs="+", default=[*SUITE, "hartmann6-in-20d", "quickstart", "digits",
+                                                     "digits25"], choices=list(PROBLEMS))
+    p.add_argument("--samplers", nargs="+", default=list(SAMPLERS))
     p.add_argument("--seeds", type=int, default=SEEDS)
-    p.add_argument("--n-initial", type=int, default=N_INITIAL)
-    p.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
-    p.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=list(SAMPLERS))
+    p.add_argument("--budget", type=int, default=max(BUDGETS))
+    p.add_argument("--cost-n", type=int, nargs="*", default=[40, 100], help="n of the proposal-cost table")
+    p.add_argument("--cost-dim", type=int, default=6)
+    p.add_argument("--cost-repeats", type=int, default=3)
+    p.add_argument("--resume", action="store_true", help="keep the runs already in the .jsonl")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--tag", default="", help="suffix for the result files")
-    p.add_argument("--warp", choices=["cap", "log1p"], default=None,
-                   help="output warp of the botorch sampler's GP (default: search/_botorch.py's WARP)")
     args = p.parse_args(argv)
-    if args.warp:
-        import metabp.search._botorch as gp
+    from tqdm import tqdm
 
-        gp.WARP = args.warp
-    from metabp.targets import get_target, train
-
-    backprop = {}
-    for problem in args.problems:
-        preset, overrides, where = PROBLEMS[problem]
-        backprop[problem] = train(get_target(preset, **overrides), bfn=None, where=where, seed=0).aulc
-    runs = []
-    for problem in args.problems:
-        for seed in range(args.seeds):
-            for sampler in args.samplers:
-                r = run_one(problem, sampler, seed, args.trials, args.n_initial)
-                runs.append(r)
-                print(f"{problem:>10} {sampler:>8} seed {seed}: best {min(r['values']):.4f} "
-                      f"wall {r['times'][-1]:.1f} s (proposing {r['proposing_s']:.1f} s)", file=sys.stderr)
-    rows = summarise(runs, backprop)
-    text = table(rows, backprop, args.trials)
-    print(text)
+    torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"search_efficiency{args.tag}"
-    (args.out / f"{stem}.md").write_text(
-        f"# Search efficiency ({args.trials} trials, {args.seeds} seeds, n_initial {args.n_initial}, "
-        f"torch threads {torch.get_num_threads()})\n\n{text}\n"
-    )
-    (args.out / f"{stem}.json").write_text(json.dumps({"backprop": backprop, "rows": rows, "runs": runs}))
-    plot(runs, backprop, args.out / f"{stem}.png")
-    print(f"wrote {args.out / stem}.{{md,json,png}}", file=sys.stderr)
+    stem = args.out / f"search_efficiency{args.tag}"
+    log = stem.with_suffix(".jsonl")
+    runs = [json.loads(line) for line in log.read_text().splitlines()] if args.resume and log.exists() else []
+    runs = [r for r in runs if r["problem"] in args.problems and r["sampler"] in args.samplers]
+    done = {(r["problem"], r["sampler"], r["seed"]) for r in runs if r["budget"] == args.budget}
+    log.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    given = argv if argv is not None else sys.argv[1:]
+    cmd = " ".join(["python benchmarks/search_efficiency.py", *given])
+    meta = (f"# Search efficiency: `{cmd}`\n\nn_initial {N_INITIAL} for every sampler; torch "
+            f"{torch.__version__}, 1 thread; a 2-core CPU shared with other jobs (times are indicative).")
+    optima: dict = {}
+    cost: dict = {}
+    for name in args.problems:
+        prob = PROBLEMS[name]()
+        optima[name], optima[name + "/dim"] = prob.optimum, prob.dim
+        todo = [(s, sd) for sd in range(min(args.seeds, prob.seeds or args.seeds)) for s in args.samplers
+                if (name, s, sd) not in done]
+        for sampler, seed in tqdm(todo, desc=name, file=sys.stderr):
+            r = run_one(name, prob, sampler, seed, args.budget)
+            runs.append(r)
+            with log.open("a") as fh:
+                fh.write(json.dumps(r) + "\n")
+        write(stem, runs, optima, args.samplers, cost, meta)
+    if args.cost_n:
+        cost = {"n": args.cost_n, "dim": args.cost_dim, "repeats": args.cost_repeats, "seconds": {}}
+        for s in tqdm([s for s in args.samplers if s in ("botorch", "gp", "tpe")], desc="proposal cost"):
+            cost["seconds"][s] = [proposal_cost(s, args.cost_dim, n, args.cost_repeats) for n in args.cost_n]
+        write(stem, runs, optima, args.samplers, cost, meta)
+    print(stem.with_suffix(".md").read_text())
     return 0
+
+
+def write(stem: Path, runs: list[dict], optima: dict, samplers: list[str], cost: dict, meta: str) -> None:
+    stem.with_suffix(".md").write_text(table(runs, optima, samplers, cost, meta) + "\n")
+    plot(runs, optima, samplers, stem.with_suffix(".png"))
 
 
 if __name__ == "__main__":

@@ -27,42 +27,42 @@ for Bayesian Optimization", NeurIPS 2023); qLogEI is its Monte-Carlo batch form
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import time
 import warnings
-from collections.abc import Iterator
+import zlib
 
 import torch
 from torch import Tensor
 
+from metabp.exceptions import ConfigError
+from metabp.targets import num_threads
+
 _log = logging.getLogger(__name__)
 
+ACQUISITIONS = ("logei", "qlogei")
+WARPS = ("log1p", "cap")
 #: Fixed observation noise on the standardised scale. Small enough to interpolate deterministic
 #: AULCs, large enough to keep the Cholesky factorisation stable with near-duplicate points.
-NOISE_VAR = 1e-4
+#: ``None``: inferred by the marginal likelihood (BoTorch's default).
+NOISE_VAR: float | None = 1e-4
 #: Outputs beyond ``Q3 + OUTLIER_IQR * IQR`` are capped there before standardising, so one
 #: diverged candidate's penalty AULC does not flatten every other difference.
 OUTLIER_IQR = 3.0
 #: Output warp before standardising: "log1p" (see :func:`warp_log1p`) or "cap" (outlier cap only).
-#: Measured (benchmarks/search_efficiency.py, 30 trials, 5 seeds): on digits-mlp the median best
-#: AULC went from 0.2600 ("cap") to 0.2541 ("log1p"), past TPE's 0.2546; quickstart unchanged.
 WARP = "log1p"
 #: optimize_acqf settings: random restarts and raw samples of its initialisation heuristic.
 NUM_RESTARTS = 10
 RAW_SAMPLES = 512
+#: Starts drawn around the incumbent (Gaussian, sd ``LOCAL_SD`` of the box width) beside the raw
+#: samples; the best ``NUM_RESTARTS`` of both, by acquisition value, start L-BFGS-B.
+LOCAL_STARTS = 0
+LOCAL_SD = 0.05
+#: Trust region: acquisition optimised inside a box around the incumbent of side
+#: ``TR_LENGTH * lengthscale_i / geomean(lengthscale)`` (unit cube), 0 = off.
+TR_LENGTH = 0.0
 #: Monte-Carlo samples of qLogEI.
 MC_SAMPLES = 256
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch with one intra-op thread (GP fitting on few cores is several times faster)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def cap_outliers(y: Tensor) -> Tensor:
@@ -109,13 +109,16 @@ def fit_gp(train_x: Tensor, train_y: Tensor, bounds: Tensor, *, warp: str = WARP
     from botorch.utils.transforms import normalize
     from gpytorch.mlls import ExactMarginalLogLikelihood
 
+    if warp not in WARPS:
+        raise ConfigError(f"warp={warp!r}: choose one of {', '.join(WARPS)}")
     x = normalize(train_x, bounds=bounds)
     y = -cap_outliers(-train_y)  # cap the bad tail (minimisation view), keep maximisation sign
     if warp == "log1p":
         y = -warp_log1p(-y)
     std = y.std() if y.numel() > 1 else torch.ones((), dtype=y.dtype)
     y_std = (y - y.mean()) / (std if std > 0 else 1.0)
-    model = SingleTaskGP(x, y_std, train_Yvar=torch.full_like(y_std, NOISE_VAR))
+    yvar = None if NOISE_VAR is None else torch.full_like(y_std, NOISE_VAR)
+    model = SingleTaskGP(x, y_std, train_Yvar=yvar)
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -127,18 +130,24 @@ class GPCandidates:
     """A ``candidates_func`` for optuna-integration's ``BoTorchSampler`` (maximisation).
 
     Called as ``f(train_x, train_obj, train_con, bounds, pending_x)`` with ``train_x`` ``n x d``
-    (raw units), ``train_obj`` ``n x 1``, ``bounds`` ``2 x d``, ``pending_x`` ``m x d`` or ``None``;
-    returns one candidate ``1 x d``. A batch of ``q`` is built greedily: each of ``q`` proposals sees
-    the earlier ones as pending points (qLogEI's sequential-greedy batch), and the GP fitted for the
-    first is reused while the data are unchanged.
+    (raw units; ``log x`` for log-scale parameters), ``train_obj`` ``n x 1``, ``bounds`` ``2 x d``,
+    ``pending_x`` ``m x d`` or ``None``; returns one candidate ``1 x d``. Fewer than two finite
+    values, or a failed fit, give a uniform random point. The GP is reused while the data are
+    unchanged (a greedy batch: each proposal sees the earlier ones as pending points).
 
     Args:
-        acquisition: ``"logei"`` or ``"qlogei"``.
+        acquisition: ``"logei"`` (qLogEI when points are pending) or ``"qlogei"``.
+        warp: output warp, ``"log1p"`` or ``"cap"`` (default :data:`WARP`).
     """
 
     def __init__(self, *, acquisition: str = "logei", warp: str | None = None) -> None:
+        if acquisition not in ACQUISITIONS:
+            raise ConfigError(f"acquisition={acquisition!r}: choose one of {', '.join(ACQUISITIONS)}")
+        warp = warp or WARP
+        if warp not in WARPS:
+            raise ConfigError(f"warp={warp!r}: choose one of {', '.join(WARPS)}")
         self.acquisition = acquisition
-        self.warp = warp or WARP
+        self.warp = warp
         self._cache_key: tuple | None = None
         self._cache_model = None
         self.seconds = 0.0  # proposing time spent here (fit + acquisition)
@@ -151,12 +160,11 @@ class GPCandidates:
         bounds: Tensor,
         pending_x: Tensor | None,
     ) -> Tensor:
-        import time
-
         t0 = time.perf_counter()
-        try:
-            with one_thread():
-                return self._propose(train_x, train_obj, bounds, pending_x)
+        try:  # seeded by the data: the same history gives the same proposal, whatever the caller's RNG
+            with num_threads(1), torch.random.fork_rng():
+                torch.manual_seed(zlib.crc32(train_obj.double().numpy().tobytes()))
+                return self._propose(train_x.double(), train_obj.double(), bounds.double(), pending_x)
         finally:
             self.seconds += time.perf_counter() - t0
 
@@ -168,35 +176,73 @@ class GPCandidates:
         return self._cache_model
 
     def _propose(self, train_x: Tensor, train_obj: Tensor, bounds: Tensor, pending_x: Tensor | None):
-        from botorch.acquisition import LogExpectedImprovement, qLogExpectedImprovement
-        from botorch.optim import optimize_acqf
-        from botorch.sampling import SobolQMCNormalSampler
         from botorch.utils.transforms import normalize, unnormalize
 
-        train_x, train_obj, bounds = train_x.double(), train_obj.double(), bounds.double()
         d = train_x.shape[-1]
-        unit = torch.stack([torch.zeros(d), torch.ones(d)]).double()
+        if int(torch.isfinite(train_obj).sum()) < 2:
+            return unnormalize(torch.rand(1, d, dtype=torch.float64), bounds)
         try:
             model, y_std = self._model(train_x, train_obj, bounds)
         except Exception as exc:  # never let a bad fit stop the study: fall back to a random point
             _log.warning("GP fit failed (%s); proposing a random point", exc)
             return unnormalize(torch.rand(1, d, dtype=torch.float64), bounds)
-        best_f = y_std.max()
         pending = None
         if pending_x is not None and len(pending_x):
             pending = normalize(pending_x.double(), bounds=bounds)
-        if self.acquisition == "logei" and pending is None:
-            acqf = LogExpectedImprovement(model, best_f=best_f)
-        else:
-            acqf = qLogExpectedImprovement(
-                model,
-                best_f=best_f,
-                sampler=SobolQMCNormalSampler(torch.Size([MC_SAMPLES])),
-                X_pending=pending,
-            )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            cand, _ = optimize_acqf(
-                acqf, bounds=unit, q=1, num_restarts=NUM_RESTARTS, raw_samples=RAW_SAMPLES
-            )
-        return unnormalize(cand.detach(), bounds)
+        x_best = model.train_inputs[0][y_std.argmax()]
+        cand = maximize_acquisition(model, y_std.max(), x_best, pending, q_form=self.acquisition == "qlogei")
+        return unnormalize(cand, bounds)
+
+
+def acquisition_box(model, x_best: Tensor) -> Tensor:
+    """``2 x d`` box on the unit cube where the acquisition is maximised: the whole cube, or
+    with ``TR_LENGTH > 0`` a trust region centred on ``x_best`` scaled by the GP's lengthscales."""
+    d = x_best.numel()
+    unit = torch.stack([torch.zeros(d), torch.ones(d)]).double()
+    if TR_LENGTH <= 0:
+        return unit
+    ls = model.covar_module.lengthscale.detach().flatten().double()
+    if ls.numel() != d:
+        ls = ls.expand(d)
+    w = ls / ls.log().mean().exp()
+    half = (TR_LENGTH * w / 2).clamp(max=0.5)
+    return torch.stack([(x_best - half).clamp(0, 1), (x_best + half).clamp(0, 1)])
+
+
+def maximize_acquisition(model, best_f: Tensor, x_best: Tensor, pending: Tensor | None, *,
+                         q_form: bool = False) -> Tensor:
+    """One point (``1 x d``, unit cube) maximising LogEI (qLogEI with ``pending`` or ``q_form``).
+
+    L-BFGS-B (``optimize_acqf``) from ``NUM_RESTARTS`` starts picked by BoTorch's Boltzmann
+    heuristic (``initialize_q_batch``) among ``RAW_SAMPLES`` Sobol points and ``LOCAL_STARTS``
+    Gaussian perturbations of ``x_best``, within :func:`acquisition_box`.
+    """
+    from botorch.acquisition import LogExpectedImprovement, qLogExpectedImprovement
+    from botorch.optim import optimize_acqf
+    from botorch.optim.initializers import initialize_q_batch
+    from botorch.sampling import SobolQMCNormalSampler
+    from torch.quasirandom import SobolEngine
+
+    if pending is None and not q_form:
+        acqf = LogExpectedImprovement(model, best_f=best_f)
+    else:
+        acqf = qLogExpectedImprovement(model, best_f=best_f, X_pending=pending,
+                                       sampler=SobolQMCNormalSampler(torch.Size([MC_SAMPLES])))
+    box = acquisition_box(model, x_best)
+    d = box.shape[1]
+    seed = int(torch.randint(2**31, (1,)))
+    sobol = SobolEngine(d, scramble=True, seed=seed).draw(RAW_SAMPLES, dtype=torch.float64)
+    raw = box[0] + (box[1] - box[0]) * sobol
+    if LOCAL_STARTS > 0:
+        noise = torch.randn(LOCAL_STARTS, d, dtype=torch.float64) * LOCAL_SD
+        local = torch.minimum(torch.maximum(x_best + noise, box[0]), box[1])
+        raw = torch.cat([raw, x_best.unsqueeze(0), local])
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        values = torch.cat([acqf(chunk.unsqueeze(1)) for chunk in raw.split(256)])
+    starts, _ = initialize_q_batch(raw.unsqueeze(1), values, n=min(NUM_RESTARTS, len(raw)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cand, _ = optimize_acqf(acqf, bounds=box, q=1, num_restarts=len(starts),
+                                batch_initial_conditions=starts)
+    return cand.detach()

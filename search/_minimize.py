@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import optuna
@@ -41,6 +41,7 @@ def minimize(
     *,
     n_initial: int | None = None,
     acquisition: str = "logei",
+    log: Sequence[bool] | None = None,
 ) -> MinimizeResult:
     """Minimise ``f`` over the box ``bounds`` with ``n_trials`` evaluations.
 
@@ -52,6 +53,11 @@ def minimize(
         sampler: a name in :data:`SAMPLERS` (``botorch``, ``random``, ``tpe``, ``gp``, ``cmaes``).
         n_initial: initial (Sobol / random) points; default ``max(2, min(2 d + 1, n_trials // 4))``.
         acquisition: ``logei`` or ``qlogei`` (botorch only).
+        log: one bool per dimension, True where it is searched on a log scale (bounds > 0).
+
+    Raises:
+        ConfigError: a bad argument (named, with its value and what is allowed), or ``f`` never
+            returned a finite value.
 
     Example:
         >>> r = minimize(lambda x: float(((x - 0.3) ** 2).sum()), [[-1.0, -1.0], [1.0, 1.0]], 20)
@@ -61,7 +67,7 @@ def minimize(
     b = torch.as_tensor(bounds, dtype=torch.float64)
     if b.dim() != 2 or b.shape[0] != 2 or not (b[0] < b[1]).all():
         raise ConfigError(f"minimize(bounds={b.tolist()}): need a 2 x d tensor with lower < upper row-wise")
-    if not isinstance(n_trials, int) or n_trials < 1:
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise ConfigError(f"minimize(n_trials={n_trials!r}): must be an integer >= 1")
     if sampler not in SAMPLERS:
         raise ConfigError(f"minimize(sampler={sampler!r}): choose one of {', '.join(SAMPLERS)}")
@@ -72,14 +78,15 @@ def minimize(
     box = [(float(lo), float(hi)) for lo, hi in b.T.tolist()]
     study = optuna.create_study(
         sampler=make_sampler(sampler, bounds=box, names=names, n_initial=n_initial, seed=seed,
-                             acquisition=acquisition),
+                             acquisition=acquisition, log=log),
         direction="minimize",
     )
+    log = list(log) if log is not None else [False] * d
     values: list[float] = []
     xs: list[list[float]] = []
 
     def objective(trial: optuna.Trial) -> float:
-        x = [trial.suggest_float(n, lo, hi) for n, (lo, hi) in zip(names, box, strict=True)]
+        x = [trial.suggest_float(n, lo, hi, log=lg) for n, (lo, hi), lg in zip(names, box, log, strict=True)]
         v = float(f(torch.tensor(x, dtype=torch.float64)))
         xs.append(x)
         values.append(v)

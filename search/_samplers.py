@@ -1,8 +1,10 @@
 """Samplers by name: metabp's BoTorch GP sampler and the baselines it must beat.
 
-Every entry of :data:`SAMPLERS` is a factory ``f(*, bounds, names, n_initial, seed, acquisition)``
+Every entry of :data:`SAMPLERS` is a factory ``f(*, bounds, names, n_initial, seed, acquisition, log)``
 returning an ``optuna.samplers.BaseSampler``, so storage, workers and optuna-dashboard work the
-same for all of them:
+same for all of them. ``log`` flags the parameters searched on a log scale; the study declares them
+with ``FloatDistribution(lo, hi, log=True)``, which Optuna's samplers and ``BoTorchSampler`` (its
+GP sees ``log x``) honour, and :class:`SobolSampler` spreads its points uniformly in ``log x``:
 
 ========  ==================================================================================
 botorch   Sobol start (``n_initial`` points), then a GP + LogEI/qLogEI proposal (``_botorch``)
@@ -17,6 +19,7 @@ cmaes     ``optuna.samplers.CmaEsSampler`` from the box's centre, sigma0 = min w
 
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -33,6 +36,7 @@ from metabp.exceptions import ConfigError
 
 Bounds = Sequence[tuple[float, float]]
 SamplerFactory = Callable[..., BaseSampler]
+ACQUISITIONS = ("logei", "qlogei")
 
 
 class SobolSampler(BaseSampler):
@@ -40,18 +44,26 @@ class SobolSampler(BaseSampler):
 
     Indexing by trial number (unique across workers) rather than by a counter means two workers
     never draw the same point, and the design is the same however many workers share a study.
+    A parameter flagged in ``log`` is spread uniformly in ``log x`` between its bounds.
 
     Args:
         bounds: ``(lo, hi)`` per parameter, in the order of ``names``.
         names: parameter names.
         seed: scrambling seed.
+        log: one bool per name (default all False).
     """
 
-    def __init__(self, *, bounds: Bounds, names: Sequence[str], seed: int = 0) -> None:
+    def __init__(
+        self, *, bounds: Bounds, names: Sequence[str], seed: int = 0, log: Sequence[bool] | None = None
+    ) -> None:
         from scipy.stats import qmc
 
-        self._lo = np.array([b[0] for b in bounds], dtype=float)
-        self._hi = np.array([b[1] for b in bounds], dtype=float)
+        log = _check(bounds, names, log)
+        lo = np.array([b[0] for b in bounds], dtype=float)
+        hi = np.array([b[1] for b in bounds], dtype=float)
+        self._log = np.array(log, dtype=bool)
+        self._lo = np.where(self._log, np.log(np.where(self._log, lo, 1.0)), lo)
+        self._hi = np.where(self._log, np.log(np.where(self._log, hi, 1.0)), hi)
         self._index = {n: i for i, n in enumerate(names)}
         self._engine = qmc.Sobol(len(names), scramble=True, seed=seed)
         self._points = np.empty((0, len(names)))
@@ -64,7 +76,8 @@ class SobolSampler(BaseSampler):
             warnings.simplefilter("ignore")  # balance warnings for non-powers of two
             while len(self._points) <= number:
                 self._points = np.vstack([self._points, self._engine.random(64)])
-        return self._lo + self._points[number] * (self._hi - self._lo)
+        x = self._lo + self._points[number] * (self._hi - self._lo)
+        return np.where(self._log, np.exp(x), x)
 
     def infer_relative_search_space(self, study: OptunaStudy, trial: FrozenTrial) -> dict:
         return {}
@@ -82,7 +95,26 @@ class SobolSampler(BaseSampler):
         return min(max(value, param_distribution.low), param_distribution.high)
 
 
-def _botorch(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int, acquisition: str = "logei"):
+def _check(bounds: Bounds, names: Sequence[str], log: Sequence[bool] | None) -> list[bool]:
+    """Validate ``bounds``/``names``/``log``; returns ``log`` as a list (all False by default)."""
+    if len(bounds) != len(names):
+        raise ConfigError(f"bounds has {len(bounds)} entries but names has {len(names)}; need one per name")
+    for n, (lo, hi) in zip(names, bounds, strict=True):
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ConfigError(f"bounds[{n!r}]=({lo}, {hi}): need finite lo < hi")
+    if log is None:
+        return [False] * len(names)
+    log = list(log)
+    if len(log) != len(names) or not all(isinstance(v, (bool, np.bool_)) for v in log):
+        raise ConfigError(f"log={log!r}: need one bool per name ({len(names)} names)")
+    for n, (lo, _), is_log in zip(names, bounds, log, strict=True):
+        if is_log and lo <= 0:
+            raise ConfigError(f"log=True for {n!r} with lower bound {lo}: a log-scale bound must be > 0")
+    return [bool(v) for v in log]
+
+
+def _botorch(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int, acquisition: str = "logei",
+             log: Sequence[bool] | None = None):
     from optuna_integration import BoTorchSampler
 
     from ._botorch import GPCandidates
@@ -93,17 +125,19 @@ def _botorch(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int,
             candidates_func=GPCandidates(acquisition=acquisition),
             n_startup_trials=n_initial,
             consider_running_trials=True,
-            independent_sampler=SobolSampler(bounds=bounds, names=names, seed=seed),
+            independent_sampler=SobolSampler(bounds=bounds, names=names, seed=seed, log=log),
             seed=seed,
         )
     return sampler
 
 
-def _random(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int, acquisition: str = "logei"):
+def _random(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int, acquisition: str = "logei",
+            log: Sequence[bool] | None = None):
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def _tpe(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int, acquisition: str = "logei"):
+def _tpe(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int, acquisition: str = "logei",
+         log: Sequence[bool] | None = None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(
@@ -111,7 +145,8 @@ def _tpe(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int, acq
         )
 
 
-def _gp(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int, acquisition: str = "logei"):
+def _gp(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int, acquisition: str = "logei",
+        log: Sequence[bool] | None = None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.GPSampler(
@@ -119,7 +154,8 @@ def _gp(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int, acqu
         )
 
 
-def _cmaes(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int, acquisition: str = "logei"):
+def _cmaes(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int, acquisition: str = "logei",
+           log: Sequence[bool] | None = None):
     # Optuna's defaults are the box's centre and sigma0 = min width / 6 (x0/sigma0 are deprecated).
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -144,8 +180,30 @@ def make_sampler(
     n_initial: int,
     seed: int = 0,
     acquisition: str = "logei",
+    log: Sequence[bool] | None = None,
 ) -> BaseSampler:
-    """Build the sampler ``name`` from :data:`SAMPLERS` (error lists the names allowed)."""
+    """Build the sampler ``name`` from :data:`SAMPLERS`.
+
+    Args:
+        name: a key of :data:`SAMPLERS`.
+        bounds: ``(lo, hi)`` per parameter, in the order of ``names``.
+        names: parameter names.
+        n_initial: trials drawn before the model proposes (Sobol for ``botorch``).
+        seed: the sampler's seed.
+        acquisition: ``"logei"`` or ``"qlogei"`` (``botorch`` only; others accept and ignore it).
+        log: one bool per name, True where the parameter is searched on a log scale (bound > 0).
+
+    Raises:
+        ConfigError: naming the bad argument, its value and what is allowed.
+    """
     if name not in SAMPLERS:
         raise ConfigError(f"sampler={name!r}: unknown sampler; choose one of {', '.join(SAMPLERS)}")
-    return SAMPLERS[name](bounds=bounds, names=names, n_initial=n_initial, seed=seed, acquisition=acquisition)
+    if acquisition not in ACQUISITIONS:
+        raise ConfigError(f"acquisition={acquisition!r}: choose one of {', '.join(ACQUISITIONS)}")
+    if isinstance(n_initial, bool) or not isinstance(n_initial, int) or n_initial < 1:
+        raise ConfigError(f"n_initial={n_initial!r}: must be an integer >= 1")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ConfigError(f"seed={seed!r}: must be an integer")
+    log = _check(bounds, names, log)
+    return SAMPLERS[name](bounds=bounds, names=names, n_initial=n_initial, seed=int(seed),
+                          acquisition=acquisition, log=log)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+import metabp.search._botorch as engine
+from metabp.exceptions import ConfigError
 from metabp.search._botorch import GPCandidates, cap_outliers, warp_log1p
 
 
@@ -29,20 +32,71 @@ def _data(n=8, d=3, seed=0):
     return x, y, bounds
 
 
+def _inside(c, bounds):
+    return c.shape == (1, bounds.shape[1]) and torch.isfinite(c).all() and (
+        (c >= bounds[0]) & (c <= bounds[1])).all()
+
+
 def test_candidate_in_bounds_and_pending_points_move_it():
     x, y, bounds = _data()
     f = GPCandidates(acquisition="qlogei")
     c1 = f(x, y, None, bounds, None)
-    assert c1.shape == (1, 3) and ((c1 >= -2) & (c1 <= 2)).all()
+    assert _inside(c1, bounds)
     c2 = f(x, y, None, bounds, c1)  # the first is now pending: the second must differ
-    assert (c1 - c2).abs().max() > 1e-3
+    assert _inside(c2, bounds) and (c1 - c2).abs().max() > 1e-3
     assert f.seconds > 0
 
 
-def test_degenerate_data_never_crash():
+def test_same_data_same_candidate():
+    x, y, bounds = _data()
+    torch.manual_seed(0)
+    a = GPCandidates()(x, y, None, bounds, None)
+    torch.manual_seed(1)
+    b = GPCandidates()(x, y, None, bounds, None)
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_proposal_moves_towards_the_minimum():
+    x, y, bounds = _data(n=12)
+    c = GPCandidates()(x, y, None, bounds, None)
+    assert (c - 0.5).norm() < (x[y.argmax()] - 0.5).norm() + 0.3
+
+
+@pytest.mark.parametrize("y", [
+    torch.zeros(8, 1, dtype=torch.float64),  # all equal
+    torch.tensor([[float("nan")]] * 4 + [[1.0]] * 4, dtype=torch.float64),
+    torch.tensor([[float("nan")]] * 7 + [[1.0]], dtype=torch.float64),  # one finite value
+])
+def test_degenerate_data_give_a_point_in_the_box(y):
     x, _, bounds = _data()
-    f = GPCandidates()
-    for y in (torch.zeros(8, 1, dtype=torch.float64),
-              torch.tensor([[float("nan")]] * 4 + [[1.0]] * 4, dtype=torch.float64)):
-        c = f(x, y, None, bounds, None)
-        assert c.shape == (1, 3) and torch.isfinite(c).all()
+    assert _inside(GPCandidates()(x, y, None, bounds, None), bounds)
+
+
+def test_fewer_than_two_points_give_a_point_in_the_box():
+    x, y, bounds = _data(n=1)
+    assert _inside(GPCandidates()(x, y, None, bounds, None), bounds)
+
+
+def test_a_diverged_candidate_does_not_flatten_the_rest():
+    """One penalty 1e9 times the spread: the proposal still goes where the good values are."""
+    x, y, bounds = _data(n=12)
+    y_bad = torch.cat([y, torch.tensor([[-1e9]], dtype=torch.float64)])
+    x_bad = torch.cat([x, torch.tensor([[-1.9, 1.9, -1.9]], dtype=torch.float64)])
+    c = GPCandidates()(x_bad, y_bad, None, bounds, None)
+    assert _inside(c, bounds)
+    assert (c - 0.5).norm() < (x[y.argmax()] - 0.5).norm() + 0.3
+
+
+def test_unknown_acquisition_or_warp_is_an_error():
+    with pytest.raises(ConfigError, match=r"acquisition='ei'.*logei, qlogei"):
+        GPCandidates(acquisition="ei")
+    with pytest.raises(ConfigError, match=r"warp='exp'.*log1p, cap"):
+        GPCandidates(warp="exp")
+
+
+def test_inferred_noise_path(monkeypatch):
+    monkeypatch.setattr(engine, "NOISE_VAR", None)
+    x, y, bounds = _data()
+    model, _ = engine.fit_gp(x, y, bounds)
+    assert model.likelihood.noise.item() > 0
+    assert _inside(GPCandidates()(x, y, None, bounds, None), bounds)
