@@ -31,8 +31,15 @@ import torch.nn.functional as F
 
 import metabp
 from metabp.exceptions import DataError, MetabpError
-from metabp.targets import build_model, get_target, load_data, make_optimizer, train
-from metabp.targets._train import batches
+from metabp.targets import (
+    StepEvent,
+    build_model,
+    get_target,
+    load_data,
+    make_optimizer,
+    steps_per_epoch,
+    train,
+)
 
 MODES = ["bp", "fa", "sign", "frsf", "brsf", "dfa"]
 TARGETS = ["digits-mlp", "mnist-lenet"]
@@ -88,22 +95,26 @@ def step_times(name: str, rounds: int, steps: int) -> dict[str, float]:
 
 
 def alignment_trace(name: str = "digits-mlp", seed: int = 0) -> dict[str, list[dict]]:
-    """Per mode, ``metabp.alignment`` on 300 training examples after every epoch (epoch 0: at init)."""
+    """Per mode, ``metabp.alignment`` on 300 training examples after every epoch (epoch 0: at init).
+
+    A callback of ``train`` records it at the first step of each epoch, before that step's
+    update; one extra epoch gives the state after the preset's last epoch (the first ``E``
+    epochs of an ``E + 1``-epoch run are the ``E``-epoch run: the same batches).
+    """
     spec = get_target(name)
     data = load_data(spec)
     probe = (data.x_train[:300], data.y_train[:300])
+    steps = steps_per_epoch(len(data.y_train), spec.batch_size)
     out = {}
     for mode in MODES[1:]:
-        model = build_model(spec, seed)
-        metabp.feedback(model, mode, seed=seed)
-        opt = make_optimizer(spec.optimizer, model.parameters(), spec.lr)
-        trace = [metabp.alignment(model, probe)]
-        for epoch in batches(len(data.y_train), spec.batch_size, spec.epochs, seed):
-            for idx in epoch:
-                opt.zero_grad(set_to_none=True)
-                F.cross_entropy(model(data.x_train[idx]), data.y_train[idx]).backward()
-                opt.step()
-            trace.append(metabp.alignment(model, probe))
+        trace: list[dict] = []
+
+        def record(event: StepEvent, trace: list[dict] = trace) -> None:
+            if event.step % steps == 0 and len(trace) <= spec.epochs:
+                trace.append(metabp.alignment(event.model, probe))
+
+        train(get_target(name, feedback=mode, epochs=spec.epochs + 1), seed=seed, threads=THREADS,
+              callbacks=[record])
         out[mode] = trace
     return out
 

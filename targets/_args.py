@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
@@ -38,6 +38,24 @@ def check_seeds(seed: object, copies: int) -> list[int]:
     return [check_seed(v, f"seed[{k}]") for k, v in enumerate(seeds)]
 
 
+def check_flag(value: object, name: str) -> bool:
+    """``value`` if it is a bool; ``ConfigError`` naming ``name`` otherwise."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r} must be True or False")
+    return value
+
+
+def check_callbacks(callbacks: object) -> tuple[Callable, ...]:
+    """``callbacks`` as a tuple of callables; ``ConfigError`` naming the one that is not."""
+    if callable(callbacks) or isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, Iterable):
+        raise ConfigError(f"callbacks={callbacks!r} must be a list of functions cb(event)")
+    out = tuple(callbacks)
+    for k, cb in enumerate(out):
+        if not callable(cb):
+            raise ConfigError(f"callbacks[{k}]={cb!r} is not callable; a callback is a function cb(event)")
+    return out
+
+
 def check_device(device: object) -> torch.device:
     """``device`` as a ``torch.device`` that exists here; ``ConfigError`` naming what is available."""
     available = ["cpu"]
@@ -59,4 +77,4 @@ def check_device(device: object) -> torch.device:
     return dev
 
 
-__all__ = ["check_seed", "check_seeds", "check_device", "MAX_SEED"]
+__all__ = ["check_seed", "check_seeds", "check_device", "check_flag", "check_callbacks", "MAX_SEED"]

@@ -1,4 +1,4 @@
-r"""Two Gaussian classes (paper section 3.1): class 0 ~ N(+1, I), class 1 ~ N(-1, I).
+r"""Two Gaussian classes (implicit-learning-rate paper, section 3.1): class 0 ~ N(+1, I), class 1 ~ N(-1, I).
 
 A fixed sample, the same for every run and seed (drawn from its own generator, seed 0), so the
 run seed only changes the network's initial weights. Shapes: ``x_train`` is ``n_train x dim``.

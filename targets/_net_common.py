@@ -1,22 +1,37 @@
-"""Helpers shared by the target networks."""
+"""The activation modules of the target networks, by the core's activation names."""
 
 from __future__ import annotations
 
 from torch import nn
 
+import metabp
+from metabp._activations import MODULES
 from metabp.exceptions import ConfigError
 
-ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU,
-    "softplus": nn.Softplus, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
-}
+# activation name -> its nn.Module class: every activation metabp can patch
+ACTIVATION_MODULES: dict[str, type[nn.Module]] = {name: cls for cls, (name, _) in MODULES.items()}
+
+
+def check_activation(name: object) -> str:
+    """The canonical name of a hidden-unit activation (``relu``, ``tanh``, ``swish`` -> ``silu``, ...).
+
+    Example:
+        >>> check_activation("swish")
+        'silu'
+    """
+    if not isinstance(name, str):
+        raise ConfigError(f"activation={name!r} must be a name such as 'relu'; choose one of "
+                          f"{', '.join(ACTIVATION_MODULES)}")
+    canonical = metabp.get_activation(name).name  # ConfigError naming the choices if unknown
+    if canonical not in ACTIVATION_MODULES:
+        raise ConfigError(f"activation={name!r} is not a target network activation; choose one of "
+                          f"{', '.join(ACTIVATION_MODULES)}")
+    return canonical
 
 
 def activation_module(name: str) -> nn.Module:
     """A fresh activation module by name (relu, tanh, ...); patchable by ``metabp.patch``."""
-    if name not in ACTIVATION_MODULES:
-        raise ConfigError(
-            f"activation={name!r} is not a target network activation; choose one of "
-            f"{', '.join(ACTIVATION_MODULES)}"
-        )
-    return ACTIVATION_MODULES[name]()
+    return ACTIVATION_MODULES[check_activation(name)]()
+
+
+__all__ = ["activation_module", "check_activation", "ACTIVATION_MODULES"]

@@ -20,7 +20,7 @@ from metabp.targets._net_common import activation_module
 
 def mlp(in_shape: Sequence[int], num_classes: int, *, hidden: Sequence[int], activation: str = "relu",
         bias: bool = True) -> nn.Sequential:
-    """An MLP with the given hidden widths, e.g. ``hidden=(16, 16)`` for paper section 3.1.
+    """An MLP with the given hidden widths, e.g. ``hidden=(16, 16)`` for the gaussians-mlp3 preset.
 
     Example:
         >>> net = mlp((2,), 2, hidden=(16, 16), bias=False)

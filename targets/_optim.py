@@ -1,6 +1,6 @@
 r"""The ten baseline optimizers by name, built on ``torch.optim`` with its argument names and checks.
 
-The list follows the optimizer overview in the background (Ruder 2016): ``sgd``, ``momentum``,
+The list follows Ruder's overview of gradient descent optimizers (2016): ``sgd``, ``momentum``,
 ``nesterov``, ``adagrad``, ``adadelta``, ``rmsprop``, ``adam``, ``adamax``, ``nadam``, ``amsgrad``.
 Each name is one ``torch.optim`` class with fixed extra options; only the learning rate is set
 by the caller, so every optimizer is tuned on the same one-dimensional budget.
@@ -17,6 +17,7 @@ separate optimizers would; :func:`metabp.targets.train_many` relies on that.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,7 +25,7 @@ import torch
 
 from metabp.exceptions import ConfigError
 
-# name -> (torch.optim class name, fixed options). momentum 0.9 is the value the background uses.
+# name -> (torch.optim class name, fixed options). momentum 0.9 is the usual value (Ruder 2016).
 OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
     "sgd": ("SGD", {}),
     "momentum": ("SGD", {"momentum": 0.9}),
@@ -54,13 +55,13 @@ def check_optimizer(name: str) -> str:
 
 
 def check_lr(lr: float) -> float:
-    """``lr`` as a float; ``Invalid learning rate: ...`` (torch.optim's wording) unless finite, >= 0."""
-    try:
-        value = float(lr)
-    except (TypeError, ValueError):
-        raise ConfigError(f"Invalid learning rate: {lr!r} (lr must be a number >= 0)") from None
-    if not math.isfinite(value) or value < 0.0:
-        raise ConfigError(f"Invalid learning rate: {lr!r} (lr must be a finite number >= 0)")
+    """``lr`` as a float; ``Invalid learning rate: ...`` (torch.optim's wording) unless a finite
+    number > 0 (a bool or a string is not a learning rate)."""
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
+        raise ConfigError(f"Invalid learning rate: {lr!r} (lr must be a finite number > 0)")
+    value = float(lr)
+    if not math.isfinite(value) or value <= 0.0:
+        raise ConfigError(f"Invalid learning rate: {lr!r} (lr must be a finite number > 0)")
     return value
 
 
@@ -71,7 +72,7 @@ def make_optimizer(name: str, params: Iterable[torch.Tensor], lr: float) -> torc
         name: one of ``sgd, momentum, nesterov, adagrad, adadelta, rmsprop, adam, adamax, nadam,
             amsgrad`` (case-insensitive).
         params: tensors (or param groups) as for any ``torch.optim`` optimizer.
-        lr: the learning rate, finite and >= 0.
+        lr: the learning rate, finite and > 0.
 
     Example:
         >>> opt = make_optimizer("nesterov", [torch.zeros(2, requires_grad=True)], lr=0.1)

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from metabp._activations import get_activation
 from metabp.exceptions import ConfigError
 from metabp.targets._data import Data
 from metabp.targets._init import check_init, initialize
+from metabp.targets._net_common import check_activation
 from metabp.targets._optim import check_lr, check_optimizer
 
 # dataset -> (input shape of one example, number of classes)
@@ -33,6 +33,12 @@ DATASETS: dict[str, tuple[tuple[int, ...], int]] = {
 }
 NETWORKS = ("mlp", "lenet", "cnn1d", "simplenet")
 DEFAULT_MAX_LOSS = 100.0
+# limits that keep a typo from asking for terabytes or years
+MAX_EPOCHS = 100_000
+MAX_EXAMPLES = 100_000_000  # batch_size, train_size
+MAX_WIDTH = 65_536  # one hidden layer of an mlp
+MAX_LAYERS = 64
+MAX_WIDTH_MULTIPLIER = 64.0  # simplenet's width
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,7 @@ class TargetSpec:
         dataset: ``gaussians``, ``digits``, ``mnist1d``, ``fashion``, ``mnist`` or ``cifar10``.
         network: ``mlp``, ``lenet``, ``cnn1d`` or ``simplenet``.
         optimizer: one of :data:`metabp.targets.OPTIMIZERS` (``adam``, ``sgd``, ...).
-        lr: learning rate, finite and >= 0.
+        lr: learning rate, finite and > 0.
         epochs: passes over the training set, >= 1.
         batch_size: examples per step; ``None`` is full batch (one step an epoch).
         init: ``he``, ``uniform`` (1/sqrt(fan_in)), ``glorot`` (alias ``normalized``) or ``default``.
@@ -79,6 +85,9 @@ class TargetSpec:
     train_size: int | None = None
 
     def __post_init__(self) -> None:
+        for key in ("name", "dataset", "network"):
+            if not isinstance(getattr(self, key), str):
+                raise ConfigError(f"{key}={getattr(self, key)!r} must be a string")
         if self.dataset not in DATASETS:
             raise ConfigError(f"dataset={self.dataset!r} is not known; choose one of {', '.join(DATASETS)}")
         if self.network not in NETWORKS:
@@ -86,30 +95,22 @@ class TargetSpec:
         object.__setattr__(self, "optimizer", check_optimizer(self.optimizer))
         object.__setattr__(self, "lr", check_lr(self.lr))
         object.__setattr__(self, "init", check_init(self.init))
-        get_activation(self.activation)
-        _positive_int("epochs", self.epochs)
-        if self.batch_size is not None:
-            _positive_int("batch_size", self.batch_size)
-        if self.train_size is not None:
-            _positive_int("train_size", self.train_size)
-        try:
-            hidden = tuple(int(h) for h in self.hidden)
-        except (TypeError, ValueError):
-            raise ConfigError(f"hidden={self.hidden!r} must be a list of positive ints") from None
-        if not hidden or any(h < 1 for h in hidden):
-            raise ConfigError(f"hidden={self.hidden!r} must be a non-empty list of positive ints")
-        object.__setattr__(self, "hidden", hidden)
-        if not (isinstance(self.max_loss, (int, float)) and math.isfinite(self.max_loss)
-                and self.max_loss > 0):
-            raise ConfigError(f"max_loss={self.max_loss!r} must be a finite number > 0")
-        if not (isinstance(self.width, (int, float)) and self.width > 0):
-            raise ConfigError(f"width={self.width!r} must be a number > 0")
-        for key in ("where", "feedback", "trainable"):
+        object.__setattr__(self, "activation", check_activation(self.activation))
+        object.__setattr__(self, "hidden", _hidden(self.hidden))
+        _int_in("epochs", self.epochs, MAX_EPOCHS)
+        for key in ("batch_size", "train_size"):
+            if getattr(self, key) is not None:
+                _int_in(key, getattr(self, key), MAX_EXAMPLES)
+        _number_in("max_loss", self.max_loss, 0.0, math.inf)
+        _number_in("width", self.width, 0.0, MAX_WIDTH_MULTIPLIER)
+        if not isinstance(self.bias, bool):
+            raise ConfigError(f"bias={self.bias!r} must be true or false")
+        if not isinstance(self.where, str):
+            raise ConfigError(f"where={self.where!r} must be an activation name such as 'act2'")
+        for key in ("feedback", "trainable"):
             value = getattr(self, key)
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"{key}={value!r} must be a string or None")
-        if not isinstance(self.where, str):
-            raise ConfigError(f"where={self.where!r} must be an activation name such as 'act2'")
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -120,13 +121,34 @@ class TargetSpec:
         return DATASETS[self.dataset][1]
 
 
-def _positive_int(key: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key}={value!r} must be an int >= 1")
+def _int_in(key: str, value: object, most: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise ConfigError(f"{key}={value!r} must be an int in [1, {most}]")
+
+
+def _number_in(key: str, value: object, above: float, most: float) -> None:
+    """``value`` a real number (not a bool) with ``above < value <= most``, and finite."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or not above < value <= most):
+        raise ConfigError(f"{key}={value!r} must be a finite number > {above:g}"
+                          + (f" and <= {most:g}" if math.isfinite(most) else ""))
+
+
+def _hidden(value: object) -> tuple[int, ...]:
+    """Hidden widths as a tuple of ints in ``[1, MAX_WIDTH]`` (a list or tuple, not a string)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise ConfigError(f"hidden={value!r} must be a list of ints such as [32, 32], not a "
+                          f"{type(value).__name__}")
+    if not value or len(value) > MAX_LAYERS or any(
+            isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= MAX_WIDTH for h in value):
+        raise ConfigError(f"hidden={value!r} must be a non-empty list of at most {MAX_LAYERS} ints in "
+                          f"[1, {MAX_WIDTH}]")
+    return tuple(value)
 
 
 PRESETS: dict[str, TargetSpec] = {s.name: s for s in (
-    # paper 3.1: Input -> FC1 -> ReLU -> FC2 -> ReLU -> FC3, no biases, Adam 0.1, full batch, 100 epochs
+    # implicit-learning-rate paper, section 3.1: Input -> FC1 -> ReLU -> FC2 -> ReLU -> FC3, no biases,
+    # Adam 0.1, full batch, 100 epochs
     TargetSpec("gaussians-mlp3", "gaussians", "mlp", optimizer="adam", lr=0.1, epochs=100,
                batch_size=None, where="act2", hidden=(16, 16), bias=False),
     TargetSpec("digits-mlp", "digits", "mlp", optimizer="adam", lr=0.01, epochs=10, batch_size=64,
@@ -144,7 +166,8 @@ PRESETS: dict[str, TargetSpec] = {s.name: s for s in (
                where="act2", hidden=(256, 256)),
     TargetSpec("mnist-lenet", "mnist", "lenet", optimizer="adam", lr=0.001, epochs=2, batch_size=128,
                where="act3"),
-    # paper 3.2: SimpleNet, Adadelta lr 0.01, 5 epochs, the b-function in one conv block's ReLU
+    # implicit-learning-rate paper, section 3.2: SimpleNet, Adadelta lr 0.01, 5 epochs, the b-function
+    # in one conv block's ReLU
     TargetSpec("cifar10-simplenet", "cifar10", "simplenet", optimizer="adadelta", lr=0.01, epochs=5,
                batch_size=128, where="act4"),
 )}
@@ -167,7 +190,7 @@ def get_target(name: str | TargetSpec, **overrides: object) -> TargetSpec:
     """
     if isinstance(name, TargetSpec):
         base = name
-    elif name in PRESETS:
+    elif isinstance(name, str) and name in PRESETS:
         base = PRESETS[name]
     else:
         raise ConfigError(f"target={name!r} is not known; choose one of {', '.join(PRESETS)}")
@@ -177,12 +200,6 @@ def get_target(name: str | TargetSpec, **overrides: object) -> TargetSpec:
             f"get_target({base.name!r}): unknown key(s) {', '.join(map(repr, unknown))}; "
             f"allowed keys: {', '.join(f for f in FIELDS if f != 'name')}"
         )
-    if "hidden" in overrides and overrides["hidden"] is not None and not isinstance(
-            overrides["hidden"], (str, bytes)):
-        try:
-            overrides["hidden"] = tuple(overrides["hidden"])  # lists from TOML
-        except TypeError:
-            pass
     return dataclasses.replace(base, **overrides)
 
 

@@ -26,7 +26,7 @@ def test_train_json_matches_the_api(capsys):
 
 
 def test_train_errors_are_one_line(capsys, tmp_path):
-    assert main(["train", "no-such-target", "--no-progress"]) == 1
+    assert main(["train", "no-such-target", "--no-progress"]) == 2
     assert "metabp train: error: target='no-such-target' is not known" in capsys.readouterr().err
-    assert main(["train", "mnist-mlp", "--data-dir", str(tmp_path), "--no-progress"]) == 1
+    assert main(["train", "mnist-mlp", "--data-dir", str(tmp_path), "--no-progress"]) == 2
     assert "--data-dir DIR" in capsys.readouterr().err

@@ -5,8 +5,7 @@ import torch
 
 import metabp
 from metabp.exceptions import ConfigError, PatchError
-from metabp.targets import aulc, build_model, get_target, train
-from metabp.targets._train import recommended_threads
+from metabp.targets import aulc, build_model, get_target, recommended_threads, train
 
 GAUSS = get_target("gaussians-mlp3", epochs=15)
 DIGITS = get_target("digits-mlp", epochs=2)
