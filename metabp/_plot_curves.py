@@ -258,7 +258,7 @@ def plot_transfer(
     ax_r.axhline(1.0, color="k", ls=":", lw=1, label="1 = no change")
     ax_r.set_xticks(x, targets, rotation=20, ha="right", fontsize=8)
     ax_r.set_xlim(-0.5, len(targets) - 0.5)
-    ax_r.set(ylabel=f"{methods[0]} / {methods[-1]} (per-seed ratio)")
+    ax_r.set(ylabel=f"{methods[0]} / {methods[-1]} per seed (mean ± std)")
     set_title(ax_r, "ratio (below 1: better than " + methods[-1] + ")")
     ax_r.legend(fontsize=8)
     if title:

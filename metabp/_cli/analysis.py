@@ -1,7 +1,8 @@
-"""``metabp plot``, ``metabp compare``, ``metabp report``: pictures and tables of b-functions.
+"""``metabp plot``, ``compare``, ``report``, ``transfer``: pictures and tables of b-functions.
 
-``plot`` needs only the core; ``compare`` and ``report`` reach into ``metabp.analysis`` (and so
-``metabp.targets``/``metabp.search``), imported only when they run.
+``plot`` needs only the core (and ``metabp.targets`` to read a ``.bfn``'s target); ``compare``,
+``report`` and ``transfer`` reach into ``metabp.analysis`` (and so ``metabp.targets`` and
+``metabp.search``), imported only when they run.
 """
 
 from __future__ import annotations
@@ -93,27 +94,36 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", type=Path, help="study file (TOML)")
     parser.add_argument("--storage", default=None,
                         help="Optuna storage URL of the study (default: the study file's own)")
-    parser.add_argument("-o", "--output", type=Path, default=Path("report"), help="output folder")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("-o", "--output", type=Path, default=Path("report"),
+                        help="output folder (default report/)")
+    parser.add_argument("--device", default=None,
+                        help="training device, e.g. cpu or cuda (default: the study's device)")
 
 
 class Compare:
-    """``metabp compare STUDY.toml --seeds 5 -o report/``: best g vs tuned baseline optimizers."""
+    """``metabp compare STUDY.toml --seeds 5 -o report/``: the chosen g vs tuned baselines."""
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _common(parser)
-        parser.add_argument("--seeds", type=int, default=5, help="evaluation seeds per method")
+        parser.add_argument("--seeds", type=int, default=5,
+                            help="held-out evaluation seeds per method, taken right above the study's "
+                                 "search and validation seeds (default 5)")
         parser.add_argument("--budget", type=int, default=None,
-                            help="training runs to tune each baseline's lr (default: the study's trials)")
+                            help="trials to tune each baseline's lr, each over the search seeds "
+                                 "(default: the study's completed trials)")
         parser.add_argument("--optimizers", default=None,
                             help="comma-separated baseline optimizers (default: all ten)")
+        parser.add_argument("--target", default=None,
+                            help="which of the study's targets to compare on, a preset name (default: the "
+                                 "first)")
 
     def run(self, args: argparse.Namespace) -> int:
         from metabp.analysis import compare_study
 
         optimizers = None if args.optimizers is None else [o.strip() for o in args.optimizers.split(",")]
         result = compare_study(args.study, storage=args.storage, seeds=args.seeds, budget=args.budget,
-                               optimizers=optimizers, output=args.output, device=args.device, progress=True)
+                               optimizers=optimizers, target=args.target, output=args.output,
+                               device=args.device, progress=True)
         print(result.markdown)
         print(f"wrote {args.output}/compare.md, compare.csv, compare_loss.png")
         return 0
@@ -124,12 +134,44 @@ class Report:
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _common(parser)
-        parser.add_argument("--top", type=int, default=10, help="top candidates whose g(z) spread is drawn")
+        parser.add_argument("--top", type=int, default=10,
+                            help="top candidates whose g(z) spread is drawn (default 10)")
+        parser.add_argument("--no-alignment", action="store_true",
+                            help="skip the gradient-alignment run (one more training run of the chosen g)")
 
     def run(self, args: argparse.Namespace) -> int:
         from metabp.analysis import report_study
 
+        if args.top < 1:
+            raise ConfigError(f"--top {args.top}: give at least 1 candidate")
         path = report_study(args.study, storage=args.storage, output=args.output, top=args.top,
-                            device=args.device, progress=True)
+                            alignment=not args.no_alignment, device=args.device, progress=True)
         print(f"wrote {path}")
+        return 0
+
+
+class Transfer:
+    """``metabp transfer best.bfn --targets digits-mlp,mnist1d-mlp --seeds 5 -o transfer/``."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("bfn", type=Path, help="a .bfn file (metabp export, metabp.save)")
+        parser.add_argument("--targets", required=True,
+                            help="comma-separated target presets to train g and backprop on")
+        parser.add_argument("--seeds", type=int, default=5,
+                            help="seeds 0 .. N-1 per target; g and backprop share each seed's initial "
+                                 "weights and data order (default 5)")
+        parser.add_argument("--where", default=None,
+                            help="patch site on every target (default: each target's own)")
+        parser.add_argument("--device", default="cpu", help="training device (default cpu)")
+        parser.add_argument("-o", "--output", type=Path, default=Path("transfer"),
+                            help="folder for transfer.md, transfer.csv, transfer.png (default transfer/)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from metabp.analysis import transfer, write_transfer
+
+        result = transfer(args.bfn, args.targets, seeds=args.seeds, where=args.where, device=args.device,
+                          progress=True)
+        files = write_transfer(result, args.output)
+        print(files["markdown"].read_text())
+        print(f"wrote {', '.join(str(p) for p in files.values())}")
         return 0

@@ -11,20 +11,27 @@ produces (patched) and :math:`\nabla_l` the true gradient of the same loss at th
 is orthogonal to descent. Positive cosines over training are the paper's "evidence of true
 gradient information" (Fig. 1b): the applied step stays a descent direction.
 
-Both gradients are computed on the same batch by running forward and backward twice: once as
-patched, once with the patches removed (the RNG state is replayed, so dropout masks agree), then
-the patches are put back and the *applied* gradient is left in ``.grad`` for the optimizer.
+:func:`gradient_alignment` computes both gradients on one batch by running forward and backward
+twice: once as patched, once with the patches removed (the RNG state is replayed, so dropout masks
+agree), then the patches are put back and the *applied* gradient is left in ``.grad`` for the
+optimizer. :func:`alignment_run` observes a ``metabp.targets.train`` run through its step callback:
+at each step the applied gradient is already in ``.grad`` and the true one is computed on the same
+batch with the patches lifted (buffers and RNG state restored afterwards, ``.grad`` untouched), so
+the run is exactly ``train``'s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from metabp._bfunctions import BFunction
 from metabp._patch import patch, patched, unpatch
+from metabp.exceptions import ConfigError
 
 
 def _layer(name: str) -> str:
@@ -151,4 +158,65 @@ def alignment_over_training(
         trace.losses.append(value)
         for k, c in cos.items():
             trace.cosines.setdefault(k, []).append(c)
+    return trace
+
+
+def true_gradients(model: nn.Module, loss_fn: Callable[[nn.Module], Tensor],
+                   names: Iterable[str]) -> dict[str, Tensor]:
+    """The unpatched gradient of ``loss_fn(model)`` for the parameters ``names``, leaving the model
+    as it was: patches put back, ``.grad``, buffers (e.g. batch-norm statistics) and the RNG state
+    unchanged."""
+    params = dict(model.named_parameters())
+    names = [n for n in names if n in params]
+    patches = patched(model)
+    buffers = [b.detach().clone() for b in model.buffers()]
+    rng = torch.random.get_rng_state()
+    for name in patches:
+        unpatch(model, where=name)
+    try:
+        grads = torch.autograd.grad(loss_fn(model), [params[n] for n in names], allow_unused=True)
+    finally:
+        for name, bfn in patches.items():
+            patch(model, bfn, where=name)
+        with torch.no_grad():
+            for b, saved in zip(model.buffers(), buffers, strict=True):
+                b.copy_(saved)
+        torch.random.set_rng_state(rng)
+    return {n: torch.zeros_like(params[n]) if g is None else g for n, g in zip(names, grads, strict=True)}
+
+
+def alignment_run(
+    spec: Any,
+    bfn: BFunction,
+    *,
+    where: str | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    progress: bool = False,
+) -> AlignmentTrace:
+    """Train target ``spec`` with ``bfn`` patched at ``where`` and record the gradient alignment.
+
+    The run is ``metabp.targets.train(spec, bfn, where, seed)`` itself, observed through a step
+    callback, so ``trace.losses`` is that run's ``step_losses``; at each step the callback
+    compares the applied gradient (in ``.grad``) with the true one on the same batch
+    (:func:`true_gradients`). A diverged step records a loss but no cosines.
+    """
+    import torch.nn.functional as F
+
+    from metabp.targets import train
+
+    if not isinstance(bfn, BFunction):
+        raise ConfigError(f"bfn={bfn!r} is not a b-function (MetaNet, Derivative, Scaled)")
+    trace = AlignmentTrace()
+
+    def record(event: Any) -> None:
+        applied = {n: p.grad for n, p in event.model.named_parameters() if p.grad is not None}
+        true = true_gradients(event.model, lambda m: F.cross_entropy(m(event.x), event.y), applied)
+        for k, c in cosine_by_layer(applied, true).items():
+            trace.cosines.setdefault(k, []).append(c)
+
+    run = train(spec, bfn, where, seed, device=device, data_dir=data_dir, progress=progress,
+                callbacks=[record])
+    trace.losses = list(run.step_losses)
     return trace

@@ -1,62 +1,54 @@
 r"""Is a learned b-function just a learning rate? The best ``g`` against tuned baselines.
 
-On one target, over several seeds, side by side (issue 6):
+On one target, side by side, every row trained on the same held-out seeds:
 
 1. plain backprop with the target's optimizer and learning rate;
-2. the b-function under test (a study's best ``g``), patched at ``where``;
-3. each baseline optimizer (``sgd`` ... ``amsgrad``) with its learning rate tuned by Optuna
-   (TPE over a log-uniform range) with ``budget`` training runs, the number the study spent;
-4. the control "plain backprop, learning rate times one scalar ``c``", with ``c`` tuned the
-   same way over :math:`c \in [10^{-2}, 10^2]` (log-uniform).
+2. the b-function under test, patched at ``where``; when the study searched the learning rate
+   with ``g`` ("g + its lr"), at that lr;
+3. "lr tuned alone": plain backprop with the target's optimizer and only its lr tuned;
+4. each baseline optimizer (``sgd`` ... ``amsgrad``) with its lr tuned.
 
-The tuning runs use the tuning seed (the study's own, common random numbers); the comparison
-runs use ``seeds`` other seeds, so every method is scored on initialisations it was not tuned on.
+Rows 3 and 4 are tuned with the study's budget (see :mod:`metabp.analysis._tuning`) on the
+study's search seeds; the held-out seeds are seeds no tuning and no search saw. The verdict
+compares ``g`` with "lr tuned alone" and with the best other row by the paired difference of
+their AULCs over the held-out seeds, in standard errors (:mod:`metabp.analysis._stats`).
 
-How to read it depends on the target's optimizer. With SGD-like optimizers (``sgd``,
-``momentum``, ``nesterov``) ``g = c * sigma'`` is *exactly* a learning rate ``lr * c`` on the
-layers below the patch site, so a ``g`` that beats the tuned control does something a constant
-cannot. Scale-invariant optimizers (``adam``, ``rmsprop``, ... in
-:data:`metabp._implicit_lr.SCALE_INVARIANT`) divide a constant factor of ``g`` back out: only the
-shape of :math:`\beta(z) = \alpha g(z) / \sigma'(z)` over ``z`` acts.
+How to read it depends on the target's optimizer: with SGD-like optimizers ``g = c * sigma'``
+is exactly a learning rate ``lr * c``, so "lr tuned alone" is the control a ``g`` must beat to
+do something a constant cannot; see :data:`metabp._implicit_lr.SCALE_INVARIANT` for the
+optimizers where only the shape of ``g`` acts.
+
+The three steps are separate functions: :func:`~metabp.analysis._tuning.tune_methods`
+(tuning), :func:`evaluate` (training every row on the held-out seeds) and
+:mod:`metabp.analysis._compare_output` (table, verdict, CSV and figure).
 """
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from metabp._bfunctions import BFunction
 from metabp._implicit_lr import SCALE_INVARIANT
+from metabp.analysis._stats import Paired, in_words, mean_std, paired
+from metabp.analysis._tuning import BASELINES, Tuned, tune_methods
 from metabp.exceptions import ConfigError
-
-BASELINES = ("sgd", "momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam", "adamax",
-             "nadam", "amsgrad")
-# Log-uniform tuning ranges. Four decades around the usual learning rates of each family;
-# Adadelta's lr multiplies an already unit-scaled step (torch default 1.0), so its range sits higher.
-LR_RANGES: dict[str, tuple[float, float]] = {name: (1e-4, 1.0) for name in BASELINES}
-LR_RANGES["adadelta"] = (1e-2, 1e2)
-MULTIPLIER_RANGE = (1e-2, 1e2)  # the control's c in lr * c
 
 
 @dataclass
 class MethodResult:
-    """One row of the comparison: a method, its settings and its runs over the seeds.
+    """One row of the comparison: a method, its settings and its runs over the held-out seeds.
 
     Attributes:
-        label: row name, e.g. ``"best g"``, ``"adam (tuned)"``.
-        kind: ``plain``, ``bfn``, ``baseline`` or ``control``.
+        label: row name, e.g. ``"best g (trial 7)"``, ``"adam (tuned lr)"``.
+        kind: ``plain``, ``bfn``, ``control`` (lr tuned alone) or ``baseline``.
         optimizer, lr: what it trained with (after tuning).
-        runs: one ``metabp.targets.Run`` per evaluation seed.
-        tuning_runs: training runs spent tuning it (0 when nothing was tuned).
-        note: e.g. the tuned multiplier.
+        runs: one ``metabp.targets.Run`` per evaluation seed, in seed order.
+        tuning_runs: trials spent tuning it (0 when nothing was tuned).
+        note: e.g. the searched lr range.
     """
 
     label: str
@@ -67,24 +59,23 @@ class MethodResult:
     tuning_runs: int = 0
     note: str = ""
 
-    def _stat(self, values: Sequence[float]) -> tuple[float, float]:
-        arr = np.asarray(values, dtype=float)
-        return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    @property
+    def aulcs(self) -> list[float]:
+        return [r.aulc for r in self.runs]
 
     @property
     def aulc(self) -> tuple[float, float]:
         """(mean, std) of the AULC over seeds."""
-        return self._stat([r.aulc for r in self.runs])
+        return mean_std(self.aulcs)
 
     @property
     def final_loss(self) -> tuple[float, float]:
-        """(mean, std) of the last training-step loss over seeds (NaN for a diverged run)."""
-        return self._stat([r.step_losses[-1] if r.step_losses and not r.diverged else math.nan
-                           for r in self.runs])
+        """(mean, std) of the last training-step loss over the seeds that did not diverge."""
+        return mean_std([r.step_losses[-1] for r in self.runs if r.step_losses and not r.diverged])
 
     @property
     def test_accuracy(self) -> tuple[float, float]:
-        return self._stat([r.test_accuracy for r in self.runs])
+        return mean_std([r.test_accuracy for r in self.runs])
 
     @property
     def diverged(self) -> int:
@@ -99,6 +90,9 @@ class Comparison:
     optimizer: str
     seeds: list[int]
     budget: int
+    tune_seeds: list[int] = field(default_factory=list)
+    target: str = "target"
+    where: str | None = None
     markdown: str = ""
     files: dict[str, Path] = field(default_factory=dict)
 
@@ -112,59 +106,62 @@ class Comparison:
                 return r
         raise KeyError(f"no row {label!r}; rows: {', '.join(r.label for r in self.rows)}")
 
+    def kind(self, kind: str) -> MethodResult | None:
+        """The first row of ``kind`` (``bfn``, ``control``, ``plain``), or None."""
+        return next((r for r in self.rows if r.kind == kind), None)
 
-def optimizer_case(optimizer: str) -> str:
-    """The sentence saying how a constant factor in ``g`` acts under ``optimizer``."""
-    if optimizer in SCALE_INVARIANT:
-        return (f"`{optimizer}` is scale-invariant (Adam-like): it divides by a running gradient scale, so a "
-                "constant factor in g cancels and only the shape of g/sigma' over z acts.")
-    return (f"`{optimizer}` is SGD-like: g = c*sigma' is exactly lr*c on the layers below the patch site, "
-            "so beta(z) = lr*g/sigma' is the step size itself.")
+    def versus(self, a: MethodResult, b: MethodResult) -> Paired:
+        """Paired difference of the AULCs of rows ``a`` and ``b`` over the held-out seeds."""
+        return paired(a.aulcs, b.aulcs)
+
+    def verdict(self) -> list[str]:
+        """Sentences: the winner on the held-out seeds, and ``g`` against "lr tuned alone", the best
+        other row and plain backprop, each by the paired difference in standard errors."""
+        best = self.rows[0]
+        out = [f"On the held-out seeds the lowest mean AULC is {best.label}'s ({best.aulc[0]:.4f})."]
+        g = self.kind("bfn")
+        if g is None:
+            return out
+        others = [r for r in self.rows if r is not g]
+        control, plain = self.kind("control"), self.kind("plain")
+        rivals: list[MethodResult] = []
+        for r in (control, others[0], plain):
+            if r is not None and all(r is not q for q in rivals):
+                rivals.append(r)
+        out += [in_words(self.versus(g, r), g.label, r.label) for r in rivals]
+        return out
 
 
-def tune_lr(
-    objective: Callable[[float], float],
-    *,
-    low: float,
-    high: float,
-    budget: int,
-    seed: int = 0,
-    name: str = "lr",
-    progress: Callable[[], None] | None = None,
-) -> tuple[float, float, list[tuple[float, float]]]:
-    """Minimise ``objective(x)`` over ``x`` log-uniform in ``[low, high]`` with Optuna's TPE.
+def evaluate(methods: Sequence[Tuned], seeds: Sequence[int], *, where: str | None = None, device: str = "cpu",
+             data_dir: Any = None, bar: Any = None) -> list[MethodResult]:
+    """Train every method on every seed (one batched run per method); rows in method order."""
+    from metabp.targets import train_many
 
-    Args:
-        objective: one training run at ``x``, returning its AULC.
-        low, high: the range, ``0 < low < high``.
-        budget: number of evaluations (training runs).
-        seed: the sampler's seed.
-        name: the parameter's name in the Optuna study.
-        progress: called after each evaluation (e.g. a tqdm bar's ``update``).
+    rows = []
+    for m in methods:
+        if bar is not None:
+            bar.set_postfix_str(f"{m.label}: held-out seeds")
+        site = where if m.bfn is not None else None
+        runs = train_many(m.spec, [m.bfn] * len(seeds), site, seed=list(seeds), device=device,
+                          data_dir=data_dir)
+        if bar is not None:
+            bar.update(len(seeds))
+        rows.append(MethodResult(m.label, m.kind, m.spec.optimizer, m.spec.lr, runs, m.tuning_runs, m.note))
+    return rows
 
-    Returns:
-        ``(best_x, best_value, [(x, value), ...])`` in evaluation order.
-    """
-    import optuna
 
-    if not 0 < low < high:
-        raise ConfigError(f"tuning range [{low}, {high}] for {name}: need 0 < low < high")
-    if budget < 1:
-        raise ConfigError(f"budget={budget!r}: tuning needs at least 1 training run")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
-    history: list[tuple[float, float]] = []
-
-    def _f(trial: optuna.Trial) -> float:
-        x = trial.suggest_float(name, low, high, log=True)
-        value = float(objective(x))
-        history.append((x, value))
-        if progress is not None:
-            progress()
-        return value if math.isfinite(value) else 1e300
-
-    study.optimize(_f, n_trials=budget)
-    return float(study.best_params[name]), float(study.best_value), history
+def _check(optimizers: Sequence[str] | None, seeds: Sequence[int], tune_seeds: Any, budget: Any):
+    optimizers = list(BASELINES if optimizers is None else optimizers)
+    unknown = [o for o in optimizers if o not in BASELINES]
+    if unknown:
+        raise ConfigError(f"optimizers={unknown!r} unknown; choose from {', '.join(BASELINES)}")
+    tune_seeds = [tune_seeds] if isinstance(tune_seeds, int) else list(tune_seeds)
+    for key, value in (("seeds", seeds), ("tune_seeds", tune_seeds)):
+        if not value or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in value):
+            raise ConfigError(f"{key}={list(value)!r}: give a non-empty list of ints >= 0")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ConfigError(f"budget={budget!r}: give the trials each baseline may spend tuning, an int >= 1")
+    return optimizers, [int(s) for s in seeds], tune_seeds
 
 
 def compare(
@@ -174,138 +171,59 @@ def compare(
     where: str | None = None,
     budget: int,
     seeds: Sequence[int] = (1, 2, 3, 4, 5),
-    tune_seed: int = 0,
+    tune_seeds: int | Sequence[int] = (0,),
     optimizers: Sequence[str] | None = None,
+    bfn_lr: float | None = None,
+    lr_range: tuple[float, float] | None = None,
     output: str | os.PathLike | None = None,
     label: str = "best g",
     device: str = "cpu",
     data_dir: str | None = None,
     progress: bool = False,
 ) -> Comparison:
-    """Run the comparison on target ``spec`` and (if ``output``) write its table and plot.
+    """Tune the baselines, train every row on ``seeds``, and (if ``output``) write the table.
 
     Args:
         spec: a ``metabp.targets.TargetSpec`` (its optimizer and lr are "plain backprop").
         bfn: the b-function under test, or None to compare baselines only.
         where: patch site; None for the spec's own.
-        budget: training runs to tune each baseline's lr and the control's multiplier.
-        seeds: evaluation seeds (each method trains once per seed).
-        tune_seed: seed of the tuning runs (the study's training seed).
+        budget: trials to tune each baseline's lr and "lr tuned alone" (the study's trials).
+        seeds: held-out evaluation seeds (each row trains once per seed).
+        tune_seeds: the seeds a tuning trial averages over (the study's search seeds).
         optimizers: baselines to tune; default all ten of :data:`BASELINES`.
+        bfn_lr: the lr searched together with ``bfn`` (the row is then "g + its lr").
+        lr_range: where "lr tuned alone" searches (the study's lr range); default
+            ``spec.lr`` times ``MULTIPLIER_RANGE``.
         output: folder for ``compare.md``, ``compare.csv``, ``compare_loss.png``.
         label: the row name of ``bfn``.
-        device, data_dir: passed to ``metabp.targets.train``.
+        device, data_dir: passed to ``metabp.targets.train_many``.
         progress: a tqdm bar over every training run.
 
     Returns:
         :class:`Comparison`.
     """
+    import dataclasses
+
     from tqdm.auto import tqdm
 
-    from metabp.targets import train
+    from metabp.analysis._compare_output import to_markdown, write
 
-    optimizers = list(BASELINES if optimizers is None else optimizers)
-    unknown = [o for o in optimizers if o not in BASELINES]
-    if unknown:
-        raise ConfigError(f"optimizers={unknown!r} unknown; choose from {', '.join(BASELINES)}")
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise ConfigError("seeds is empty; give at least one evaluation seed")
-    n_eval = len(seeds) * (1 + (bfn is not None) + len(optimizers) + 1)
-    bar = tqdm(total=budget * (len(optimizers) + 1) + n_eval, desc="compare", unit="run",
+    optimizers, seeds, tune_seeds = _check(optimizers, seeds, tune_seeds, budget)
+    methods = 1 + (bfn is not None) + 1 + len(optimizers)
+    bar = tqdm(total=budget * (len(optimizers) + 1) + methods * len(seeds), desc="compare", unit="run",
                disable=not progress)
-
-    def run(s: Any, seed: int, g: BFunction | None = None) -> Any:
-        r = train(s, g, where if g is not None else None, seed, device=device, data_dir=data_dir)
-        bar.update()
-        return r
-
-    def evaluate(res: MethodResult, s: Any, g: BFunction | None = None) -> MethodResult:
-        bar.set_postfix_str(f"{res.label}: seeds")
-        res.runs = [run(s, seed, g) for seed in seeds]
-        return res
-
-    rows = [evaluate(MethodResult("plain backprop", "plain", spec.optimizer, spec.lr), spec)]
+    rows = [Tuned("plain backprop", "plain", spec)]
     if bfn is not None:
-        rows.append(evaluate(MethodResult(label, "bfn", spec.optimizer, spec.lr), spec, bfn))
-    for name in optimizers:
-        bar.set_postfix_str(f"tuning {name}")
-        lo, hi = LR_RANGES[name]
-        best, _, _ = tune_lr(lambda lr, name=name: run(dataclasses.replace(spec, optimizer=name, lr=lr),
-                                                       tune_seed).aulc,
-                             low=lo, high=hi, budget=budget, seed=tune_seed)
-        tuned = dataclasses.replace(spec, optimizer=name, lr=best)
-        rows.append(evaluate(MethodResult(f"{name} (tuned lr)", "baseline", name, best, tuning_runs=budget),
-                             tuned))
-    bar.set_postfix_str("tuning lr multiplier")
-    c, _, _ = tune_lr(lambda c: run(dataclasses.replace(spec, lr=spec.lr * c), tune_seed).aulc,
-                      low=MULTIPLIER_RANGE[0], high=MULTIPLIER_RANGE[1], budget=budget, seed=tune_seed,
-                      name="c")
-    control = MethodResult("plain, lr x c (tuned)", "control", spec.optimizer, spec.lr * c,
-                           tuning_runs=budget, note=f"c = {c:.4g}")
-    rows.append(evaluate(control, dataclasses.replace(spec, lr=spec.lr * c)))
+        g_spec = spec if bfn_lr is None else dataclasses.replace(spec, lr=float(bfn_lr))
+        rows.append(Tuned(label, "bfn", g_spec, bfn, note="lr searched with g" if bfn_lr is not None else ""))
+    rows += tune_methods(spec, optimizers=optimizers, budget=budget, seeds=tune_seeds, lr_range=lr_range,
+                         device=device, data_dir=data_dir, bar=bar)
+    results = evaluate(rows, seeds, where=where, device=device, data_dir=data_dir, bar=bar)
     bar.close()
-    rows.sort(key=lambda r: (r.aulc[0], r.label))
-    result = Comparison(rows, spec.optimizer, seeds, budget)
-    result.markdown = to_markdown(result, target=getattr(spec, "name", "target"), where=where)
+    results.sort(key=lambda r: (r.aulc[0], r.label))
+    result = Comparison(results, spec.optimizer, seeds, budget, tune_seeds, getattr(spec, "name", "target"),
+                        where)
+    result.markdown = to_markdown(result)
     if output is not None:
         result.files = write(result, output)
     return result
-
-
-def _pm(stat: tuple[float, float], fmt: str = ".4f") -> str:
-    mean, std = stat
-    return "nan" if math.isnan(mean) else f"{mean:{fmt}} ± {std:{fmt}}"
-
-
-def to_markdown(result: Comparison, *, target: str = "target", where: str | None = None) -> str:
-    """The comparison table in Markdown, with a header that says which optimizer case applies."""
-    lines = [
-        f"## Comparison on `{target}`" + (f" (b-function at `{where}`)" if where else ""),
-        "",
-        optimizer_case(result.optimizer),
-        "",
-        f"Baselines tuned with {result.budget} training runs each (the study's budget), TPE over a "
-        f"log-uniform lr range; every row trained on seeds {', '.join(map(str, result.seeds))} "
-        "(not the tuning seed). AULC = mean training loss per step, lower is better.",
-        "",
-        "| rank | method | optimizer | lr | scale-invariant | AULC (mean ± std) | final loss | test acc "
-        "| diverged |",
-        "|---:|---|---|---:|:---:|---:|---:|---:|---:|",
-    ]
-    for i, r in enumerate(result.rows, 1):
-        note = f" ({r.note})" if r.note else ""
-        inv = "yes" if r.optimizer in SCALE_INVARIANT else "no"
-        lines.append(f"| {i} | {r.label}{note} | {r.optimizer} | {r.lr:.3g} | {inv} | {_pm(r.aulc)} | "
-                     f"{_pm(r.final_loss)} | {_pm(r.test_accuracy, '.3f')} | {r.diverged}/{len(r.runs)} |")
-    return "\n".join(lines) + "\n"
-
-
-def write(result: Comparison, output: str | os.PathLike) -> dict[str, Path]:
-    """Write ``compare.md``, ``compare.csv`` and ``compare_loss.png`` into ``output``."""
-    from metabp.plots import plot_loss_curves
-
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    md = out / "compare.md"
-    md.write_text(result.markdown + "\n![loss curves](compare_loss.png)\n")
-    path_csv = out / "compare.csv"
-    with path_csv.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["method", "kind", "optimizer", "lr", "scale_invariant", "aulc_mean", "aulc_std",
-                    "final_loss_mean", "final_loss_std", "test_accuracy_mean", "test_accuracy_std",
-                    "diverged", "n_seeds", "tuning_runs", "note"])
-        for r in result.rows:
-            w.writerow([r.label, r.kind, r.optimizer, repr(r.lr), r.optimizer in SCALE_INVARIANT,
-                        *r.aulc, *r.final_loss, *r.test_accuracy, r.diverged, len(r.runs), r.tuning_runs,
-                        r.note])
-    curves = {r.label: [run.step_losses for run in r.runs] for r in result.rows}
-    styles = {r.label: {"lw": 2.5, "color": "k"} for r in result.rows if r.kind == "bfn"}
-    styles.update({r.label: {"lw": 2.0, "ls": "--", "color": "0.4"}
-                   for r in result.rows if r.kind == "plain"})
-    inv = ("scale-invariant: constants in g cancel" if result.scale_invariant
-           else "SGD-like: g = c*sigma' is lr*c")
-    png = plot_loss_curves(curves, out / "compare_loss.png", logy=True, styles=styles,
-                           title=f"study optimizer {result.optimizer} ({inv})\n"
-                                 f"mean and min-max over {len(result.seeds)} seeds").path
-    return {"markdown": md, "csv": path_csv, "png": png}

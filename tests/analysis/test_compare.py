@@ -1,4 +1,5 @@
-"""Tests for metabp/analysis/_compare.py: tuning, the table's numbers and the files."""
+"""Tests for metabp/analysis/_compare*.py, _tuning.py and _stats.py: tuning, the rows' numbers, the
+verdict and the files."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 import metabp
-from metabp.analysis import LR_RANGES, compare, tune_lr
+from metabp.analysis import LR_RANGES, compare, paired, tune_lr
+from metabp.analysis._stats import in_words
 from metabp.exceptions import ConfigError
 from metabp.targets import get_target, train
 
@@ -24,47 +26,85 @@ def test_tune_lr_finds_a_log_scale_minimum():
     assert 10 ** -2.5 < best < 10 ** -1.5
     with pytest.raises(ConfigError, match="need 0 < low < high"):
         tune_lr(lambda x: x, low=1.0, high=0.1, budget=2)
+    with pytest.raises(ConfigError, match="budget=0"):
+        tune_lr(lambda x: x, low=0.1, high=1.0, budget=0)
 
 
 def test_sgd_scaled_is_exactly_a_learning_rate():
-    # the premise of the control: with SGD, g = c*sigma' at act2 and only fc2 training <=> lr*c
+    # the premise of "lr tuned alone": with SGD, g = c*sigma' at act2 and only fc2 training <=> lr*c
     spec = get_target("gaussians-mlp3", optimizer="sgd", lr=0.5, epochs=5, trainable="fc2.*")
     a = train(spec, metabp.Scaled(0.25), "act2", seed=0)
     b = train(dataclasses.replace(spec, lr=0.125), None, None, seed=0)
     assert a.step_losses == pytest.approx(b.step_losses, rel=1e-5)
 
 
+def test_paired_difference_and_words():
+    p = paired([1.0, 2.0, 4.0], [2.0, 2.5, 4.5])
+    d = [-1.0, -0.5, -0.5]
+    mean = sum(d) / 3
+    se = math.sqrt(sum((x - mean) ** 2 for x in d) / 2) / math.sqrt(3)
+    assert p.diff == pytest.approx(mean) and p.se == pytest.approx(se) and p.n == 3
+    assert p.z == pytest.approx(mean / se)
+    text = in_words(p, "g", "adam")
+    assert text.startswith("g beats adam by 0.6667 AULC") and f"{abs(mean / se):.1f} standard errors" in text
+    assert "adam beats g" in in_words(paired([2.0, 3.0], [1.0, 1.5]), "g", "adam")
+    assert "same AULC" in in_words(paired([1.0, 2.0], [1.0, 2.0]), "g", "adam")
+    with pytest.raises(ConfigError, match="equally long"):
+        paired([1.0], [1.0, 2.0])
+
+
 def test_compare_rows_files_and_numbers(tmp_path):
     spec = get_target("gaussians-mlp3", epochs=4)
-    res = compare(spec, metabp.Scaled(1.0), where="act2", budget=3, seeds=[1, 2], tune_seed=0,
+    res = compare(spec, metabp.Scaled(1.0), where="act2", budget=3, seeds=[1, 2], tune_seeds=[0, 5],
                   optimizers=["sgd", "adam"], output=tmp_path)
     labels = {r.label for r in res.rows}
-    assert labels == {"plain backprop", "best g", "sgd (tuned lr)", "adam (tuned lr)",
-                      "plain, lr x c (tuned)"}
+    assert labels == {"plain backprop", "best g", "sgd (tuned lr)", "adam (tuned lr)", "lr tuned alone"}
     assert [r.aulc[0] for r in res.rows] == sorted(r.aulc[0] for r in res.rows)
-    # Scaled(1) at a ReLU is bit-exact plain backprop
-    assert res.row("best g").aulc == res.row("plain backprop").aulc
+    # Scaled(1) at a ReLU is bit-exact plain backprop, and both rows train on the same seeds
+    assert res.row("best g").aulcs == res.row("plain backprop").aulcs
     plain = [train(spec, None, None, seed=s) for s in (1, 2)]
     mean = sum(r.aulc for r in plain) / 2
-    assert res.row("plain backprop").aulc[0] == pytest.approx(mean, rel=1e-12)
+    assert res.row("plain backprop").aulc[0] == pytest.approx(mean, rel=1e-6)
     sgd = res.row("sgd (tuned lr)")
     lo, hi = LR_RANGES["sgd"]
     assert lo <= sgd.lr <= hi and sgd.tuning_runs == 3
     rerun = train(dataclasses.replace(spec, optimizer="sgd", lr=sgd.lr), None, None, seed=2)
-    assert sgd.runs[1].aulc == rerun.aulc
-    ctrl = res.row("plain, lr x c (tuned)")
-    assert ctrl.optimizer == "adam" and ctrl.note.startswith("c = ")
-    assert res.scale_invariant
-    assert "scale-invariant" in res.markdown
+    assert sgd.runs[1].aulc == pytest.approx(rerun.aulc, rel=1e-6)
+    ctrl = res.row("lr tuned alone")
+    assert ctrl.optimizer == "adam" and ctrl.kind == "control"
+    assert spec.lr * 1e-2 <= ctrl.lr <= spec.lr * 1e2
+    assert res.scale_invariant and "scale-invariant" in res.markdown
+    # the verdict compares g with lr tuned alone, by the paired SE over the held-out seeds
+    p = paired(res.row("best g").aulcs, ctrl.aulcs)
+    assert in_words(p, "best g", "lr tuned alone") in res.markdown
+    assert "held-out seeds 1, 2" in res.markdown and "search seeds 0, 5" in res.markdown
     for name in ("compare.md", "compare.csv", "compare_loss.png"):
         assert (tmp_path / name).stat().st_size > 100
     with (tmp_path / "compare.csv").open() as f:
         table = {row["method"]: row for row in csv.DictReader(f)}
-    assert float(table["plain backprop"]["aulc_mean"]) == pytest.approx(mean, rel=1e-12)
+    assert float(table["plain backprop"]["aulc_mean"]) == pytest.approx(mean, rel=1e-6)
     assert table["sgd (tuned lr)"]["scale_invariant"] == "False"
     assert table["adam (tuned lr)"]["scale_invariant"] == "True"
+    assert [float(a) for a in table["lr tuned alone"]["aulc_per_seed"].split()] == ctrl.aulcs
 
 
-def test_compare_rejects_unknown_optimizer():
+def test_compare_g_with_its_own_lr_and_a_study_lr_range(tmp_path):
+    spec = get_target("gaussians-mlp3", optimizer="sgd", lr=0.5, epochs=3)
+    res = compare(spec, metabp.Derivative("relu"), budget=2, seeds=[3], tune_seeds=[0], optimizers=[],
+                  bfn_lr=0.05, lr_range=(0.01, 0.02), label="g + its lr")
+    g = res.row("g + its lr")
+    assert g.lr == 0.05 and g.note == "lr searched with g"
+    alone = train(dataclasses.replace(spec, lr=0.05), None, None, seed=3)
+    assert g.aulcs == pytest.approx([alone.aulc], rel=1e-6)
+    assert 0.01 <= res.row("lr tuned alone").lr <= 0.02
+    assert "unknown number of standard errors" in res.markdown  # one seed: no spread
+
+
+def test_compare_rejects_bad_arguments():
+    spec = get_target("gaussians-mlp3", epochs=1)
     with pytest.raises(ConfigError, match="unknown"):
-        compare(get_target("gaussians-mlp3", epochs=1), None, budget=1, optimizers=["lbfgs"])
+        compare(spec, None, budget=1, optimizers=["lbfgs"])
+    with pytest.raises(ConfigError, match="seeds=\\[\\]"):
+        compare(spec, None, budget=1, seeds=[])
+    with pytest.raises(ConfigError, match="budget=0"):
+        compare(spec, None, budget=0)

@@ -1,0 +1,93 @@
+"""The output of :func:`metabp.analysis.compare`: Markdown table with its verdict, CSV, loss figure."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+from metabp._implicit_lr import SCALE_INVARIANT
+from metabp.analysis._compare import Comparison, MethodResult
+
+CURVES_SHOWN = 5  # g, plain backprop, lr tuned alone and the best other rows; the CSV has them all
+
+
+def optimizer_case(optimizer: str) -> str:
+    """The sentence saying how a constant factor in ``g`` acts under ``optimizer``."""
+    if optimizer in SCALE_INVARIANT:
+        return (f"`{optimizer}` is scale-invariant (Adam-like): a constant factor in g cancels, only the "
+                "shape of g/sigma' over z acts; \"lr tuned alone\" is the control for what a learning "
+                "rate can do.")
+    return (f"`{optimizer}` is SGD-like: g = c*sigma' is exactly lr*c on the layers below the patch site, "
+            "so \"lr tuned alone\" is the control a g must beat to do more than a learning rate.")
+
+
+def _pm(stat: tuple[float, float], fmt: str = ".4f") -> str:
+    mean, std = stat
+    return "nan" if math.isnan(mean) else f"{mean:{fmt}} ± {std:{fmt}}"
+
+
+def to_markdown(result: Comparison) -> str:
+    """The comparison table in Markdown: how it was measured, the verdict in words, the rows."""
+    where = f" (b-function at `{result.where}`)" if result.where else ""
+    lines = [
+        f"## Comparison on `{result.target}`{where}",
+        "",
+        optimizer_case(result.optimizer),
+        "",
+        f"Baselines tuned with {result.budget} trials each (the study's budget), TPE over a log-uniform lr "
+        f"range, each trial the mean AULC over the search seeds {', '.join(map(str, result.tune_seeds))}; "
+        f"every row trained on the held-out seeds {', '.join(map(str, result.seeds))}, which no tuning and "
+        "no search saw. AULC = mean training loss per step, lower is better. Differences are paired "
+        "over the held-out seeds (same initial weights and data order); SE = standard error of the "
+        "paired difference.",
+        "",
+        "**Verdict.** " + " ".join(result.verdict()),
+        "",
+        "| rank | method | optimizer | lr | scale-invariant | AULC (mean ± std) | final loss | test acc "
+        "| diverged |",
+        "|---:|---|---|---:|:---:|---:|---:|---:|---:|",
+    ]
+    for i, r in enumerate(result.rows, 1):
+        note = f" ({r.note})" if r.note else ""
+        inv = "yes" if r.optimizer in SCALE_INVARIANT else "no"
+        lines.append(f"| {i} | {r.label}{note} | {r.optimizer} | {r.lr:.3g} | {inv} | {_pm(r.aulc)} | "
+                     f"{_pm(r.final_loss)} | {_pm(r.test_accuracy, '.3f')} | {r.diverged}/{len(r.runs)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _shown(result: Comparison) -> list[MethodResult]:
+    """The rows drawn: g, plain backprop, lr tuned alone, then the best others, ``CURVES_SHOWN`` in all."""
+    first = [r for kind in ("bfn", "plain", "control") if (r := result.kind(kind)) is not None]
+    rest = [r for r in result.rows if r not in first]
+    return first + rest[: max(0, CURVES_SHOWN - len(first))]
+
+
+def write(result: Comparison, output: str | os.PathLike) -> dict[str, Path]:
+    """Write ``compare.md``, ``compare.csv`` (every row) and ``compare_loss.png`` into ``output``."""
+    from metabp.plots import plot_loss_curves
+
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / "compare.md"
+    md.write_text(result.markdown + "\n![loss curves](compare_loss.png)\n")
+    path_csv = out / "compare.csv"
+    with path_csv.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "kind", "optimizer", "lr", "scale_invariant", "aulc_mean", "aulc_std",
+                    "final_loss_mean", "final_loss_std", "test_accuracy_mean", "test_accuracy_std",
+                    "diverged", "n_seeds", "tuning_runs", "note", "seeds", "aulc_per_seed"])
+        for r in result.rows:
+            w.writerow([r.label, r.kind, r.optimizer, repr(r.lr), r.optimizer in SCALE_INVARIANT,
+                        *r.aulc, *r.final_loss, *r.test_accuracy, r.diverged, len(r.runs), r.tuning_runs,
+                        r.note, " ".join(map(str, result.seeds)), " ".join(repr(a) for a in r.aulcs)])
+    shown = _shown(result)
+    curves = {r.label: [run.step_losses for run in r.runs] for r in shown}
+    styles = {r.label: {"lw": 2.5, "color": "k"} for r in shown if r.kind == "bfn"}
+    styles.update({r.label: {"lw": 2.0, "ls": "--", "color": "0.4"} for r in shown if r.kind == "plain"})
+    inv = "scale-invariant" if result.scale_invariant else "SGD-like"
+    title = (f"{result.target}, {result.optimizer} ({inv}): mean and min-max over {len(result.seeds)} "
+             f"held-out seeds; {len(shown)} of {len(result.rows)} rows drawn (all in compare.csv)")
+    png = plot_loss_curves(curves, out / "compare_loss.png", logy=True, styles=styles, title=title).path
+    return {"markdown": md, "csv": path_csv, "png": png}

@@ -1,0 +1,256 @@
+r"""The numbers of a study report, computed once: :class:`ReportData`.
+
+:func:`compute` reads the study's trials (Optuna ``FrozenTrial`` objects in the stored schema:
+params ``omega_i`` and optionally ``lr``, value = score, user attrs ``step_losses``,
+``diverged``, ``test_accuracy``, ``heldout_aulc``), trains plain backprop once for the loss
+figure, and summarises:
+
+* the best candidate by search score and, when trials were validated, by held-out score (the
+  one ``metabp export`` picks);
+* its implicit learning rate :math:`\beta(z) = \mathrm{lr}\, g(z)/\sigma'(z)`;
+* the spread of the top candidates' ``g(z)`` (divided by ``max |g|`` under scale-invariant
+  optimizers, where a constant factor cancels);
+* optionally, the gradient alignment of the chosen ``g`` over one training run;
+* overfitting: held-out minus search score of each validated candidate, and their rank
+  agreement (Spearman's :math:`\rho`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from metabp._bfunctions import MetaNet
+from metabp.exceptions import ConfigError
+
+
+def trial_omega(trial: Any) -> list[float]:
+    """``[omega_0, ..., omega_{P-1}]`` from an Optuna trial's params, in index order."""
+    keys = sorted((k for k in trial.params if k.startswith("omega_")), key=lambda k: int(k.split("_")[1]))
+    if not keys:
+        raise ConfigError(f"trial {trial.number} has no omega_i params ({sorted(trial.params)}); "
+                          "is this a metabp study?")
+    return [float(trial.params[k]) for k in keys]
+
+
+def trial_bfn(trial: Any, *, hidden: int = 1, act: str = "tanh") -> MetaNet:
+    """The meta-network ``g_omega`` a trial scored."""
+    return MetaNet(hidden, act, omega=trial_omega(trial))
+
+
+def trial_lr(trial: Any, default: float) -> float:
+    """The trial's searched ``lr`` param, else ``default`` (the target's)."""
+    lr = trial.params.get("lr")
+    return float(lr) if lr is not None else float(default)
+
+
+def completed(trials: Sequence[Any]) -> list[Any]:
+    """Completed trials with a finite value, in trial-number order."""
+    import optuna
+
+    return sorted((t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None
+                   and math.isfinite(t.value)), key=lambda t: t.number)
+
+
+def heldout(trial: Any) -> dict | None:
+    """The trial's ``heldout_aulc`` user attr (``mean``, ``std``, ``seeds``, ``values``), if validated."""
+    h = trial.user_attrs.get("heldout_aulc")
+    return h if isinstance(h, Mapping) and "mean" in h else None
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation of ``a`` and ``b`` (NaN for fewer than 3 pairs; no tie correction).
+
+    Example:
+        >>> spearman([1, 2, 3], [10, 30, 20])
+        0.5
+    """
+    if len(a) < 3:
+        return math.nan
+    ra = np.argsort(np.argsort(a)).astype(float)
+    rb = np.argsort(np.argsort(b)).astype(float)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+@dataclass
+class ReportData:
+    """Everything the report's figures and text show, as numbers.
+
+    Attributes:
+        name, sampler, spec, where, hidden, act, seeds: what the study searched.
+        trials: every trial; ``done``: completed ones by number; ``ranked``: by search score.
+        best: best by search score; ``chosen``: what ``metabp export`` picks (best held-out when
+            validated, else ``best``), its ``g`` and ``lr``.
+        plain: plain backprop's ``Run`` on ``seeds[0]`` (the first seed's curve, as the trials'
+            ``step_losses``); ``backprop``: its score on the search seeds, in the trials' units.
+        multi_target: scores are ratios to backprop averaged over targets (backprop = 1).
+        validated: validated trials in search-score order; ``controls``: the study's held-out
+            controls (``backprop``, ``tuned_lr``).
+        baselines: label -> completed trials of random/TPE searches of the same problem.
+    """
+
+    name: str
+    sampler: str
+    spec: Any
+    where: str
+    hidden: int
+    act: str
+    seeds: list[int]
+    trials: list[Any]
+    done: list[Any]
+    ranked: list[Any]
+    best: Any
+    chosen: Any
+    g: MetaNet
+    lr: float
+    plain: Any
+    backprop: float
+    multi_target: bool = False
+    validated: list[Any] = field(default_factory=list)
+    controls: dict = field(default_factory=dict)
+    baselines: dict[str, list] = field(default_factory=dict)
+    curves: dict[str, np.ndarray] = field(default_factory=dict)
+    top_g: list[Any] = field(default_factory=list)
+    band: np.ndarray | None = None
+    alignment: Any = None
+
+    @property
+    def scale_invariant(self) -> bool:
+        from metabp._implicit_lr import SCALE_INVARIANT
+
+        return self.spec.optimizer in SCALE_INVARIANT
+
+    @property
+    def beta_range(self) -> tuple[float, float] | None:
+        """Smallest and largest defined beta(z) on the plotted z (None: undefined everywhere)."""
+        b = self.curves["beta"][np.isfinite(self.curves["beta"])]
+        return (float(b.min()), float(b.max())) if b.size else None
+
+    @property
+    def injected(self) -> float:
+        """max |g| where sigma' = 0 (0 when sigma' never vanishes on the plotted z)."""
+        zero = self.curves["dsigma"] == 0
+        return float(np.abs(self.curves["g"][zero]).max()) if zero.any() else 0.0
+
+    @property
+    def spread(self) -> tuple[float, float, float]:
+        """Mean width of the top candidates' 10-90% band over all z, over z < 0 and over z > 0."""
+        z = self.curves["z"]
+        return (float(np.nanmean(self.band)), float(np.nanmean(self.band[z < 0])),
+                float(np.nanmean(self.band[z > 0])))
+
+    @property
+    def diverged(self) -> int:
+        return sum(bool(t.user_attrs.get("diverged")) for t in self.done)
+
+    @property
+    def gain(self) -> float:
+        """(backprop - best search score) / backprop: > 0 when the best beats backprop on its seeds."""
+        return (self.backprop - self.best.value) / self.backprop if self.backprop else math.nan
+
+    @property
+    def overfit(self) -> list[float]:
+        """Held-out minus search score of each validated trial (> 0: worse on new seeds)."""
+        return [heldout(t)["mean"] - t.value for t in self.validated]
+
+    @property
+    def rank_agreement(self) -> float:
+        """Spearman's rho between search and held-out scores of the validated trials."""
+        return spearman([t.value for t in self.validated], [heldout(t)["mean"] for t in self.validated])
+
+    def bfn(self, trial: Any) -> MetaNet:
+        return trial_bfn(trial, hidden=self.hidden, act=self.act)
+
+
+class Normalised:
+    """``g / max|g|`` over ``z in [-4, 4]``: the shape of ``g`` at a common scale."""
+
+    def __init__(self, g: Any) -> None:
+        import torch
+
+        self.g = g
+        self.scale = float(g(torch.linspace(-4, 4, 401, dtype=torch.float64)).abs().max()) or 1.0
+
+    def __call__(self, z: Any, activation: Any = None) -> Any:
+        return self.g(z, activation) / self.scale
+
+
+def shapes(data: ReportData, *, top: int = 10) -> None:
+    """Fill ``data.curves`` (z, g, sigma', beta of the chosen g), ``data.top_g`` and ``data.band``."""
+    import torch
+
+    from metabp._activations import get_activation
+    from metabp.plots import bfunction_curves
+
+    data.curves = bfunction_curves(data.g, data.spec.activation, lr=data.lr)
+    data.top_g = [data.bfn(t) for t in data.ranked[: max(1, min(top, len(data.ranked)))]]
+    if data.scale_invariant:
+        data.top_g = [Normalised(h) for h in data.top_g]
+    act = get_activation(data.spec.activation)
+    z = torch.from_numpy(data.curves["z"])
+    curves = np.stack([h(z, act).double().numpy() for h in data.top_g])
+    data.band = np.quantile(curves, 0.9, 0) - np.quantile(curves, 0.1, 0)
+
+
+def compute(
+    trials: Sequence[Any],
+    *,
+    spec: Any,
+    where: str | None = None,
+    hidden: int = 1,
+    act: str = "tanh",
+    name: str = "study",
+    sampler: str = "study",
+    seeds: Sequence[int] = (0,),
+    backprop: Mapping | None = None,
+    controls: Mapping | None = None,
+    multi_target: bool = False,
+    baselines: Mapping[str, Sequence[Any]] | None = None,
+    top: int = 10,
+    alignment: bool = True,
+    device: str = "cpu",
+    data_dir: Any = None,
+    progress: bool = False,
+) -> ReportData:
+    """The numbers of the report (module docstring); trains plain backprop once on ``seeds[0]``,
+    and on every search seed when ``backprop`` (the study's stored score) is missing; with
+    ``alignment``, trains the chosen ``g`` once more on ``seeds[0]`` recording the alignment."""
+    from metabp.targets import train, train_many
+
+    done = completed(trials)
+    if not done:
+        raise ConfigError(f"study {name!r} has no completed trials yet; run `metabp search` first")
+    seeds = [int(s) for s in seeds]
+    ranked = sorted(done, key=lambda t: (t.value, t.number))
+    validated = [t for t in ranked if heldout(t) is not None]
+    chosen = min(validated, key=lambda t: (heldout(t)["mean"], t.number)) if validated else ranked[0]
+    plain = train(spec, None, None, seeds[0], device=device, data_dir=data_dir, progress=progress)
+    if multi_target:
+        score = 1.0
+    elif backprop is not None and "mean" in backprop:
+        score = float(backprop["mean"])
+    elif len(seeds) == 1:
+        score = plain.aulc
+    else:
+        runs = train_many(spec, [None] * len(seeds), None, seed=seeds, device=device, data_dir=data_dir)
+        score = math.fsum(r.aulc for r in runs) / len(runs)
+    data = ReportData(
+        name=name, sampler=sampler, spec=spec, where=where or spec.where, hidden=hidden, act=act,
+        seeds=seeds, trials=list(trials), done=done, ranked=ranked, best=ranked[0], chosen=chosen,
+        g=trial_bfn(chosen, hidden=hidden, act=act), lr=trial_lr(chosen, spec.lr), plain=plain,
+        backprop=score, multi_target=multi_target, validated=validated, controls=dict(controls or {}),
+        baselines={k: completed(v) for k, v in (baselines or {}).items() if completed(v)},
+    )
+    shapes(data, top=top)
+    if alignment:
+        import dataclasses
+
+        from metabp.analysis._alignment import alignment_run
+
+        data.alignment = alignment_run(dataclasses.replace(spec, lr=data.lr), data.g, where=data.where,
+                                       seed=seeds[0], device=device, data_dir=data_dir, progress=progress)
+    return data

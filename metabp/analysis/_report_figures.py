@@ -1,0 +1,70 @@
+"""The figures of a study report, drawn from a :class:`~metabp.analysis._report_data.ReportData`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from metabp.analysis._report_data import ReportData, heldout
+
+
+def _search_trace(data: ReportData, out: Path) -> Any:
+    from metabp import plots
+
+    traces = {data.sampler: [t.value for t in data.done]}
+    numbers = {data.sampler: [t.number for t in data.done]}
+    for label, ts in data.baselines.items():
+        traces[label], numbers[label] = [t.value for t in ts], [t.number for t in ts]
+    unit = "ratio to backprop" if data.multi_target else "AULC"
+    return plots.plot_search_trace(traces, out / "search_trace.png", numbers=numbers,
+                                   reference={f"plain backprop ({data.backprop:.4f})": data.backprop},
+                                   ylabel=f"score: mean {unit} over the search seeds (lower is better)",
+                                   title=f"{data.name}: best score so far")
+
+
+def _heldout_scatter(data: ReportData, out: Path) -> Any:
+    from metabp import plots
+
+    controls = {}
+    bp = data.controls.get("backprop")
+    if isinstance(bp, dict) and "mean" in bp:
+        controls["plain backprop"] = (data.backprop, float(bp["mean"]))
+    tuned = data.controls.get("tuned_lr")
+    if isinstance(tuned, dict) and "mean" in tuned:
+        label = f"backprop, lr tuned alone ({tuned.get('lr', float('nan')):.3g})"
+        controls[label] = (None, float(tuned["mean"]))
+    held = [heldout(t) for t in data.validated]
+    return plots.plot_heldout_scatter(
+        [t.value for t in data.validated], [h["mean"] for h in held], out / "heldout.png",
+        heldout_std=[h["std"] for h in held], labels=[f"#{t.number}" for t in data.validated],
+        controls=controls, title=f"{data.name}: search-seed score against held-out score (points above "
+                                 "y = x did worse on new seeds)")
+
+
+def draw(data: ReportData, out: Path) -> dict[str, Any]:
+    """Write the report's PNGs into ``out``; name -> :class:`metabp.plots.Plotted`."""
+    from metabp import plots
+
+    spec, where = data.spec, data.where
+    figs = {"trace": _search_trace(data, out)}
+    figs["beta"] = plots.plot_implicit_lr(data.g, spec.activation, data.lr, out / "best_implicit_lr.png",
+                                          optimizer=spec.optimizer,
+                                          title=f"chosen g (trial {data.chosen.number}): {data.g!r}")
+    scale = " / max|g| (a constant factor cancels under Adam-like optimizers)" if data.scale_invariant else ""
+    figs["spread"] = plots.plot_bfunction_spread(
+        data.top_g, spec.activation, out / "top_candidates.png",
+        title=f"top {len(data.top_g)} of {len(data.done)} candidates' g(z){scale}")
+    curves: dict[str, Any] = {"plain backprop": data.plain.step_losses}
+    for t in data.ranked[:3]:
+        if t.user_attrs.get("step_losses"):
+            curves[f"trial {t.number} (score {t.value:.4f})"] = t.user_attrs["step_losses"]
+    figs["loss"] = plots.plot_loss_curves(curves, out / "loss_curves.png", logy=True,
+                                          styles={"plain backprop": {"color": "k", "ls": "--"}},
+                                          title=f"{spec.name}: training loss, seed {data.seeds[0]}")
+    if data.alignment is not None:
+        figs["alignment"] = plots.plot_alignment(
+            data.alignment.cosines, out / "alignment.png",
+            title=f"cos(true gradient, applied gradient), chosen g at {where}, seed {data.seeds[0]}")
+    if data.validated:
+        figs["heldout"] = _heldout_scatter(data, out)
+    return figs
