@@ -269,7 +269,8 @@ class MetaNet(BFunction):
             )
         self._omega, self._table = omega, table
         # new tensors, never in place: a pending backward keeps the table of its forward
-        self._args = {key: self._make_args(*key) for key in self._args}
+        keys = set(self._args) | {(torch.device("cpu"), torch.float32)}
+        self._args = {key: self._make_args(*key) for key in keys}
         for s in list(self._stacks):
             s._refresh()
 
@@ -347,10 +348,16 @@ class MetaNet(BFunction):
     def tensors_for(self, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
         """``(values, scale, shift)`` of the table on ``device`` in ``dtype``: made once per
         device and dtype, replaced (not changed in place) when omega is assigned."""
-        key = (device, dtype)
+        key = (torch.device(device), dtype)
         if key not in self._args:
-            self._args[key] = self._make_args(device, dtype)
+            self._args[key] = self._make_args(*key)
         return self._args[key]
+
+    def prepare(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> None:
+        """Make the table tensors for ``device`` and ``dtype`` now. A compiled model whose first
+        call made them would compile once more; :func:`metabp.patch` prepares the model's own
+        device and dtype, and the CPU float32 tensors always exist."""
+        self.tensors_for(device, dtype)
 
     def table_args(self, z: Tensor) -> tuple:
         values, scale, shift = self.tensors_for(z.device, z.dtype)

@@ -26,6 +26,11 @@ has the scale of the forward weights, whatever their init), times ``scale``; ``d
 ``a = scale / sqrt(output_dim)``. ``sparsity=p`` removes exactly ``round(p * B.numel())``
 feedback connections (a fixed random mask).
 
+``torch.compile(model, fullgraph=True)`` traces ``bp``, ``fa``, ``sign`` and ``frsf`` into one
+graph; ``brsf`` (a draw from the layer's own generator in backward) and ``dfa`` (the output error
+handed from one layer's backward to the others') break the graph, so compile those without
+``fullgraph``.
+
 A patched layer gets an instance ``forward`` and these buffers (in ``state_dict``, never
 trained): ``feedback_B`` (``fa``, ``frsf`` magnitudes, ``dfa``), ``feedback_mask`` (when
 ``sparsity > 0``) and ``feedback_seed`` (the layer's seed). Activation b-functions

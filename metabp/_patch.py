@@ -130,6 +130,7 @@ class Stacked(BFunction):
         if self.tabulated:
             for b in bfns:
                 b._stacks.add(self)
+            self.prepare("cpu")
 
     def __len__(self) -> int:
         return len(self.bfns)
@@ -160,12 +161,17 @@ class Stacked(BFunction):
         """Rebuild the concatenated tables (a member's omega was assigned)."""
         self._args = {key: self._make_args(*key) for key in self._args}
 
+    def prepare(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> None:
+        """Make the concatenated tables for ``device`` and ``dtype`` now (see
+        :meth:`MetaNet.prepare`); a no-op unless every member is tabulated."""
+        key = (torch.device(device), dtype)
+        if self.tabulated and key not in self._args:
+            self._args[key] = self._make_args(*key)
+
     def table_args(self, z: Tensor) -> tuple:
         self._check(z)
-        key = (z.device, z.dtype)
-        if key not in self._args:
-            self._args[key] = self._make_args(*key)
-        values, scale, shift, offset, last, dtype = self._args[key]
+        self.prepare(z.device, z.dtype)
+        values, scale, shift, offset, last, dtype = self._args[(z.device, z.dtype)]
         view = (-1,) + (1,) * (z.dim() - 1)  # one value per copy, broadcast over the rest
         if torch.is_tensor(last):
             last = last.view(view)
@@ -256,12 +262,12 @@ def patch(model: nn.Module, bfn: BFunction, where: Selector = "*") -> list[str]:
 
 
 def _prepare(model: nn.Module, bfn: BFunction) -> None:
-    """Make a MetaNet's table tensors for the model's device and dtype now, so that neither an
-    eager nor a compiled first step makes them (a model moved later gets them at its next step)."""
-    if isinstance(bfn, MetaNet):
+    """Make a tabulated b-function's table tensors for the model's devices and dtypes now, so
+    that a compiled first step does not (a model moved later gets them at its next step)."""
+    if bfn.tabulated:
         for p in model.parameters():
             if p.is_floating_point():
-                bfn.tensors_for(p.device, p.dtype)
+                bfn.prepare(p.device, p.dtype)
 
 
 def unpatch(model: nn.Module, where: Selector = "*") -> list[str]:
