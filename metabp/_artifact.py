@@ -14,8 +14,8 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import struct
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -54,9 +54,13 @@ def _digest(tensors: dict[str, Tensor]) -> str:
 
 
 def _path(path: Any, who: str) -> Path:
-    if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)) or str(path) == "":
+    if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)):
         raise ArtifactError(f"{who}(path={path!r}): path must be a non-empty str or os.PathLike")
-    return Path(path)
+    text = os.fspath(path)
+    if not isinstance(text, str) or text in ("", ".") or "\x00" in text:
+        raise ArtifactError(f"{who}(path={path!r}): path must be a non-empty str or os.PathLike "
+                            "naming a file (no NUL characters)")
+    return Path(text)
 
 
 def save(bfn: BFunction, path: str | os.PathLike, *, meta: Mapping[str, Any] | None = None) -> Path:
@@ -101,22 +105,24 @@ def save(bfn: BFunction, path: str | os.PathLike, *, meta: Mapping[str, Any] | N
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file in ``path``'s folder, flush it to disk, rename it over ``path``."""
-    tmp = None
+    """Write ``data`` to a new file beside ``path``, flush it to disk, then rename it over ``path``
+    (atomic on POSIX and Windows): readers see the old file or the new one, never a mix."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
+        if path.exists() and not path.is_file():
+            raise ArtifactError(f"{path}: exists and is not a regular file; not replacing it")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        tmp = None
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot write the .bfn file ({exc.strerror or exc})") from None
     finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            tmp.unlink()
 
 
 def load(path: str | os.PathLike) -> BFunction:

@@ -275,7 +275,7 @@ def test_file_too_large_is_not_read(tmp_path: Path, monkeypatch):
         metabp.load(path)
 
 
-@pytest.mark.parametrize("path", [None, 3, True, ""])
+@pytest.mark.parametrize("path", [None, 3, True, "", ".", "a\x00b", b"g.bfn"])
 def test_path_must_be_a_path(path):
     with pytest.raises(ArtifactError, match=r"load\(path=.*\): path must be a non-empty str or os.PathLike"):
         metabp.load(path)
@@ -308,7 +308,7 @@ def test_unwritable_path_is_named(tmp_path: Path):
     with pytest.raises(ArtifactError, match=r"file/g\.bfn: cannot write the \.bfn file"):
         metabp.save(Scaled(0.5), tmp_path / "file" / "g.bfn")
     (tmp_path / "dir.bfn").mkdir()
-    with pytest.raises(ArtifactError, match=r"dir\.bfn: cannot write the \.bfn file"):
+    with pytest.raises(ArtifactError, match=r"dir\.bfn: exists and is not a regular file"):
         metabp.save(Scaled(0.5), tmp_path / "dir.bfn")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.bfn", "file"]
 
@@ -330,3 +330,20 @@ def test_save_refuses_what_load_would_refuse(tmp_path: Path):
         metabp.save(g, tmp_path / "g.bfn")
     with pytest.raises(ArtifactError, match=r"save\(bfn=3\): only b-functions"):
         metabp.save(3, tmp_path / "g.bfn")
+
+
+def test_save_never_replaces_what_is_not_a_regular_file(tmp_path: Path):
+    with pytest.raises(ArtifactError, match=r"/dev/null: exists and is not a regular file; not replacing it"):
+        metabp.save(Scaled(0.5), "/dev/null")
+    assert Path("/dev/null").is_char_device()
+
+
+def test_saved_file_mode_follows_the_umask(tmp_path: Path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = metabp.save(Scaled(0.5), tmp_path / "g.bfn")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
