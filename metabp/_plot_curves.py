@@ -87,14 +87,16 @@ def best_so_far(values: Sequence[float]) -> np.ndarray:
 
 
 def _clip_top(ax, values: np.ndarray, refs: list[float]) -> None:
-    """Clip the y range so divergence penalties do not squash the interesting range."""
+    """Clip the y range so divergence penalties do not squash the interesting range; the reference
+    lines stay in view."""
     best, mid = float(np.min(values)), float(np.median(values))
     top = max([mid + 2 * (mid - best), *refs]) if mid > best else max([best * 1.5, *refs])
-    pad = 0.05 * (top - best + 1e-12)
-    ax.set_ylim(best - pad, top + pad)
+    low = min([best, *refs])
+    pad = 0.05 * (top - low + 1e-12)
+    ax.set_ylim(low - pad, top + pad)
     if (values > top).any():
-        ax.text(0.99, 0.99, f"{int((values > top).sum())} trial(s) above the top edge",
-                transform=ax.transAxes, ha="right", va="top", fontsize=7, color="0.4")
+        ax.text(0.99, 0.01, f"{int((values > top).sum())} trial(s) above the top edge",
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.4")
 
 
 def plot_search_trace(

@@ -48,6 +48,18 @@ def trial_lr(trial: Any, default: float) -> float:
     return float(lr) if lr is not None else float(default)
 
 
+def trial_accuracy(trial: Any) -> float | None:
+    """The trial's test accuracy: its ``test_accuracy`` user attr, else the mean over its
+    ``per_seed`` entries (None when neither is stored)."""
+    acc = trial.user_attrs.get("test_accuracy")
+    if acc is not None:
+        return float(acc)
+    per_seed = trial.user_attrs.get("per_seed") or []
+    values = [float(r["test_accuracy"]) for r in per_seed
+              if isinstance(r, Mapping) and r.get("test_accuracy") is not None]
+    return math.fsum(values) / len(values) if values else None
+
+
 def completed(trials: Sequence[Any]) -> list[Any]:
     """Completed trials with a finite value, in trial-number order."""
     import optuna

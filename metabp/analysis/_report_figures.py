@@ -18,8 +18,9 @@ def _search_trace(data: ReportData, out: Path) -> Any:
     unit = "ratio to backprop" if data.multi_target else "AULC"
     return plots.plot_search_trace(traces, out / "search_trace.png", numbers=numbers,
                                    reference={f"plain backprop ({data.backprop:.4f})": data.backprop},
-                                   ylabel=f"score: mean {unit} over the search seeds (lower is better)",
-                                   title=f"{data.name}: best score so far")
+                                   ylabel=f"score (mean {unit}, lower is better)",
+                                   title=f"{data.name}: best score so far; score = mean {unit} over the "
+                                         f"search seeds {data.seeds}")
 
 
 def _heldout_scatter(data: ReportData, out: Path) -> Any:
@@ -64,7 +65,7 @@ def draw(data: ReportData, out: Path) -> dict[str, Any]:
     if data.alignment is not None:
         figs["alignment"] = plots.plot_alignment(
             data.alignment.cosines, out / "alignment.png",
-            title=f"cos(true gradient, applied gradient), chosen g at {where}, seed {data.seeds[0]}")
+            title=f"cos(true, applied gradient): chosen g at {where}, seed {data.seeds[0]}")
     if data.validated:
         figs["heldout"] = _heldout_scatter(data, out)
     return figs

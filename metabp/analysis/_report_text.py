@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from metabp.analysis._report_data import ReportData, heldout, trial_omega
+from metabp.analysis._report_data import ReportData, heldout, trial_accuracy, trial_omega
 from metabp.analysis._stats import in_words, paired
 from metabp.plots import optimizer_note
 
@@ -104,7 +104,7 @@ def _candidates_table(d: ReportData) -> list[str]:
         h = heldout(t)
         held = f"{h['mean']:.4f} ± {h.get('std', math.nan):.4f}" if h else "-"
         lr = t.params.get("lr")
-        acc = _fmt(t.user_attrs.get("test_accuracy"), ".3f")
+        acc = _fmt(trial_accuracy(t), ".3f")
         rows.append(f"| {i} | {t.number} | {t.value:.4f} | {held} | {acc} "
                     f"| {_fmt(lr, '.3g') if lr is not None else d.spec.lr} | "
                     f"{', '.join(f'{w:.3g}' for w in trial_omega(t))} |")
@@ -162,7 +162,7 @@ def to_markdown(d: ReportData, figs: dict[str, Any], *, compare_md: str | None =
         "## Loss curves", "", f"![loss curves]({figs['loss'].path.name})", "",
         f"Plain backprop on seed {d.seeds[0]}: AULC {d.plain.aulc:.4f}, final loss "
         f"{_fmt(d.plain.step_losses[-1])}, test accuracy {_fmt(d.plain.test_accuracy, '.3f')}. Best trial: "
-        f"test accuracy {_fmt(d.best.user_attrs.get('test_accuracy'), '.3f')}.", "",
+        f"test accuracy {_fmt(trial_accuracy(d.best), '.3f')}.", "",
         "## Gradient alignment over training", "", _alignment_text(d, figs), "",
     ]
     if compare_md is not None:

@@ -72,8 +72,9 @@ def in_words(p: Paired, a: str, b: str, *, what: str = "AULC") -> str:
     if p.diff == 0:
         return f"{a} and {b} score the same {what} on every one of the {p.n} seed(s)."
     winner, loser = (a, b) if p.diff < 0 else (b, a)
-    se = (f"{abs(p.z):.1f} standard errors of the paired difference (SE {p.se:.2g}, {p.n} seeds)"
-          if math.isfinite(p.z) else f"an unknown number of standard errors ({p.n} seed(s): no spread)")
-    strength = ("" if not math.isfinite(p.z) else " (clear: more than 2 SE)" if abs(p.z) > 2
-                else " (within noise: under 2 SE)")
-    return f"{winner} beats {loser} by {abs(p.diff):.4g} {what}, {se}{strength}."
+    if not math.isfinite(p.z):
+        return (f"{winner} beats {loser} by {abs(p.diff):.4g} {what}; with {p.n} seed(s) there is no spread, "
+                "so no standard error.")
+    strength = "clear: more than 2 SE" if abs(p.z) > 2 else "within noise: under 2 SE"
+    return (f"{winner} beats {loser} by {abs(p.diff):.4g} {what}, {abs(p.z):.1f} standard errors of the "
+            f"paired difference (SE {p.se:.2g} over {p.n} seeds; {strength}).")
