@@ -71,12 +71,14 @@ class ReplaceDerivativeByTable(FastFunction):
     def setup_context(ctx: Any, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
         index = output[1]
         ctx.mark_non_differentiable(index)
+        ctx.set_materialize_grads(False)  # no zeros made for the index's (absent) gradient
         ctx.save_for_backward(index, inputs[1], inputs[4])  # the table of this forward
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor, _: Tensor) -> tuple:
         index, values, offset = ctx.saved_tensors
-        return read(values, index, offset).mul_(grad), None, None, None, None, None, None, None
+        grad_z = None if grad is None else read(values, index, offset).mul_(grad)
+        return grad_z, None, None, None, None, None, None, None
 
 
 def _apply(z: Tensor, bfn: BFunction, activation: Activation) -> Tensor:
