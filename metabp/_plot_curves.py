@@ -17,7 +17,7 @@ LEGEND_INSIDE_MAX = 6  # more curves than this: the legend goes below the axes, 
 
 def _legend(ax, n: int) -> None:
     if n > LEGEND_INSIDE_MAX:
-        ax.legend(fontsize=7, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+        ax.legend(fontsize=7, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     else:
         ax.legend(fontsize=7)
 
@@ -50,7 +50,7 @@ def plot_loss_curves(
     """
     if not curves:
         raise ConfigError("curves is empty; give at least one {label: loss curve}")
-    extra = 0.5 * math.ceil(len(curves) / 2) if len(curves) > LEGEND_INSIDE_MAX else 0.0
+    extra = 0.2 * math.ceil(len(curves) / 2) + 0.3 if len(curves) > LEGEND_INSIDE_MAX else 0.0  # legend rows
     fig, (ax,) = figure(width=6.4, height=4.2 + extra)
     data: dict[str, np.ndarray] = {}
     palette = [f"C{i}" for i in range(10)] if len(curves) <= 10 else list(TAB20)
