@@ -11,7 +11,7 @@ Writes into ``studies/paper_fig1/``:
   fig1c_alignment.png    cosine between the true FC2 gradient and the applied one (seed 0)
   fig1_results.csv       final loss, AULC, test accuracy, mean cosine per b-function and seed
 
-Run: ``python studies/paper_fig1.py [--seeds 5]`` (about 10 s on one core).
+Run: ``python studies/paper_fig1.py [--seeds 5]`` (about 15 s on one core of a busy 2-core machine).
 """
 
 from __future__ import annotations
