@@ -111,6 +111,25 @@ def _candidates_table(d: ReportData) -> list[str]:
     return rows
 
 
+def _heldout_table(d: ReportData) -> list[str]:
+    """Validated candidates and the study's controls: search score, held-out mean ± std."""
+    rows = ["| candidate | search score | held-out (mean ± std) | held-out - search |",
+            "|---|---:|---:|---:|"]
+    for t in sorted(d.validated, key=lambda t: heldout(t)["mean"]):
+        h = heldout(t)
+        chosen = " (chosen)" if t is d.chosen else ""
+        rows.append(f"| trial {t.number}{chosen} | {t.value:.4f} | {h['mean']:.4f} ± {_fmt(h.get('std'))} | "
+                    f"{h['mean'] - t.value:+.4f} |")
+    controls = (("backprop", "plain backprop", d.backprop), ("tuned_lr", "lr tuned alone", None))
+    for key, label, search in controls:
+        c = d.controls.get(key)
+        if isinstance(c, dict) and "mean" in c:
+            lr = f" (lr {c['lr']:.3g})" if "lr" in c else ""
+            diff = f"{c['mean'] - search:+.4f}" if search is not None else "-"
+            rows.append(f"| {label}{lr} | {_fmt(search)} | {c['mean']:.4f} ± {_fmt(c.get('std'))} | {diff} |")
+    return rows
+
+
 def _alignment_text(d: ReportData, figs: dict[str, Any]) -> str:
     tr = d.alignment
     if tr is None:
@@ -149,7 +168,8 @@ def to_markdown(d: ReportData, figs: dict[str, Any], *, compare_md: str | None =
         lines += ["## Held-out validation", "", f"![held-out]({figs['heldout'].path.name})", "",
                   "Each validated candidate's score on the search seeds against its score on held-out seeds "
                   "(error bars: std over the held-out seeds); dashed lines are the study's held-out "
-                  "controls. Points above the diagonal did worse on seeds the search never saw.", ""]
+                  "controls. Points above the diagonal did worse on seeds the search never saw.", "",
+                  *_heldout_table(d), ""]
     lines += [
         "## Search progress", "", f"![search trace]({figs['trace'].path.name})", "",
         "Best score so far against trial number (as `metabp show` numbers them); dots are single trials."

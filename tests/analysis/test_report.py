@@ -95,6 +95,9 @@ def test_report_writes_index_with_right_numbers(tmp_path):
     assert in_words(paired(h["values"], controls["backprop"]["values"]), f"trial {chosen.number}",
                     "plain backprop", what="score") in text
     assert "Spearman rho" in text
+    b = controls["backprop"]
+    assert f"| plain backprop | 0.5000 | {b['mean']:.4f} ± {b['std']:.4f} | {b['mean'] - 0.5:+.4f} |" in text
+    assert f"| trial {chosen.number} (chosen) | {chosen.value:.4f} | {h['mean']:.4f}" in text
     assert "injects credit" in text  # omega [*, *, w2, b2]: g(z) != 0 where relu' = 0
     rows = [line for line in text.splitlines() if re.match(r"\| [123] \| \d+ \|", line)]
     assert len(rows) == 3 and f"| 1 | {best.number} | {best.value:.4f} |" in rows[0]
@@ -104,6 +107,13 @@ def test_report_without_validation_says_so(tmp_path):
     text = report(_trials(OMEGAS[:2]), spec=SPEC, output=tmp_path, alignment=False).read_text()
     assert "No candidate was validated on held-out seeds" in text
     assert not (tmp_path / "heldout.png").exists()
+
+
+def test_multi_target_report_scores_backprop_as_one(tmp_path):
+    text = report(_trials(OMEGAS[:2]), spec=SPEC, output=tmp_path, multi_target=True, alignment=False,
+                  seeds=[0, 1]).read_text()
+    assert "**Best score (mean ratio to backprop over targets and seeds)" in text
+    assert "against plain backprop's 1.0000 on the same seeds [0, 1]" in text
 
 
 def test_report_without_completed_trials_says_what_to_do(tmp_path):
