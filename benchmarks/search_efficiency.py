@@ -38,9 +38,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,12 +71,12 @@ def _synthetic(name: str, **kw) -> Problem:
     return Problem(fn.dim, fn.bounds.tolist(), lambda x: float(fn(x.unsqueeze(0))), float(fn.optimal_value))
 
 
-def _embedded(d: int) -> Problem:
+def _embedded(d: int, seeds: int | None = None) -> Problem:
     from botorch.test_functions import Hartmann
 
     fn = Hartmann(dim=6)
     box = [[0.0] * d, [1.0] * d]
-    return Problem(d, box, lambda x: float(fn(x[:6].unsqueeze(0))), float(fn.optimal_value))
+    return Problem(d, box, lambda x: float(fn(x[:6].unsqueeze(0))), float(fn.optimal_value), seeds)
 
 
 def _metabp(preset: str, hidden: int, seeds: int | None = None) -> Problem:
@@ -99,10 +101,10 @@ PROBLEMS = {  # name -> builder (built lazily: metabp problems load data)
     "michalewicz5": lambda: _synthetic("Michalewicz", dim=5),
     "hartmann6": lambda: _synthetic("Hartmann", dim=6),
     "ackley10": lambda: _synthetic("Ackley", dim=10),
-    "hartmann6-in-20d": lambda: _embedded(20),
-    "quickstart": lambda: _metabp("gaussians-mlp3", 1),
-    "digits": lambda: _metabp("digits-mlp", 1),
-    "digits25": lambda: _metabp("digits-mlp", 8, seeds=5),
+    "hartmann6-in-20d": lambda: _embedded(20, seeds=5),
+    "quickstart": lambda: _metabp("gaussians-mlp3", 1, seeds=5),
+    "digits": lambda: _metabp("digits-mlp", 1, seeds=5),
+    "digits25": lambda: _metabp("digits-mlp", 8, seeds=3),
 }
 SUITE = ["branin", "hartmann3", "levy4", "rosenbrock4", "styblinski5", "michalewicz5", "hartmann6",
          "ackley10"]
@@ -262,8 +264,8 @@ def table(runs: list[dict], optima: dict, samplers: list[str], cost: dict, meta:
         per = statistics.median(x for r in rs for x in r["propose_s"][N_INITIAL:]) if rs else float("nan")
         lines.append(f"| {s} | {ev:.1f} | {pr:.1f} | {100 * pr / max(ev + pr, 1e-9):.0f}% | {per:.3f} |")
     if cost:
-        lines += ["", f"## Seconds per proposal after n evaluations (median of {cost['repeats']}, "
-                  f"Hartmann-6 embedded in {cost['dim']}-D)", "",
+        lines += ["", f"## Seconds per proposal after n evaluations (median of {cost['repeats']}; "
+                  "Hartmann-6 embedded in d dimensions, n random points)", "",
                   "| sampler | " + " | ".join(f"n = {n}" for n in cost["n"]) + " |",
                   "|---|" + "---|" * len(cost["n"])]
         for s, ts in cost["seconds"].items():
@@ -314,8 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=SEEDS)
     p.add_argument("--budget", type=int, default=max(BUDGETS))
     p.add_argument("--cost-n", type=int, nargs="*", default=[40, 100], help="n of the proposal-cost table")
-    p.add_argument("--cost-dim", type=int, default=6)
+    p.add_argument("--cost-dim", type=int, nargs="+", default=[6, 25])
     p.add_argument("--cost-repeats", type=int, default=3)
+    p.add_argument("--jobs", type=int, default=2, help="worker processes (1 torch thread each)")
+    p.add_argument("--table-only", action="store_true", help="only rebuild the table from the .jsonl")
     p.add_argument("--resume", action="store_true", help="keep the runs already in the .jsonl")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--tag", default="", help="suffix for the result files")
@@ -326,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"search_efficiency{args.tag}"
     log = stem.with_suffix(".jsonl")
-    runs = [json.loads(line) for line in log.read_text().splitlines()] if args.resume and log.exists() else []
+    keep = (args.resume or args.table_only) and log.exists()
+    runs = [json.loads(line) for line in log.read_text().splitlines()] if keep else []
     runs = [r for r in runs if r["problem"] in args.problems and r["sampler"] in args.samplers]
     done = {(r["problem"], r["sampler"], r["seed"]) for r in runs if r["budget"] == args.budget}
     log.write_text("".join(json.dumps(r) + "\n" for r in runs))
@@ -336,24 +341,50 @@ def main(argv: list[str] | None = None) -> int:
             f"{torch.__version__}, 1 thread; a 2-core CPU shared with other jobs (times are indicative).")
     optima: dict = {}
     cost: dict = {}
+    seeds = {}
     for name in args.problems:
         prob = PROBLEMS[name]()
         optima[name], optima[name + "/dim"] = prob.optimum, prob.dim
-        todo = [(s, sd) for sd in range(min(args.seeds, prob.seeds or args.seeds)) for s in args.samplers
-                if (name, s, sd) not in done]
-        for sampler, seed in tqdm(todo, desc=name, file=sys.stderr):
-            r = run_one(name, prob, sampler, seed, args.budget)
+        seeds[name] = min(args.seeds, prob.seeds or args.seeds)
+    # seed-major: a run cut short still has the first seeds of every problem
+    todo = [(name, s, sd, args.budget) for sd in range(args.seeds) for name in args.problems
+            for s in args.samplers if sd < seeds[name] and (name, s, sd) not in done]
+    if args.table_only:
+        todo = []
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("fork"),
+                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        futures = [pool.submit(run_task, *t) for t in todo]
+        for i, fut in enumerate(tqdm(as_completed(futures), total=len(futures), file=sys.stderr)):
+            r = fut.result()
             runs.append(r)
             with log.open("a") as fh:
                 fh.write(json.dumps(r) + "\n")
-        write(stem, runs, optima, args.samplers, cost, meta)
+            if i % 20 == 19 or i == len(futures) - 1:
+                write(stem, sorted(runs, key=order(args)), optima, args.samplers, cost, meta)
     if args.cost_n:
-        cost = {"n": args.cost_n, "dim": args.cost_dim, "repeats": args.cost_repeats, "seconds": {}}
-        for s in tqdm([s for s in args.samplers if s in ("botorch", "gp", "tpe")], desc="proposal cost"):
-            cost["seconds"][s] = [proposal_cost(s, args.cost_dim, n, args.cost_repeats) for n in args.cost_n]
-        write(stem, runs, optima, args.samplers, cost, meta)
+        cost = {"n": args.cost_n, "repeats": args.cost_repeats, "seconds": {}}
+        cells = [(s, d) for d in args.cost_dim for s in args.samplers if s in ("botorch", "gp")]
+        for s, d in tqdm(cells, desc="proposal cost", file=sys.stderr):
+            cost["seconds"][f"{s}, d = {d}"] = [proposal_cost(s, d, n, args.cost_repeats)
+                                                for n in args.cost_n]
+        write(stem, sorted(runs, key=order(args)), optima, args.samplers, cost, meta)
     print(stem.with_suffix(".md").read_text())
     return 0
+
+
+def order(args):
+    """Sort key: problems, then seeds, in the order asked for."""
+    return lambda r: (args.problems.index(r["problem"]), r["seed"], args.samplers.index(r["sampler"]))
+
+
+_BUILT: dict[str, Problem] = {}
+
+
+def run_task(problem: str, sampler: str, seed: int, budget: int) -> dict:
+    """:func:`run_one` in a worker process (each builds a problem once)."""
+    if problem not in _BUILT:
+        _BUILT[problem] = PROBLEMS[problem]()
+    return run_one(problem, _BUILT[problem], sampler, seed, budget)
 
 
 def write(stem: Path, runs: list[dict], optima: dict, samplers: list[str], cost: dict, meta: str) -> None:

@@ -41,7 +41,7 @@ from metabp.targets import num_threads
 _log = logging.getLogger(__name__)
 
 ACQUISITIONS = ("logei", "qlogei")
-WARPS = ("log1p", "cap")
+WARPS = ("log1p", "power", "cap")
 #: Fixed observation noise on the standardised scale. Small enough to interpolate deterministic
 #: AULCs, large enough to keep the Cholesky factorisation stable with near-duplicate points.
 #: ``None``: inferred by the marginal likelihood (BoTorch's default).
@@ -49,18 +49,12 @@ NOISE_VAR: float | None = 1e-4
 #: Outputs beyond ``Q3 + OUTLIER_IQR * IQR`` are capped there before standardising, so one
 #: diverged candidate's penalty AULC does not flatten every other difference.
 OUTLIER_IQR = 3.0
-#: Output warp before standardising: "log1p" (see :func:`warp_log1p`) or "cap" (outlier cap only).
-WARP = "log1p"
-#: optimize_acqf settings: random restarts and raw samples of its initialisation heuristic.
-NUM_RESTARTS = 10
-RAW_SAMPLES = 512
-#: Starts drawn around the incumbent (Gaussian, sd ``LOCAL_SD`` of the box width) beside the raw
-#: samples; the best ``NUM_RESTARTS`` of both, by acquisition value, start L-BFGS-B.
-LOCAL_STARTS = 0
-LOCAL_SD = 0.05
-#: Trust region: acquisition optimised inside a box around the incumbent of side
-#: ``TR_LENGTH * lengthscale_i / geomean(lengthscale)`` (unit cube), 0 = off.
-TR_LENGTH = 0.0
+#: Output warp before standardising: "power" (:func:`warp_power`), "log1p" (:func:`warp_log1p`) or
+#: "cap" (outlier cap only).
+WARP = "power"
+#: optimize_acqf settings: L-BFGS-B restarts and the raw samples they are picked from.
+NUM_RESTARTS = 5
+RAW_SAMPLES = 256
 #: Monte-Carlo samples of qLogEI.
 MC_SAMPLES = 256
 
@@ -98,10 +92,34 @@ def warp_log1p(y: Tensor) -> Tensor:
     return torch.log1p(gap / s)
 
 
+def warp_power(y: Tensor) -> Tensor:
+    r"""Yeo-Johnson power warp (``y``: ``n x 1``), its exponent :math:`\lambda` by maximum likelihood
+    (``scipy.stats.yeojohnson``) on the standardised values, as in HEBO (Cowen-Rivers et al. 2022):
+
+    .. math:: \psi_\lambda(z) = ((z + 1)^\lambda - 1)/\lambda \;(z \ge 0), \qquad
+              -((1 - z)^{2 - \lambda} - 1)/(2 - \lambda) \;(z < 0)
+
+    Monotone for every :math:`\lambda`; a heavy upper tail gets :math:`\lambda < 1` (log-like),
+    near-Gaussian values :math:`\lambda \approx 1` (left as they are).
+    """
+    from scipy.stats import yeojohnson
+
+    std = y.std() if y.numel() > 1 else torch.zeros((), dtype=y.dtype)
+    if not std > 0:
+        return torch.zeros_like(y)
+    z = ((y - y.mean()) / std).flatten().numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out, _ = yeojohnson(z)
+    out = torch.as_tensor(out, dtype=y.dtype).reshape(y.shape)
+    return out if torch.isfinite(out).all() else torch.as_tensor(z, dtype=y.dtype).reshape(y.shape)
+
+
 def fit_gp(train_x: Tensor, train_y: Tensor, bounds: Tensor, *, warp: str = WARP):
     """Fit the GP to ``train_x`` (``n x d``, raw units) and ``train_y`` (``n x 1``, to maximise).
 
-    ``warp``: ``"log1p"`` (:func:`warp_log1p` on ``-train_y``) or ``"cap"`` (:func:`cap_outliers` only).
+    ``warp``: ``"log1p"`` (:func:`warp_log1p` on ``-train_y``), ``"power"`` (:func:`warp_power`) or
+    ``"cap"`` (:func:`cap_outliers` only).
     Returns ``(model, y_std)``: the model on the unit cube and the standardised outputs.
     """
     from botorch.fit import fit_gpytorch_mll
@@ -115,6 +133,8 @@ def fit_gp(train_x: Tensor, train_y: Tensor, bounds: Tensor, *, warp: str = WARP
     y = -cap_outliers(-train_y)  # cap the bad tail (minimisation view), keep maximisation sign
     if warp == "log1p":
         y = -warp_log1p(-y)
+    elif warp == "power":
+        y = -warp_power(-y)
     std = y.std() if y.numel() > 1 else torch.ones((), dtype=y.dtype)
     y_std = (y - y.mean()) / (std if std > 0 else 1.0)
     yvar = None if NOISE_VAR is None else torch.full_like(y_std, NOISE_VAR)
@@ -137,7 +157,7 @@ class GPCandidates:
 
     Args:
         acquisition: ``"logei"`` (qLogEI when points are pending) or ``"qlogei"``.
-        warp: output warp, ``"log1p"`` or ``"cap"`` (default :data:`WARP`).
+        warp: output warp, one of :data:`WARPS` (default :data:`WARP`).
     """
 
     def __init__(self, *, acquisition: str = "logei", warp: str | None = None) -> None:
@@ -189,60 +209,25 @@ class GPCandidates:
         pending = None
         if pending_x is not None and len(pending_x):
             pending = normalize(pending_x.double(), bounds=bounds)
-        x_best = model.train_inputs[0][y_std.argmax()]
-        cand = maximize_acquisition(model, y_std.max(), x_best, pending, q_form=self.acquisition == "qlogei")
+        cand = maximize_acquisition(model, y_std.max(), pending, q_form=self.acquisition == "qlogei")
         return unnormalize(cand, bounds)
 
 
-def acquisition_box(model, x_best: Tensor) -> Tensor:
-    """``2 x d`` box on the unit cube where the acquisition is maximised: the whole cube, or
-    with ``TR_LENGTH > 0`` a trust region centred on ``x_best`` scaled by the GP's lengthscales."""
-    d = x_best.numel()
-    unit = torch.stack([torch.zeros(d), torch.ones(d)]).double()
-    if TR_LENGTH <= 0:
-        return unit
-    ls = model.covar_module.lengthscale.detach().flatten().double()
-    if ls.numel() != d:
-        ls = ls.expand(d)
-    w = ls / ls.log().mean().exp()
-    half = (TR_LENGTH * w / 2).clamp(max=0.5)
-    return torch.stack([(x_best - half).clamp(0, 1), (x_best + half).clamp(0, 1)])
-
-
-def maximize_acquisition(model, best_f: Tensor, x_best: Tensor, pending: Tensor | None, *,
-                         q_form: bool = False) -> Tensor:
-    """One point (``1 x d``, unit cube) maximising LogEI (qLogEI with ``pending`` or ``q_form``).
-
-    L-BFGS-B (``optimize_acqf``) from ``NUM_RESTARTS`` starts picked by BoTorch's Boltzmann
-    heuristic (``initialize_q_batch``) among ``RAW_SAMPLES`` Sobol points and ``LOCAL_STARTS``
-    Gaussian perturbations of ``x_best``, within :func:`acquisition_box`.
-    """
+def maximize_acquisition(model, best_f: Tensor, pending: Tensor | None, *, q_form: bool = False) -> Tensor:
+    """One point (``1 x d``, unit cube) maximising LogEI (qLogEI with ``pending`` or ``q_form``):
+    L-BFGS-B (``optimize_acqf``) from ``NUM_RESTARTS`` of ``RAW_SAMPLES`` points."""
     from botorch.acquisition import LogExpectedImprovement, qLogExpectedImprovement
     from botorch.optim import optimize_acqf
-    from botorch.optim.initializers import initialize_q_batch
     from botorch.sampling import SobolQMCNormalSampler
-    from torch.quasirandom import SobolEngine
 
     if pending is None and not q_form:
         acqf = LogExpectedImprovement(model, best_f=best_f)
     else:
         acqf = qLogExpectedImprovement(model, best_f=best_f, X_pending=pending,
                                        sampler=SobolQMCNormalSampler(torch.Size([MC_SAMPLES])))
-    box = acquisition_box(model, x_best)
-    d = box.shape[1]
-    seed = int(torch.randint(2**31, (1,)))
-    sobol = SobolEngine(d, scramble=True, seed=seed).draw(RAW_SAMPLES, dtype=torch.float64)
-    raw = box[0] + (box[1] - box[0]) * sobol
-    if LOCAL_STARTS > 0:
-        noise = torch.randn(LOCAL_STARTS, d, dtype=torch.float64) * LOCAL_SD
-        local = torch.minimum(torch.maximum(x_best + noise, box[0]), box[1])
-        raw = torch.cat([raw, x_best.unsqueeze(0), local])
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        values = torch.cat([acqf(chunk.unsqueeze(1)) for chunk in raw.split(256)])
-    starts, _ = initialize_q_batch(raw.unsqueeze(1), values, n=min(NUM_RESTARTS, len(raw)))
+    d = model.train_inputs[0].shape[-1]
+    unit = torch.stack([torch.zeros(d), torch.ones(d)]).double()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cand, _ = optimize_acqf(acqf, bounds=box, q=1, num_restarts=len(starts),
-                                batch_initial_conditions=starts)
+        cand, _ = optimize_acqf(acqf, bounds=unit, q=1, num_restarts=NUM_RESTARTS, raw_samples=RAW_SAMPLES)
     return cand.detach()

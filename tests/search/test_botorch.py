@@ -90,7 +90,7 @@ def test_a_diverged_candidate_does_not_flatten_the_rest():
 def test_unknown_acquisition_or_warp_is_an_error():
     with pytest.raises(ConfigError, match=r"acquisition='ei'.*logei, qlogei"):
         GPCandidates(acquisition="ei")
-    with pytest.raises(ConfigError, match=r"warp='exp'.*log1p, cap"):
+    with pytest.raises(ConfigError, match=r"warp='exp'.*log1p, power, cap"):
         GPCandidates(warp="exp")
 
 
