@@ -1,20 +1,24 @@
-"""Training-step time and peak memory of a patched model over the unpatched one, in one run.
+"""Training-step time and peak memory of a patched model over the unpatched one, eager and compiled.
 
-Question: does swapping sigma' for a b-function slow training? Target (issue 3): a MetaNet of up
-to 8 hidden units costs at most 1.10x the plain step on CPU, and at most 1.10x its peak memory.
+Question: does swapping sigma' for a b-function slow training? Targets: eager, a MetaNet costs at
+most 1.10x the plain step and at most 1.10x its peak memory; under ``torch.compile`` at most
+1.05x the compiled plain step, with no recompilation when omega changes.
 
 Models: an MNIST-sized MLP 784-256-256-10 (batch 128) and a small CNN (2 conv + 2 fc, 28x28,
-batch 64), Adam. Every ReLU is patched. Steps of the variants are interleaved, many rounds, and
-each variant's block is paired with a plain block timed right before it; the median of those
-paired ratios is reported, which cancels the slow drifts of a shared host. All variants run on
-one model whose patch is swapped between blocks of steps.
+batch 64), Adam. Every ReLU is patched. Each row's steps are timed in blocks, and every block is
+paired with a block of its baseline (eager plain for eager rows, compiled plain for compiled
+rows) timed right before it; rows are interleaved over many rounds, and the median of the paired
+ratios is reported with its quartiles, which cancels the slow drifts of a shared host. All rows
+run on one model whose patch is swapped between blocks (compiled rows through one
+``torch.compile`` of it: one graph per kind of b-function, MetaNets of any omega share one).
 
-    python benchmarks/backward_overhead.py [--rounds 30] [--steps 20] [--threads 1]
+    python benchmarks/backward_overhead.py [--rounds 20] [--steps 10] [--threads 1] [--no-compile]
 
-Prints `variant/plain N.NNx` (wall clock) with raw milliseconds beside, and the ratio of this
-process's CPU time, which a busy machine disturbs less; writes a Markdown table, a CSV and a PNG
-to benchmarks/results/backward_overhead.*. Memory counts parameters, gradients, optimizer state
-and the tensors autograd saves (on CUDA, also the allocator's peak).
+Prints ``row/baseline N.NNx [p25-p75]`` (wall clock) with raw milliseconds and the ratio of this
+process's CPU time, which a busy machine disturbs less; counts the graphs compiled over 10 omega
+changes; writes a Markdown table, a CSV and a PNG to benchmarks/results/backward_overhead.*.
+Memory counts parameters, gradients, optimizer state and the tensors autograd saves, for eager
+rows (compiled graphs save their own intermediates; on CUDA the allocator's peak is given too).
 """
 
 from __future__ import annotations
@@ -22,15 +26,17 @@ from __future__ import annotations
 import argparse
 import csv
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch._dynamo.utils import counters
 
 import metabp
 
-ROUNDS, STEPS, THREADS = 40, 10, 1
+ROUNDS, STEPS, THREADS, OMEGA_CHANGES = 20, 10, 1, 10
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -55,14 +61,15 @@ VARIANTS = {
     "MetaNet(1, tanh)": lambda: metabp.MetaNet(1, "tanh"),
     "MetaNet(8, tanh)": lambda: metabp.MetaNet(8, "tanh"),
 }
+COMPILED = ("plain", "Derivative(relu)", "MetaNet(1, tanh)", "MetaNet(8, tanh)")
 
 
 class Setup:
-    """One model, optimizer and batch; ``use(variant)`` swaps the patch in place, so every variant
-    is timed on the same tensors at the same addresses (separate copies differ by a few percent
-    through memory placement alone)."""
+    """One model, optimizer and batch; ``use(mode, variant)`` swaps the patch in place, so every
+    row is timed on the same tensors at the same addresses (separate copies differ by a few
+    percent through memory placement alone)."""
 
-    def __init__(self, make, shape, variant: str = "plain"):
+    def __init__(self, make, shape):
         torch.manual_seed(0)
         self.model = make()
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
@@ -70,16 +77,18 @@ class Setup:
         self.y = torch.randint(0, 10, (shape[0],))
         self.loss = nn.CrossEntropyLoss()
         self.bfns = {v: make_bfn() for v, make_bfn in VARIANTS.items() if make_bfn is not None}
-        self.use(variant)
+        self.compiled = torch.compile(self.model, fullgraph=True)
+        self.call = self.model
 
-    def use(self, variant: str) -> None:
+    def use(self, mode: str, variant: str) -> None:
         metabp.unpatch(self.model)
         if variant != "plain":
             metabp.patch(self.model, self.bfns[variant])
+        self.call = self.compiled if mode == "compiled" else self.model
 
     def step(self) -> None:
         self.opt.zero_grad(set_to_none=True)
-        self.loss(self.model(self.x), self.y).backward()
+        self.loss(self.call(self.x), self.y).backward()
         self.opt.step()
 
     def time_steps(self, steps: int) -> tuple[float, float]:
@@ -90,7 +99,7 @@ class Setup:
         return (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
 
     def peak_bytes(self) -> int:
-        """Bytes held at the peak of a step: parameters, grads, optimizer state, saved activations."""
+        """Bytes held at the peak of an eager step: parameters, grads, optimizer state, saved activations."""
         saved: dict[int, int] = {}
 
         def pack(t: torch.Tensor):
@@ -109,12 +118,23 @@ class Setup:
         activations = sum(n for ptr, n in saved.items() if ptr not in params)
         return 2 * sum(params.values()) + state + activations + self.x.untyped_storage().nbytes()
 
+    def graphs_over_omega_changes(self, changes: int) -> int:
+        """Graphs compiled while the compiled MetaNet row's omega is assigned ``changes`` times."""
+        self.use("compiled", "MetaNet(1, tanh)")
+        g = self.bfns["MetaNet(1, tanh)"]
+        before = counters["stats"]["unique_graphs"]
+        for seed in range(changes):
+            g.omega = metabp.MetaNet(1, "tanh", seed=100 + seed).omega
+            self.step()
+        return counters["stats"]["unique_graphs"] - before
+
 
 def cuda_peak(make, shape, variant: str) -> int:
-    s = Setup(make, shape, variant)
+    s = Setup(make, shape)
     s.model.cuda()
     s.x, s.y = s.x.cuda(), s.y.cuda()
     s.opt = torch.optim.Adam(s.model.parameters(), lr=1e-3)
+    s.use("eager", variant)
     s.step()
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
@@ -123,78 +143,119 @@ def cuda_peak(make, shape, variant: str) -> int:
     return torch.cuda.max_memory_allocated()
 
 
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], statistics.median(values), q[2]
+
+
+def measure(name: str, make, shape, rows_wanted: list[tuple[str, str]], args) -> list[dict]:
+    setup = Setup(make, shape)
+    for mode, v in rows_wanted:  # warm up allocator, caches, tables; compile each graph once
+        setup.use(mode, v)
+        setup.time_steps(3)
+    times: dict[tuple, list[tuple[float, float]]] = {r: [] for r in rows_wanted}
+    ratios: dict[tuple, list[tuple[float, float]]] = {r: [] for r in rows_wanted}
+    for _ in range(args.rounds):
+        for mode, v in rows_wanted:
+            setup.use(mode, "plain")  # the pair's baseline block, right before the row's block
+            wall0, cpu0 = setup.time_steps(args.steps)
+            setup.use(mode, v)
+            wall, cpu = setup.time_steps(args.steps)
+            times[(mode, v)].append((wall, cpu))
+            ratios[(mode, v)].append((wall / wall0, cpu / cpu0))
+    recompiles = setup.graphs_over_omega_changes(OMEGA_CHANGES) if not args.no_compile else None
+    setup.use("eager", "plain")
+    base_m = setup.peak_bytes()
+    rows = []
+    for mode, v in rows_wanted:
+        p25, med, p75 = quartiles([r for r, _ in ratios[(mode, v)]])
+        row = {"model": name, "mode": mode, "variant": v,
+               "ms_per_step": 1e3 * statistics.median(w for w, _ in times[(mode, v)]),
+               "time_ratio": med, "ratio_p25": p25, "ratio_p75": p75,
+               "cpu_time_ratio": statistics.median(c for _, c in ratios[(mode, v)]),
+               "peak_kib": "", "memory_ratio": "", "graphs_over_omega_changes": ""}
+        if mode == "eager":
+            setup.use("eager", v)
+            m = setup.peak_bytes()
+            row.update(peak_kib=m / 1024, memory_ratio=m / base_m)
+            if torch.cuda.is_available():
+                row["cuda_memory_ratio"] = cuda_peak(make, shape, v) / cuda_peak(make, shape, "plain")
+        elif v == "MetaNet(1, tanh)":
+            row["graphs_over_omega_changes"] = recompiles
+        rows.append(row)
+        mem = f"memory {row['memory_ratio']:.2f}x" if mode == "eager" else ""
+        print(f"{name:24s} {mode:8s} {v + '/plain':24s} {med:.3f}x [{p25:.3f}-{p75:.3f}] "
+              f"({row['ms_per_step']:7.3f} ms)  cpu {row['cpu_time_ratio']:.3f}x  {mem}", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=ROUNDS)
     ap.add_argument("--steps", type=int, default=STEPS)
     ap.add_argument("--threads", type=int, default=THREADS)
+    ap.add_argument("--no-compile", action="store_true", help="eager rows only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    wanted = [("eager", v) for v in VARIANTS]
+    if not args.no_compile:
+        wanted += [("compiled", v) for v in COMPILED]
     rows = []
-    for model_name, (make, shape) in MODELS.items():
-        setup = Setup(make, shape)
-        for v in VARIANTS:  # warm up allocator, caches and each b-function's table
-            setup.use(v)
-            setup.time_steps(5)
-        times: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
-        ratios: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
-        for _ in range(args.rounds):
-            for v in VARIANTS:
-                # each variant's block is paired with a plain block right before it: the ratio of
-                # the pair cancels the slow drifts of a shared host
-                setup.use("plain")
-                wall0, cpu0 = setup.time_steps(args.steps)
-                setup.use(v)
-                wall, cpu = setup.time_steps(args.steps)
-                times[v].append((wall, cpu))
-                ratios[v].append((wall / wall0, cpu / cpu0))
-        setup.use("plain")
-        base_t = statistics.median(w for w, _ in times["plain"])
-        base_m = setup.peak_bytes()
-        for v in VARIANTS:
-            setup.use(v)
-            t = statistics.median(w for w, _ in times[v])
-            c = statistics.median(c for _, c in times[v])
-            m = setup.peak_bytes()
-            row = {"model": model_name, "variant": v, "ms_per_step": 1e3 * t,
-                   "time_ratio": statistics.median(r for r, _ in ratios[v]), "cpu_ms_per_step": 1e3 * c,
-                   "cpu_time_ratio": statistics.median(r for _, r in ratios[v]),
-                   "peak_kib": m / 1024, "memory_ratio": m / base_m}
-            if torch.cuda.is_available():
-                row["cuda_memory_ratio"] = cuda_peak(make, shape, v) / cuda_peak(make, shape, "plain")
-            rows.append(row)
-            print(f"{model_name:24s} {v + '/plain':24s} {row['time_ratio']:.2f}x "
-                  f"({1e3 * t:7.3f} ms vs {1e3 * base_t:7.3f} ms)  cpu {row['cpu_time_ratio']:.2f}x   "
-                  f"memory {row['memory_ratio']:.2f}x ({m / 1024:.0f} KiB vs {base_m / 1024:.0f} KiB)")
+    for name, (make, shape) in MODELS.items():
+        rows += measure(name, make, shape, wanted, args)
     write(rows, args)
 
 
 def write(rows: list[dict], args) -> None:
     RESULTS.mkdir(exist_ok=True)
+    command = "python benchmarks/backward_overhead.py " + " ".join(sys.argv[1:])
     with open(RESULTS / "backward_overhead.csv", "w", newline="") as f:
+        f.write(f"# {command.strip()}\n")
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    lines = [f"# backward overhead (threads={args.threads}, torch {torch.__version__})", "",
-             "| model | variant | ms/step | time vs plain | CPU time vs plain | peak KiB | memory vs plain |",
-             "|---|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['model']} | {r['variant']} | {r['ms_per_step']:.3f} | {r['time_ratio']:.2f}x | "
-              f"{r['cpu_time_ratio']:.2f}x | {r['peak_kib']:.0f} | {r['memory_ratio']:.2f}x |" for r in rows]
+
+    def fmt(value, spec: str) -> str:
+        return "" if value == "" or value is None else format(value, spec)
+
+    lines = [f"<!-- {command.strip()} -->",
+             f"# backward overhead (threads={args.threads}, rounds={args.rounds} x {args.steps} steps, "
+             f"torch {torch.__version__})", "",
+             "Ratios: median of paired blocks (row / its plain baseline in the same mode, timed right "
+             "before it), with the quartiles of those ratios.", "",
+             "| model | mode | variant | ms/step | time vs plain | p25-p75 | CPU time vs plain | peak KiB "
+             "| memory vs plain | graphs over 10 omega changes |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['model']} | {r['mode']} | {r['variant']} | {r['ms_per_step']:.3f} | "
+              f"{r['time_ratio']:.3f}x | {r['ratio_p25']:.3f}-{r['ratio_p75']:.3f} | "
+              f"{r['cpu_time_ratio']:.3f}x | {fmt(r['peak_kib'], '.0f')} | {fmt(r['memory_ratio'], '.2f')} | "
+              f"{fmt(r['graphs_over_omega_changes'], 'd')} |" for r in rows]
     (RESULTS / "backward_overhead.md").write_text("\n".join(lines) + "\n")
+    plot(rows)
+
+
+def plot(rows: list[dict]) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     models = list(dict.fromkeys(r["model"] for r in rows))
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
     for ax, m in zip(axes[0], models, strict=True):
-        sub = [r for r in rows if r["model"] == m]
-        ax.barh([r["variant"] for r in sub], [r["time_ratio"] for r in sub], color="tab:blue")
-        ax.axvline(1.10, color="tab:red", ls="--", label="1.10x target")
+        sub = [r for r in rows if r["model"] == m and r["variant"] != "plain"]
+        labels = [f"{r['mode']} {r['variant']}" for r in sub]
+        med = [r["time_ratio"] for r in sub]
+        err = [[r["time_ratio"] - r["ratio_p25"] for r in sub],
+               [r["ratio_p75"] - r["time_ratio"] for r in sub]]
+        colors = ["tab:blue" if r["mode"] == "eager" else "tab:orange" for r in sub]
+        ax.barh(labels, med, xerr=err, color=colors)
+        ax.axvline(1.10, color="tab:red", ls="--", label="1.10x eager target")
+        ax.axvline(1.05, color="tab:purple", ls=":", label="1.05x compiled target")
+        ax.set_xlim(0.9, max(1.3, max(med) + 0.05))
         ax.set_title(m)
-        ax.set_xlabel("step time / plain step time")
+        ax.set_xlabel("step time / plain step time, same mode (median, p25-p75)")
         ax.invert_yaxis()
-        ax.legend(loc="lower right")
+        ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(RESULTS / "backward_overhead.png", dpi=110)
 
