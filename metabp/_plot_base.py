@@ -34,6 +34,7 @@ DPI = 110  # small PNGs (tens of kB) that still read on a laptop screen
 Z_RANGE = (-4.0, 4.0)  # where pre-activations of a normally initialised layer mostly lie
 Z_POINTS = 401
 CHARS_PER_INCH = 13  # title characters per inch of figure width at font size 9
+SGD_LIKE = frozenset({"sgd", "momentum", "nesterov"})  # a constant factor in g is a learning rate
 
 
 @dataclass
@@ -119,7 +120,10 @@ def optimizer_note(optimizer: str | None) -> str:
     if optimizer is None:
         return ("optimizer not given: under SGD-like optimizers beta(z) is the step size; under Adam-like "
                 "ones a constant factor in g cancels and only the shape of beta(z) acts")
-    name = optimizer.lower()
+    name = optimizer.lower() if isinstance(optimizer, str) else optimizer
+    if name not in SCALE_INVARIANT | SGD_LIKE:
+        raise ConfigError(f"optimizer={optimizer!r} is not known; choose one of "
+                          f"{', '.join(sorted(SGD_LIKE | SCALE_INVARIANT))}")
     if name in SCALE_INVARIANT:
         return (f"{name} is scale-invariant (Adam-like): a constant factor in g cancels; "
                 "only the shape of beta(z) over z acts")

@@ -56,6 +56,13 @@ def test_optimizer_note_says_which_case():
     assert "SGD-like" in plots.optimizer_note("sgd")
     assert "SGD-like" in plots.optimizer_note("momentum")
     assert "exact for plain SGD" not in plots.optimizer_note(None)
+    with pytest.raises(ConfigError, match="optimizer='lbfgs' is not known"):
+        plots.optimizer_note("lbfgs")
+    from metabp._implicit_lr import SCALE_INVARIANT
+    from metabp._plot_base import SGD_LIKE
+    from metabp.targets import OPTIMIZERS
+
+    assert set(OPTIMIZERS) == SGD_LIKE | SCALE_INVARIANT  # every optimizer a target can use is classified
 
 
 def test_implicit_lr_shades_only_where_g_injects_credit(tmp_path):
