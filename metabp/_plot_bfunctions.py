@@ -45,8 +45,8 @@ def plot_bfunction(
         activation: the ``sigma`` it replaces (drawn dashed as ``sigma'``).
         path: PNG to write.
         z: pre-activations, 1-D; default ``linspace(-4, 4, 401)``.
-        label: legend text for ``g``; default its ``repr``.
-        title: figure title.
+        label: legend text for ``g``; default ``g(z)``.
+        title: figure title; default the ``repr`` of ``bfn``.
 
     Returns:
         :class:`Plotted` with data ``z``, ``g``, ``dsigma``.
@@ -55,12 +55,12 @@ def plot_bfunction(
     data = bfunction_curves(bfn, act, z=z)
     data.pop("beta")
     fig, (ax,) = figure()
-    ax.plot(data["z"], data["g"], lw=2, label=label or f"g = {bfn!r}")
+    ax.plot(data["z"], data["g"], lw=2, label=label or "g(z)")
     ax.plot(data["z"], data["dsigma"], "k--", lw=1, label=f"{act.name}'(z) (replaced)")
     ax.axhline(0, color="0.8", lw=0.8)
     ax.set(xlabel="pre-activation z", ylabel="g(z)")
-    set_title(ax, title or "b-function")
-    ax.legend(fontsize=8)
+    set_title(ax, title or f"b-function g = {bfn!r}")
+    ax.legend(fontsize=8, loc="best")
     return Plotted(save(fig, path), data)
 
 

@@ -196,7 +196,7 @@ def plot_heldout_scatter(
     x, y = np.asarray(search, dtype=float), np.asarray(heldout, dtype=float)
     if x.size == 0 or x.shape != y.shape:
         raise ConfigError(f"search ({x.size} values) and heldout ({y.size}): need equal, non-zero lengths")
-    fig, (ax,) = figure(width=5.5, height=4.6)
+    fig, (ax,) = figure(width=5.5, height=5.4)  # room for the legend below the axes
     yerr = None if heldout_std is None else np.asarray(heldout_std, dtype=float)
     ax.errorbar(x, y, yerr=yerr, fmt="o", color="C0", ms=5, capsize=2, label="validated candidates")
     for i, text in enumerate(labels or []):
@@ -215,7 +215,7 @@ def plot_heldout_scatter(
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.6", lw=1, label="y = x (no overfitting)")
     ax.set(xlim=(lo - pad, hi + pad), ylim=(lo - pad, hi + pad), xlabel=xlabel, ylabel=ylabel)
     set_title(ax, title or "search-seed score against held-out score")
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     return Plotted(save(fig, path), {"search": x, "heldout": y})
 
 
