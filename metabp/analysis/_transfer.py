@@ -6,7 +6,8 @@ For each target and each seed ``s`` both train from the same initial weights and
 .. math:: r_s = \frac{\mathrm{AULC}_s(g)}{\mathrm{AULC}_s(\text{backprop})},
 
 its mean ± std over seeds (below 1: ``g`` learns faster), the AULCs and test accuracies of both.
-``g`` goes at each target's own patch site unless ``where`` names one.
+``g`` goes at each target's own patch site unless ``where`` names one, and both train with the
+target's own optimizer and lr (an ``lr`` a study searched with ``g`` belongs to its search target).
 """
 
 from __future__ import annotations
@@ -188,7 +189,8 @@ def to_markdown(result: Transfer) -> str:
     lines = [
         f"# Transfer of `{g!r}`" + (f" (study `{source}`)" if source else ""),
         "",
-        f"Each target trains g (at its patch site) and plain backprop on seeds "
+        "Each target trains g (at its patch site) and plain backprop, both with the target's own optimizer "
+        f"and lr, on seeds "
         f"{', '.join(map(str, result.seeds))}: the same initial weights and data order for both on each "
         "seed. "
         "AULC = mean training loss per step, lower is better; ratio = AULC(g) / AULC(backprop) per seed, "
