@@ -247,9 +247,7 @@ class MetaNet(BFunction):
             omega = torch.rand(self.num_params, generator=gen, dtype=torch.float64) * 2 - 1
         self.omega = omega
 
-    @property
-    def num_params(self) -> int:
-        return 3 * self.hidden + 1
+    num_params = property(lambda self: 3 * self.hidden + 1, doc="``3 * hidden + 1``, omega's length")
 
     @property
     def omega(self) -> Tensor:
@@ -331,8 +329,7 @@ class MetaNet(BFunction):
 
         (every ``phi`` here has ``|phi'| <= 1.2`` and ``|phi(u)| <= max(1, |u|) + 1``).
         """
-        w1, b1, w2, b2 = self.weights()
-        lo, hi = self.table_range()
+        (w1, b1, w2, b2), (lo, hi) = self.weights(), self.table_range()
         u_max = w1.abs() * max(abs(lo), abs(hi)) + b1.abs()
         sup_g = float(b2.abs() + (w2.abs() * (u_max.clamp_min(1) + 1)).sum())
         sup_dg = 1.2 * float((w2 * w1).abs().sum())
@@ -354,9 +351,8 @@ class MetaNet(BFunction):
         return self._args[key]
 
     def prepare(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> None:
-        """Make the table tensors for ``device`` and ``dtype`` now. A compiled model whose first
-        call made them would compile once more; :func:`metabp.patch` prepares the model's own
-        device and dtype, and the CPU float32 tensors always exist."""
+        """Make the table tensors for ``device`` and ``dtype`` now (else a compiled model's first
+        call would, and compile again); ``patch`` does it for the model's device and dtype."""
         self.tensors_for(device, dtype)
 
     def table_args(self, z: Tensor) -> tuple:
@@ -377,6 +373,12 @@ class MetaNet(BFunction):
             raise ConfigError("a metanet needs the tensor 'omega'; the file has none")
         return cls(_field(config, "hidden"), _field(config, "act", "tanh"), omega=tensors["omega"],
                    table_size=_field(config, "table_size", 16384))
+
+    def __getstate__(self) -> dict[str, Any]:  # pickle and deepcopy: stacks register again
+        return {**self.__dict__, "_stacks": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _stacks=weakref.WeakSet())
 
     def __repr__(self) -> str:
         values = ", ".join(f"{v:.4g}" for v in self._omega.tolist())

@@ -134,6 +134,12 @@ class Stacked(BFunction):
                 b._stacks.add(self)
             self.prepare("cpu")
 
+    def __setstate__(self, state: dict[str, Any]) -> None:  # unpickled or copied members
+        self.__dict__.update(state)
+        if self.tabulated:
+            for b in self.bfns:
+                b._stacks.add(self)
+
     def __len__(self) -> int:
         return len(self.bfns)
 

@@ -192,3 +192,12 @@ def test_doctests_of_core_modules():
     for module in (_activations, _artifact, _bfunctions, _implicit_lr, _patch, _table):
         result = doctest.testmod(module, extraglobs={"torch": torch, "metabp": metabp})
         assert result.failed == 0, module.__name__
+
+
+def test_pickled_stack_follows_its_members():
+    import pickle
+
+    s = pickle.loads(pickle.dumps(metabp.stack([MetaNet(1, seed=0), MetaNet(2, seed=1)])))
+    assert pickle.loads(pickle.dumps(s.bfns[0])).omega.tolist() == s.bfns[0].omega.tolist()
+    s.bfns[0].omega = [3.0, 0.0, 1.0, 0.0]
+    assert torch.equal(s.table_args(torch.zeros(2, 1))[0][:16384], s.bfns[0].table.values)
