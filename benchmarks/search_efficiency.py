@@ -101,9 +101,9 @@ PROBLEMS = {  # name -> builder (built lazily: metabp problems load data)
     "michalewicz5": lambda: _synthetic("Michalewicz", dim=5),
     "hartmann6": lambda: _synthetic("Hartmann", dim=6),
     "ackley10": lambda: _synthetic("Ackley", dim=10),
-    "hartmann6-in-20d": lambda: _embedded(20, seeds=5),
-    "quickstart": lambda: _metabp("gaussians-mlp3", 1, seeds=5),
-    "digits": lambda: _metabp("digits-mlp", 1, seeds=5),
+    "hartmann6-in-20d": lambda: _embedded(20, seeds=3),
+    "quickstart": lambda: _metabp("gaussians-mlp3", 1, seeds=3),
+    "digits": lambda: _metabp("digits-mlp", 1, seeds=3),
     "digits25": lambda: _metabp("digits-mlp", 8, seeds=3),
 }
 SUITE = ["branin", "hartmann3", "levy4", "rosenbrock4", "styblinski5", "michalewicz5", "hartmann6",
@@ -268,8 +268,9 @@ def table(runs: list[dict], optima: dict, samplers: list[str], cost: dict, meta:
                   "Hartmann-6 embedded in d dimensions, n random points)", "",
                   "| sampler | " + " | ".join(f"n = {n}" for n in cost["n"]) + " |",
                   "|---|" + "---|" * len(cost["n"])]
-        for s, ts in cost["seconds"].items():
-            lines.append(f"| {s} | " + " | ".join(f"{t:.3f}" for t in ts) + " |")
+        for s, ts in sorted(cost["seconds"].items()):
+            lines.append(f"| {s} | " + " | ".join(f"{ts[str(n)]:.3f}" if str(n) in ts else "-"
+                                                  for n in cost["n"]) + " |")
     return "\n".join(lines)
 
 
@@ -336,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     done = {(r["problem"], r["sampler"], r["seed"]) for r in runs if r["budget"] == args.budget}
     log.write_text("".join(json.dumps(r) + "\n" for r in runs))
     given = argv if argv is not None else sys.argv[1:]
+    given = [a for a in given if a not in ("--resume", "--table-only")]  # same results either way
     cmd = " ".join(["python benchmarks/search_efficiency.py", *given])
     meta = (f"# Search efficiency: `{cmd}`\n\nn_initial {N_INITIAL} for every sampler; torch "
             f"{torch.__version__}, 1 thread; a 2-core CPU shared with other jobs (times are indicative).")
@@ -351,23 +353,32 @@ def main(argv: list[str] | None = None) -> int:
             for s in args.samplers if sd < seeds[name] and (name, s, sd) not in done]
     if args.table_only:
         todo = []
+    cost_file = stem.with_name(stem.name + "_cost.json")
+    cells = [(s, d, n) for d in args.cost_dim for s in args.samplers if s in ("botorch", "gp")
+             for n in args.cost_n]
+    cost = {"n": args.cost_n, "repeats": args.cost_repeats, "seconds": {}}
+    if keep and cost_file.exists():
+        cost = json.loads(cost_file.read_text())
+    elif args.table_only or not cells:
+        cost = {}
+    else:
+        todo = [("cost", *c) for c in cells] + todo
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("fork"),
                              initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        futures = [pool.submit(run_task, *t) for t in todo]
+        futures = {pool.submit(proposal_cost, t[1], t[2], t[3], args.cost_repeats) if t[0] == "cost"
+                   else pool.submit(run_task, *t): t for t in todo}
         for i, fut in enumerate(tqdm(as_completed(futures), total=len(futures), file=sys.stderr)):
-            r = fut.result()
-            runs.append(r)
+            t = futures[fut]
+            if t[0] == "cost":
+                cost["seconds"].setdefault(f"{t[1]}, d = {t[2]}", {})[str(t[3])] = fut.result()
+                cost_file.write_text(json.dumps(cost))
+                continue
+            runs.append(fut.result())
             with log.open("a") as fh:
-                fh.write(json.dumps(r) + "\n")
+                fh.write(json.dumps(runs[-1]) + "\n")
             if i % 20 == 19 or i == len(futures) - 1:
                 write(stem, sorted(runs, key=order(args)), optima, args.samplers, cost, meta)
-    if args.cost_n:
-        cost = {"n": args.cost_n, "repeats": args.cost_repeats, "seconds": {}}
-        cells = [(s, d) for d in args.cost_dim for s in args.samplers if s in ("botorch", "gp")]
-        for s, d in tqdm(cells, desc="proposal cost", file=sys.stderr):
-            cost["seconds"][f"{s}, d = {d}"] = [proposal_cost(s, d, n, args.cost_repeats)
-                                                for n in args.cost_n]
-        write(stem, sorted(runs, key=order(args)), optima, args.samplers, cost, meta)
+    write(stem, sorted(runs, key=order(args)), optima, args.samplers, cost, meta)
     print(stem.with_suffix(".md").read_text())
     return 0
 

@@ -3,16 +3,19 @@ r"""The BoTorch model and acquisition choices of metabp's GP sampler, in one pla
 Paper section 3.2.1: a Gaussian-process prior over ``omega -> AULC`` and Expected Improvement.
 Here, per proposal:
 
-1. inputs normalised to the unit cube; outputs (``AULC``, minimised) outlier-capped, log-warped
-   (:func:`warp_log1p`: bad candidates' AULCs span orders of magnitude above the good ones) and
-   standardised;
+1. inputs normalised to the unit cube (``log x`` for log-scale parameters); outputs (``AULC``,
+   minimised) outlier-capped (:func:`cap_outliers`), power-warped (:func:`warp_power`, exponent by
+   maximum likelihood: a heavy upper tail of bad candidates is compressed, near-Gaussian values
+   are left alone) and standardised;
 2. ``SingleTaskGP`` (Matern-5/2 ARD kernel, BoTorch's dimension-scaled priors) with a **fixed tiny
    noise** (``NOISE_VAR``): under common random numbers a candidate's AULC is deterministic, so
-   the function is modelled as noiseless. Inferring the noise (BoTorch's default) let the GP explain
-   real structure away as noise and lost to Optuna's ``GPSampler`` (DESIGN.md);
+   the function is modelled as noiseless;
 3. hyperparameters by ``fit_gpytorch_mll`` (one intra-op thread: several times faster on 2 cores);
 4. LogEI (``q = 1``, no pending points) or qLogEI (batches, or points other workers still run),
    maximised over the box with ``optimize_acqf`` (multi-start L-BFGS-B).
+
+The fixed choices (``WARP``, ``NOISE_VAR``, ``NUM_RESTARTS``, ``RAW_SAMPLES``) were picked by
+``benchmarks/search_efficiency.py`` on its synthetic functions (its results table, ``_ab`` files).
 
 Expected Improvement over the incumbent :math:`f^*` under the posterior
 :math:`\mathcal{N}(\mu(x), \sigma(x)^2)`, with :math:`u = (\mu(x) - f^*)/\sigma(x)`:

@@ -7,7 +7,7 @@ import torch
 
 import metabp.search._botorch as engine
 from metabp.exceptions import ConfigError
-from metabp.search._botorch import GPCandidates, cap_outliers, warp_log1p
+from metabp.search._botorch import GPCandidates, cap_outliers, warp_log1p, warp_power
 
 
 def test_warp_is_monotone_and_compresses_the_penalty():
@@ -15,6 +15,24 @@ def test_warp_is_monotone_and_compresses_the_penalty():
     w = warp_log1p(y)
     assert (w[1:] > w[:-1]).all() and w[0] == 0
     assert w[-1] < 10 * w[-2]  # a penalty 400x the spread ends a few units up, not 400x
+
+
+def test_power_warp_is_monotone_and_log_like_on_a_heavy_tail():
+    heavy = torch.tensor([[v] for v in (0.1, 0.2, 0.3, 0.5, 1.0, 3.0, 10.0, 30.0, 100.0)],
+                         dtype=torch.float64)
+    w = warp_power(heavy)
+    assert (w[1:] > w[:-1]).all()
+    gaps = w[1:] - w[:-1]
+    assert gaps[-1] / gaps[0] < 700 / 10  # top step / bottom step: 700 before, 10x less after
+    even = torch.linspace(-1, 1, 9, dtype=torch.float64).unsqueeze(1)
+    z = (even - even.mean()) / even.std()
+    assert torch.allclose(warp_power(even), z, atol=0.05)  # symmetric values: nearly unchanged
+
+
+def test_power_warp_degenerate():
+    ones = torch.ones(5, 1, dtype=torch.float64)
+    assert torch.equal(warp_power(ones), torch.zeros_like(ones))
+    assert warp_power(torch.ones(1, 1, dtype=torch.float64)).shape == (1, 1)
 
 
 def test_cap_outliers_keeps_order_and_replaces_nonfinite():
