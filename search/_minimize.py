@@ -59,10 +59,10 @@ def minimize(
         ConfigError: a bad argument (named, with its value and what is allowed), or ``f`` never
             returned a finite value.
 
-    Example:
-        >>> r = minimize(lambda x: float(((x - 0.3) ** 2).sum()), [[-1.0, -1.0], [1.0, 1.0]], 20)
-        >>> r.best_value < 0.05
-        True
+    Example::
+
+        r = minimize(lambda x: float(((x - 0.3) ** 2).sum()), [[-1.0, -1.0], [1.0, 1.0]], 20)
+        r.best_value, r.best_x          # about 0 at (0.3, 0.3); 20 evaluations take a few seconds
     """
     b = torch.as_tensor(bounds, dtype=torch.float64)
     if b.dim() != 2 or b.shape[0] != 2 or not (b[0] < b[1]).all():
