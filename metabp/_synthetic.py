@@ -27,6 +27,8 @@ from torch import Tensor, nn
 from metabp._select import Selector, select
 from metabp.exceptions import ConfigError, PatchError
 
+MAX_PARAMETERS = 10**8  # a predictor larger than this is a mistake (400 MB of float32 weights)
+
 
 class _Boundary(torch.autograd.Function):
     """Identity on ``h``; backward sends ``pred`` down and ``d MSE / d pred`` to the predictor."""
@@ -73,10 +75,16 @@ class SyntheticGradient(nn.Module):
     def __init__(self, features: int, *, num_classes: int = 0, hidden: int = 0, seed: int = 0) -> None:
         super().__init__()
         _check_sizes(features=features, num_classes=num_classes, hidden=hidden, seed=seed)
+        d_in = features + num_classes
+        size = d_in * hidden + hidden * features if hidden else d_in * features
+        if size > MAX_PARAMETERS:
+            raise ConfigError(
+                f"SyntheticGradient(features={features}, num_classes={num_classes}, hidden={hidden}) would "
+                f"have {size:.3g} weights; at most {MAX_PARAMETERS:.0e}: use fewer classes or hidden units"
+            )
         self.features, self.num_classes, self.hidden = features, num_classes, hidden
         self.label: Tensor | None = None
         gen = torch.Generator().manual_seed(seed)
-        d_in = features + num_classes
         if hidden:
             first = nn.Linear(d_in, hidden)
             with torch.no_grad():

@@ -111,3 +111,9 @@ def test_not_a_model():
             fn()
     with pytest.raises(metabp.ConfigError, match=r"y=.*: must be None or a 1-D integer tensor"):
         metabp.set_synthetic_labels(nn.Linear(2, 2), torch.ones(3))
+
+
+@pytest.mark.parametrize("kw", [{"num_classes": 2**40}, {"hidden": 10**9}])
+def test_huge_predictor_is_refused_before_allocating(kw):
+    with pytest.raises(metabp.ConfigError, match=r"would have .* weights; at most 1e\+08"):
+        metabp.SyntheticGradient(6, **kw)
