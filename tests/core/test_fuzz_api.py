@@ -208,3 +208,14 @@ def test_implicit_lr_values_are_unchanged_by_the_checks():
     z = torch.tensor([-1.0, 0.5, 2.0])
     beta = metabp.implicit_lr(metabp.Scaled(0.5), "tanh", lr=2, z=z)
     assert torch.allclose(beta, torch.ones(3))
+
+
+# --- calls that hypothesis found (longer runs than CI's) escaping as plain TypeErrors ---
+@pytest.mark.parametrize("call", [
+    pytest.param(lambda: metabp.feedback(_net(), "dfa", output=[]), id="feedback-dfa-output-list"),
+    pytest.param(lambda: metabp.stack(torch.tensor(1.0)), id="stack-0d-tensor"),
+    pytest.param(lambda: metabp.stack(3), id="stack-int"),
+])
+def test_found_by_fuzzing(call):
+    with pytest.raises(MetabpError):
+        call()
