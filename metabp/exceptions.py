@@ -8,11 +8,13 @@ class MetabpError(Exception):
 
 
 class PatchError(MetabpError, ValueError):
-    """A model cannot be patched as asked (unknown selector, unsupported module)."""
+    """A model cannot be patched as asked (not a module, unknown or malformed ``where=``,
+    unsupported module)."""
 
 
 class ArtifactError(MetabpError, ValueError):
-    """A ``.bfn`` file is missing, truncated, corrupted or of an unknown kind."""
+    """A ``.bfn`` file is missing, truncated, corrupted, of an unknown kind or version, holds a
+    value out of range, or cannot be written; the message names the file and the field."""
 
 
 class ConfigError(MetabpError, ValueError):
