@@ -399,6 +399,11 @@ def run_task(problem: str, sampler: str, seed: int, budget: int) -> dict:
 
 
 def write(stem: Path, runs: list[dict], optima: dict, samplers: list[str], cost: dict, meta: str) -> None:
+    """Table and PNG from the seeds every sampler has finished (a run still going leaves its seed out)."""
+    have: dict[tuple[str, int], set] = {}
+    for r in runs:
+        have.setdefault((r["problem"], r["seed"]), set()).add(r["sampler"])
+    runs = [r for r in runs if have[(r["problem"], r["seed"])] >= set(samplers)]
     stem.with_suffix(".md").write_text(table(runs, optima, samplers, cost, meta) + "\n")
     plot(runs, optima, samplers, stem.with_suffix(".png"))
 
