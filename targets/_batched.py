@@ -5,7 +5,7 @@ keeps the target's names: ``fc1.weight`` is ``K x out x in``). The input is shar
 or one batch per copy (``K x B x ...``). Layers run batched:
 
 - ``Linear``: ``Z = A W^T + b`` per copy, one ``baddbmm`` over ``K x B x in`` and ``K x in x out``
-  (a shared input: one ``matmul`` against every copy's weights).
+  (a shared input: one GEMM against every copy's weights side by side, ``B x K*out``).
 - ``Conv``: the copies' channels side by side (``B x K*C x ...``), one grouped convolution
   (``groups=K``); ``BatchNorm`` over ``K*C`` channels is per copy as it is.
 - patched activations: ``metabp.replace_derivative(z, metabp.stack(bfns), activation)`` on
@@ -97,8 +97,8 @@ class BatchedSequential(nn.Module):
         w, b = own.weight, getattr(own, "bias", None)
         if layout == GROUPED:
             raise ConfigError(f"{name}: a Linear layer right after a convolution needs a Flatten")
-        if layout == SHARED:
-            h = torch.matmul(h, w.transpose(1, 2))  # (B, in) @ (K, in, out) -> (K, B, out)
+        if layout == SHARED:  # one GEMM against every copy's weights: (B, in) @ (in, K*out)
+            h = (h @ w.reshape(-1, w.shape[2]).t()).view(h.shape[0], self.K, -1).transpose(0, 1)
             return h if b is None else h + b.unsqueeze(1)
         if b is None:
             return torch.bmm(h, w.transpose(1, 2))

@@ -180,7 +180,7 @@ def list_targets() -> list[str]:
     return list(PRESETS)
 
 
-def get_target(name: str | TargetSpec, **overrides: object) -> TargetSpec:
+def get_target(name: str | TargetSpec, /, **overrides: object) -> TargetSpec:
     """The preset ``name`` with ``overrides`` replacing its fields (validated).
 
     Example:

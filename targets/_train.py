@@ -37,7 +37,6 @@ import metabp
 from metabp._bfunctions import BFunction
 from metabp.exceptions import ConfigError
 from metabp.targets._args import check_callbacks, check_device, check_flag, check_seed
-from metabp.targets._compile import compiled_loss
 from metabp.targets._data import Data
 from metabp.targets._loop import Callback, copy_accuracies, copy_batches, copy_losses, fit, steps_per_epoch
 from metabp.targets._optim import make_optimizer
@@ -138,7 +137,12 @@ def train_copies(spec: TargetSpec, data: Data, model: nn.Module, seeds: Sequence
     K = len(seeds)
     opt = make_optimizer(spec.optimizer, trainable_parameters(model.named_parameters(), spec.trainable),
                          spec.lr)
-    loss_fn = compiled_loss(model) if compile else (lambda x, y: copy_losses(model(x), y))
+    if compile:
+        from metabp.targets._compile import compiled_loss
+
+        loss_fn = compiled_loss(model)
+    else:
+        loss_fn = lambda x, y: copy_losses(model(x), y)  # noqa: E731
     n = len(data.y_train)
     epochs = ([(data.x_train[i], data.y_train[i]) for i in (idx.to(device) for idx in epoch)]
               for epoch in copy_batches(n, spec.batch_size, spec.epochs, seeds))

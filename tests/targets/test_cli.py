@@ -1,18 +1,24 @@
 import json
 
+import pytest
+
 import metabp
 from metabp._cli import main
 
 
-def test_train_prints_aulc_and_accuracy(capsys, tmp_path):
+def test_train_prints_aulc_beside_backprop_on_the_same_seed(capsys, tmp_path):
+    from metabp.targets import get_target, train
+
     path = tmp_path / "g.bfn"
     metabp.save(metabp.Scaled(0.5), path)
     rc = main(["train", "gaussians-mlp3", "--bfn", str(path), "--where", "act2", "--epochs", "4",
                "--no-progress"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "gaussians-mlp3 (b-function" in out and "at act2" in out
-    assert "AULC " in out and "test accuracy " in out
+    assert "gaussians-mlp3 (b-function" in out and "at act2" in out and "test accuracy " in out
+    spec = get_target("gaussians-mlp3", epochs=4)
+    g, bp = train(spec, metabp.Scaled(0.5), seed=0).aulc, train(spec, seed=0).aulc
+    assert f"AULC {g:.6g}   (backprop, same seed: {bp:.6g}; g/backprop {g / bp:.3f}, " in out
 
 
 def test_train_json_matches_the_api(capsys):
@@ -23,10 +29,31 @@ def test_train_json_matches_the_api(capsys):
     got = json.loads(capsys.readouterr().out)
     run = train(get_target("digits-mlp", epochs=1, optimizer="sgd", lr=0.2), seed=2)
     assert got["step_losses"] == run.step_losses and got["aulc"] == run.aulc
+    assert got["backprop_aulc"] is None
 
 
-def test_train_errors_are_one_line(capsys, tmp_path):
-    assert main(["train", "no-such-target", "--no-progress"]) == 2
-    assert "metabp train: error: target='no-such-target' is not known" in capsys.readouterr().err
-    assert main(["train", "mnist-mlp", "--data-dir", str(tmp_path), "--no-progress"]) == 2
-    assert "--data-dir DIR" in capsys.readouterr().err
+def test_a_diverged_run_is_labelled(capsys, tmp_path):
+    path = tmp_path / "big.bfn"
+    metabp.save(metabp.Scaled(1e4), path)
+    assert main(["train", "gaussians-mlp3", "--bfn", str(path), "--optimizer", "sgd", "--lr", "0.5",
+                 "--epochs", "20", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "diverged at step" in out and "(diverged: penalty)" in out and "g diverged" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "no-such-target"], "metabp train: error: target='no-such-target' is not known"),
+    (["train", "gaussians-mlp3", "--device", "bogus"], "device='bogus' is not a device; available here: cpu"),
+    (["train", "gaussians-mlp3", "--bfn", "missing.bfn"], "missing.bfn"),
+    (["train", "gaussians-mlp3", "--threads", "many"], "--threads='many' must be 'auto' or a number"),
+    (["train", "gaussians-mlp3", "--epochs", "0"], "epochs=0 must be an int in [1, 100000]"),
+    (["train", "mnist-mlp", "--data-dir", "{tmp}"], "--data-dir DIR"),
+])
+def test_user_mistakes_are_one_line_and_exit_2(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("METABP_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr("metabp.targets._data_idx._debian_dir", lambda: None)
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv] + ["--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.err.count("\n") == 1 and "Traceback" not in captured.err
