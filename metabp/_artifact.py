@@ -78,12 +78,13 @@ def save(bfn: BFunction, path: str | os.PathLike, *, meta: Mapping[str, Any] | N
     if not isinstance(bfn, BFunction):
         raise ArtifactError(f"save(bfn={bfn!r}): only b-functions (MetaNet, Derivative, Scaled) can be saved")
     path = _path(path, "save")
-    own = getattr(bfn, "meta", None) or {}
-    for name, value in (("bfn.meta", own), ("meta", meta or {})):
+    own = getattr(bfn, "meta", None)
+    own, meta = ({} if own is None else own), ({} if meta is None else meta)
+    for name, value in (("bfn.meta", own), ("meta", meta)):
         if not isinstance(value, Mapping):
             raise ArtifactError(f"save({name}={value!r}): metadata must be a dict of JSON values")
     try:
-        meta_json = json.dumps({**own, **(meta or {})}, sort_keys=True)
+        meta_json = json.dumps({**own, **meta}, sort_keys=True)
     except (TypeError, ValueError, RecursionError) as exc:
         raise ArtifactError(f"save(meta=...): metadata must be JSON-serialisable ({exc})") from None
     tensors, config = bfn.state()

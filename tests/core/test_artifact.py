@@ -313,7 +313,7 @@ def test_unwritable_path_is_named(tmp_path: Path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.bfn", "file"]
 
 
-@pytest.mark.parametrize("meta", [[1, 2], "study"])
+@pytest.mark.parametrize("meta", [[1, 2], "study", torch.tensor([]), torch.ones(2)])
 def test_save_refuses_meta_that_is_not_a_dict(tmp_path: Path, meta):
     g = Scaled(0.5)
     with pytest.raises(ArtifactError, match=r"save\(meta=.*\): metadata must be a dict"):
