@@ -230,3 +230,12 @@ def test_the_generators_reach_both_outcomes(work):
              "b.bfn": _with_checksum("scaled", {"c": 1e30}, {})}
     outcomes = {check_file(work / name, data, note=print) for name, data in files.items()}
     assert outcomes == {"loaded", "refused"}
+
+
+@pytest.mark.parametrize("g", [metabp.Scaled(-0.999e6), metabp.MetaNet(omega=[0.0, 0.0, 0.0, 0.999e6]),
+                               metabp.MetaNet(1, "relu", omega=[1.0, 0.0, 0.999e6 / 64, 0.0]),
+                               metabp.Derivative("leaky_relu", negative_slope=-0.999e6)], ids=repr)
+def test_at_the_bound_gradients_stay_finite(work, g):
+    """Just inside G_LIMIT, on three patched layers in a row with inputs up to 1e3."""
+    path = metabp.save(g, work / "edge.bfn")
+    assert check_file(path, path.read_bytes(), note=print) == "loaded"
