@@ -239,3 +239,17 @@ def test_at_the_bound_gradients_stay_finite(work, g):
     """Just inside G_LIMIT, on three patched layers in a row with inputs up to 1e3."""
     path = metabp.save(g, work / "edge.bfn")
     assert check_file(path, path.read_bytes(), note=print) == "loaded"
+
+
+def test_the_bound_is_needed(work):
+    """A b-function the constructors accept but past G_LIMIT makes inf/NaN gradients on this model,
+    so the loader's bound, not luck, keeps loaded files finite."""
+    g = metabp.Scaled(1e20)
+    model = _model()
+    metabp.patch(model, g)
+    model(X).square().sum().backward()
+    assert not all(torch.isfinite(p.grad).all() for p in model.parameters())
+    with pytest.raises(metabp.ArtifactError, match=r"reaches \|g\| = 1e\+20 on c; allowed: finite \|g\| <= 1e\+06"):
+        metabp.save(g, work / "big.bfn")
+    data = _with_checksum("scaled", {"c": 1e20}, {})
+    assert check_file(work / "big.bfn", data, note=print) == "refused"
