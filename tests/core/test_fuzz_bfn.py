@@ -249,7 +249,7 @@ def test_the_bound_is_needed(work):
     metabp.patch(model, g)
     model(X).square().sum().backward()
     assert not all(torch.isfinite(p.grad).all() for p in model.parameters())
-    with pytest.raises(metabp.ArtifactError, match=r"reaches \|g\| = 1e\+20 on c; allowed: finite \|g\| <= 1e\+06"):
+    with pytest.raises(metabp.ArtifactError, match=r"reaches \|g\| = 1e\+20 on c; allowed: finite"):
         metabp.save(g, work / "big.bfn")
     data = _with_checksum("scaled", {"c": 1e20}, {})
     assert check_file(work / "big.bfn", data, note=print) == "refused"
