@@ -173,10 +173,13 @@ def write_tables(rows: list[dict], args: argparse.Namespace) -> None:
                         f"{r['time_vs_bp']:.3f}" if r["time_vs_bp"] else "",
                         r["biotorch_mnist_lenet_pct"] or ""])
     lines = [
+        f"`python benchmarks/feedback.py --seeds {args.seeds} --rounds {args.rounds} --steps {args.steps} "
+        f"--targets {args.targets}`",
+        "",
         "# Feedback modes: test error and step time relative to bp",
         "",
-        f"`python benchmarks/feedback.py --seeds {args.seeds} --rounds {args.rounds} --steps {args.steps}`; "
-        f"{torch.__version__}, {THREADS} thread. Test error: mean ± std over {args.seeds} seeds of the "
+        f"{torch.__version__}, {THREADS} thread, a shared CPU. Test error: mean ± std over {args.seeds} "
+        "seeds of the "
         "unchanged preset (`train(get_target(name, feedback=mode))`). `plain` is the unpatched model "
         "(plain autograd); `bp` is the custom backward with B = W. Step time: median over interleaved "
         "rounds, forward + backward + optimizer step on one batch (mnist-lenet: random inputs if the "

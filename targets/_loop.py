@@ -125,6 +125,11 @@ def copy_losses(logits: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(logits.transpose(1, 2), y.expand(K, B), reduction="none").mean(1)
 
 
+def model_losses(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """:func:`copy_losses` of ``model(x)``: the function the loop calls each step (or its compiled form)."""
+    return copy_losses(model(x), y)
+
+
 @torch.no_grad()
 def copy_accuracies(model: nn.Module, x: Tensor, y: Tensor) -> list[float]:
     """Per copy, the fraction of ``x`` (``M x *in_shape``) classified as ``y``, in eval mode."""
@@ -215,4 +220,4 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable[[T
 
 
 __all__ = ["StepEvent", "Callback", "Curves", "fit", "batches", "copy_batches", "steps_per_epoch",
-           "is_diverged", "copy_losses", "copy_accuracies", "accuracy", "EVAL_CHUNK"]
+           "is_diverged", "copy_losses", "model_losses", "copy_accuracies", "accuracy", "EVAL_CHUNK"]

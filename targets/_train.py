@@ -24,6 +24,7 @@ candidate; on CPU the same seed gives bit-identical loss curves.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 import os
 import time
@@ -38,7 +39,7 @@ from metabp._bfunctions import BFunction
 from metabp.exceptions import ConfigError
 from metabp.targets._args import check_callbacks, check_device, check_flag, check_seed
 from metabp.targets._data import Data
-from metabp.targets._loop import Callback, copy_accuracies, copy_batches, copy_losses, fit, steps_per_epoch
+from metabp.targets._loop import Callback, copy_accuracies, copy_batches, fit, model_losses, steps_per_epoch
 from metabp.targets._optim import make_optimizer
 from metabp.targets._spec import DEFAULT_MAX_LOSS, TargetSpec, build_model, load_data
 from metabp.targets._threads import num_threads, resolve_threads
@@ -138,11 +139,11 @@ def train_copies(spec: TargetSpec, data: Data, model: nn.Module, seeds: Sequence
     opt = make_optimizer(spec.optimizer, trainable_parameters(model.named_parameters(), spec.trainable),
                          spec.lr)
     if compile:
-        from metabp.targets._compile import compiled_loss
+        from metabp.targets._compile import compiled_model_losses
 
-        loss_fn = compiled_loss(model)
+        loss_fn = functools.partial(compiled_model_losses(), model)
     else:
-        loss_fn = lambda x, y: copy_losses(model(x), y)  # noqa: E731
+        loss_fn = functools.partial(model_losses, model)
     n = len(data.y_train)
     epochs = ([(data.x_train[i], data.y_train[i]) for i in (idx.to(device) for idx in epoch)]
               for epoch in copy_batches(n, spec.batch_size, spec.epochs, seeds))
@@ -181,8 +182,10 @@ def train(spec: TargetSpec, bfn: BFunction | None = None, where: str | None = No
         data_dir: directory with dataset files (else ``$METABP_DATA``); see ``load_data``.
         threads: CPU threads while training: ``"auto"`` (1 for small targets, see
             :func:`recommended_threads`), an int, or ``None`` to leave torch's setting.
-        compile: run the forward and backward through ``torch.compile`` (same losses within
-            float rounding; pays off for long runs, see ``benchmarks/train_many.py``).
+        compile: run the forward and backward through ``torch.compile`` (the same losses up to
+            float rounding). The first run of a target compiles (seconds to a minute on a CPU);
+            later runs in the process reuse the graphs, whatever the b-function and seed.
+            ``benchmarks/train_many.py --compile`` measures what it gains.
         callbacks: functions ``cb(event)`` called every step with a :class:`StepEvent`, after
             the backward pass and before the optimizer step.
 
