@@ -39,6 +39,7 @@ TABLE_SIZES = (16, 2**15)  # MetaNet table_size range (the table index is int16)
 #: ``1e36``, inside float32's ``3.4e38``: a loaded ``.bfn`` cannot turn finite inputs into inf/NaN
 #: gradients by itself. Searches over ``omega`` in ``[-5, 5]`` reach a few thousand at most.
 G_LIMIT = 1e6
+OMEGA_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # points where Derivative and the bound are probed: the float32 extremes, zero, and a fine middle
 _PROBE = torch.cat([torch.tensor([-3.4e38, -1e30, -1e6, -0.0, 0.0, 1e6, 1e30, 3.4e38]),
                     torch.linspace(-100, 100, 2001)])
@@ -245,10 +246,10 @@ def _check_metanet(config: dict[str, Any], tensors: dict[str, Tensor]) -> None:
     if set(tensors) != {"omega"}:
         raise ConfigError(f"tensors {sorted(tensors)}: a metanet stores exactly one tensor, 'omega'")
     omega = tensors["omega"]
-    if not omega.is_floating_point() or omega.dim() != 1 or omega.numel() != 3 * hidden + 1:
+    if omega.dtype not in OMEGA_DTYPES or omega.dim() != 1 or omega.numel() != 3 * hidden + 1:
         raise ConfigError(
-            f"tensor 'omega' ({omega.dtype}, shape {tuple(omega.shape)}): must be a 1-D float tensor of "
-            f"3*hidden+1 = {3 * hidden + 1} values"
+            f"tensor 'omega' ({omega.dtype}, shape {tuple(omega.shape)}): must be a 1-D float tensor "
+            f"(float16/bfloat16/float32/float64) of 3*hidden+1 = {3 * hidden + 1} values"
         )
     if not torch.isfinite(omega).all():
         raise ConfigError(f"tensor 'omega' = {omega.tolist()}: every value must be finite")

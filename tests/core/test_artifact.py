@@ -104,7 +104,7 @@ def test_shape_that_does_not_fit_the_config(tmp_path: Path):
     with pytest.raises(
         ArtifactError,
         match=r"g\.bfn: metanet config .*tensor 'omega' .*shape \(4,\)\): must be a "
-        r"1-D float tensor of 3\*hidden\+1 = 10 values",
+        r"1-D float tensor .* of 3\*hidden\+1 = 10 values",
     ):
         metabp.load(path)
 
@@ -184,9 +184,15 @@ BAD = [
         "metanet",
         {"hidden": 1},
         {"omega": torch.tensor(1.0, dtype=torch.float64)},
-        r"tensor 'omega' \(torch.float64, shape \(\)\): must be a 1-D float tensor of 3\*hidden\+1 = 4",
+        r"tensor 'omega' \(torch.float64, shape \(\)\): must be a 1-D float tensor .* of 3\*hidden\+1 = 4",
     ),
     ("metanet", {"hidden": 1}, {"omega": torch.tensor([1, 0, 1, 0])}, r"tensor 'omega' \(torch.int64"),
+    (
+        "metanet",
+        {"hidden": 1},
+        {"omega": torch.ones(4).to(torch.float8_e5m2)},
+        r"tensor .omega. \(torch.float8_e5m2, shape \(4,\)\): must be a 1-D float tensor \(float16/bfloat16",
+    ),
     ("metanet", {"hidden": 1}, {}, r"tensors \[\]: a metanet stores exactly one tensor, 'omega'"),
     ("metanet", {"hidden": 1}, {**OMEGA, "extra": torch.zeros(2)}, r"tensors \['extra', 'omega'\]"),
     (
