@@ -150,7 +150,8 @@ def _with_checksum(kind: str, config: object, tensors: dict, meta: str = "{}") -
         return (Path(d) / "t.bfn").read_bytes()
 
 
-DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int32]
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.float8_e5m2,
+          torch.complex64]
 VALUES = st.floats(width=64) | st.sampled_from([0.0, 1e4, -1e5, 1e6, 1e30, 1e300, 3e38, 65504.0, 1e-300])
 NUMBERS = (st.integers(-(2**40), 2**40) | st.floats() | st.booleans() | st.none() | st.text(max_size=6)
            | st.sampled_from([16, 1024, 16384, 32768, 32769, 10**9, 2, 3, -1, 0, 1]))
