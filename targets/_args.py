@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -45,6 +46,13 @@ def check_flag(value: object, name: str) -> bool:
     return value
 
 
+def check_data_dir(data_dir: object) -> object:
+    """``data_dir`` if it is ``None``, a string or a path; ``ConfigError`` otherwise."""
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise ConfigError(f"data_dir={data_dir!r} must be a directory path (a string) or None")
+    return data_dir
+
+
 def check_callbacks(callbacks: object) -> tuple[Callable, ...]:
     """``callbacks`` as a tuple of callables; ``ConfigError`` naming the one that is not."""
     if callable(callbacks) or isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, Iterable):
@@ -77,4 +85,5 @@ def check_device(device: object) -> torch.device:
     return dev
 
 
-__all__ = ["check_seed", "check_seeds", "check_device", "check_flag", "check_callbacks", "MAX_SEED"]
+__all__ = ["check_seed", "check_seeds", "check_device", "check_flag", "check_callbacks", "check_data_dir",
+           "MAX_SEED"]

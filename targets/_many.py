@@ -19,7 +19,7 @@ import metabp
 from metabp._activations import activation_of
 from metabp._bfunctions import BFunction, Derivative
 from metabp.exceptions import ConfigError
-from metabp.targets._args import check_callbacks, check_device, check_flag, check_seeds
+from metabp.targets._args import check_callbacks, check_data_dir, check_device, check_flag, check_seeds
 from metabp.targets._batched import BatchedSequential
 from metabp.targets._loop import Callback
 from metabp.targets._spec import TargetSpec, build_model, load_data
@@ -68,7 +68,8 @@ def train_many(spec: TargetSpec, bfns: Sequence[BFunction | None], where: str | 
         if g is not None and not isinstance(g, BFunction):
             raise ConfigError(f"bfns[{i}]={g!r} is not a b-function (MetaNet, Derivative, Scaled) or None")
     seeds, dev, callbacks = check_seeds(seed, len(bfns)), check_device(device), check_callbacks(callbacks)
-    compile = check_flag(compile, "compile")
+    progress, compile = check_flag(progress, "progress"), check_flag(compile, "compile")
+    data_dir = check_data_dir(data_dir)
     if spec.feedback is not None:
         return [train(spec, g, where, s, device=dev, progress=progress, data_dir=data_dir, threads=threads,
                       compile=compile, callbacks=callbacks) for g, s in zip(bfns, seeds, strict=True)]

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 import metabp
 from metabp._bfunctions import BFunction
 from metabp.exceptions import ConfigError
-from metabp.targets._args import check_callbacks, check_device, check_flag, check_seed
+from metabp.targets._args import check_callbacks, check_data_dir, check_device, check_flag, check_seed
 from metabp.targets._data import Data
 from metabp.targets._loop import Callback, copy_accuracies, copy_batches, fit, model_losses, steps_per_epoch
 from metabp.targets._optim import make_optimizer
@@ -202,7 +202,8 @@ def train(spec: TargetSpec, bfn: BFunction | None = None, where: str | None = No
     if bfn is not None and not isinstance(bfn, BFunction):
         raise ConfigError(f"bfn={bfn!r} is not a b-function (MetaNet, Derivative, Scaled) or None")
     seed, dev, callbacks = check_seed(seed), check_device(device), check_callbacks(callbacks)
-    data = load_data(spec, data_dir).to(dev)
+    progress, compile = check_flag(progress, "progress"), check_flag(compile, "compile")
+    data = load_data(spec, check_data_dir(data_dir)).to(dev)
     with num_threads(resolve_threads(threads, spec, dev)):
         start = time.perf_counter()
         model = build_model(spec, seed).to(dev)
@@ -211,7 +212,7 @@ def train(spec: TargetSpec, bfn: BFunction | None = None, where: str | None = No
         if spec.feedback is not None:
             apply_feedback(model, spec.feedback, seed)
         return train_copies(spec, data, model, [seed], start=start, device=dev, progress=progress,
-                            compile=check_flag(compile, "compile"), callbacks=callbacks)[0]
+                            compile=compile, callbacks=callbacks)[0]
 
 
 __all__ = ["Run", "aulc", "train", "train_copies", "trainable_parameters", "apply_feedback", "check_spec"]

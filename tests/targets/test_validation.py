@@ -61,6 +61,8 @@ def test_a_target_name_that_is_not_a_string_is_named(name):
     ({"device": "bogus"}, r"device='bogus' is not a device; available here: cpu"),
     ({"device": 3.5}, r"device=3\.5 is not a device"),
     ({"compile": "yes"}, r"compile='yes' must be True or False"),
+    ({"progress": "x"}, r"progress='x' must be True or False"),
+    ({"data_dir": 3}, r"data_dir=3 must be a directory path \(a string\) or None"),
     ({"threads": True}, r"threads=True must be 'auto', None or an int >= 1"),
 ])
 def test_bad_run_arguments_are_named(fn, kw, pattern):
