@@ -22,8 +22,10 @@ from ._score import Evaluation, Score, train_evaluator
 from ._storage import get_storage
 from ._study import Study
 from ._validate import format_heldout
+from ._workers import retry_of
 
 __all__ = [
     "Study", "StudyConfig", "TargetEntry", "load_study", "minimize", "MinimizeResult", "SAMPLERS",
     "make_sampler", "SobolSampler", "get_storage", "Evaluation", "Score", "train_evaluator", "format_heldout",
+    "retry_of",
 ]

@@ -179,6 +179,10 @@ def _call(evaluate: Evaluator, gs: list, seeds: list[int], target: int, lr: floa
     runs = list(evaluate(gs, seeds, target=target, lr=lr))
     if len(runs) != len(gs):
         raise RuntimeError(f"evaluator returned {len(runs)} runs for {len(gs)} copies")
+    bad = [k for k, r in enumerate(runs) if not math.isfinite(float(r.aulc))]
+    if bad:  # metabp.targets scores a divergence finitely; only another evaluator gets here
+        raise RuntimeError(f"evaluator returned a non-finite AULC for copy {bad[0]} (seed {seeds[bad[0]]}); "
+                           "score a diverged run with a finite penalty")
     return runs
 
 

@@ -17,6 +17,7 @@ it are watched by ``_workers.py``.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import optuna
@@ -63,10 +64,12 @@ def _rdb(url: str, *, grace_period: int, attempts: int = 5) -> BaseStorage:
 
     for i in range(attempts):
         try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                retry = optuna.storages.RetryHeartbeatStaleTrialCallback()
             return optuna.storages.RDBStorage(
                 url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_S,
-                grace_period=max(int(grace_period), 1),
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
+                grace_period=max(int(grace_period), 1), heartbeat_stale_trial_callback=retry,
             )
         except (IntegrityError, ProgrammingError) as exc:
             if i == attempts - 1:

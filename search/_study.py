@@ -295,7 +295,9 @@ class Study:
 
     def _claim(self) -> optuna.Trial | None:
         """Ask for one trial within the budget (``None`` when the budget is taken)."""
-        trial = self.optuna_study.ask()
+        with warnings.catch_warnings():  # RDB heartbeat: recorded by self.workers, not study.optimize
+            warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+            trial = self.optuna_study.ask()
         self.workers.claim(trial.number)
         live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
         before = sum(1 for t in self.optuna_study.get_trials(deepcopy=False)
@@ -353,11 +355,7 @@ class Study:
             trial.set_user_attr("step_losses", s.step_losses)
             trial.set_user_attr("diverged", s.diverged)
             trial.set_user_attr("seconds", s.seconds)
-            if math.isfinite(s.value):
-                self.optuna_study.tell(trial, s.value)
-            else:  # only an evaluator outside metabp.targets gives a non-finite AULC
-                self.workers.set_system_attr(trial.number, "metabp:error", "evaluator gave a non-finite AULC")
-                self.optuna_study.tell(trial, state=TrialState.FAIL)
+            self.optuna_study.tell(trial, s.value)
             self.workers.release(trial.number)
 
     # --- progress -----------------------------------------------------------------------------

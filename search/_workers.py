@@ -24,6 +24,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -156,7 +157,9 @@ class Workers:
         """Fail RUNNING trials of dead workers and queue their points again; their numbers."""
         if self.rdb:
             before = {t.number for t in self._running()}
-            optuna.storages.fail_stale_trials(self.study)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
             return sorted(before - {t.number for t in self._running()})
         reaped = []
         for t in self._running():

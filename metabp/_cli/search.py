@@ -1,4 +1,5 @@
-"""``metabp search | show | export``: run a study, list its trials, save its best b-function."""
+"""``metabp search | show | export | validate``: run a study, list its trials, save its best
+b-function, score its top candidates on held-out seeds."""
 
 from __future__ import annotations
 
@@ -20,18 +21,23 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _open(args: argparse.Namespace, *, create: bool = False, **changes: Any):
+def _open(args: argparse.Namespace, *, create: bool = False, train: bool = False, **changes: Any):
+    """The study of ``args.study``; ``train``: it will train here, so its device must exist."""
     from metabp.search import Study, load_study
 
-    cfg = load_study(args.study)
+    cfg = load_study(args.study, check_device=train)
     changes = {k: v for k, v in changes.items() if v is not None}
     if changes:
         cfg = cfg.replace(**changes)
     return Study(cfg, storage=args.storage, create=create)
 
 
+def _fmt(summary: dict | None) -> str:
+    return "-" if not summary else f"{summary['mean']:.5g} ± {summary['std']:.2g}"
+
+
 class Search:
-    """Run a study to its budget (resuming whatever is stored)."""
+    """Run a study to its budget (resuming whatever is stored), then validate it on held-out seeds."""
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _common(parser)
@@ -42,43 +48,74 @@ class Search:
             help="continue a stored study (error if none); runs resume anyway, this only insists",
         )
         parser.add_argument("--max-new", type=int, default=None, help="stop after this many new trials")
+        parser.add_argument("--no-validate", action="store_true",
+                            help="skip the held-out validation at the end ([validate] in the study file)")
         parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
     def run(self, args: argparse.Namespace) -> int:
         if args.trials is not None and args.trials < 1:
             raise ConfigError(f"--trials {args.trials}: must be >= 1")
-        study = _open(args, create=not args.resume, n_trials=args.trials)
-        study.optimize(args.max_new, progress=not args.quiet)
+        if args.max_new is not None and args.max_new < 0:
+            raise ConfigError(f"--max-new {args.max_new}: must be >= 0")
+        study = _open(args, create=not args.resume, train=True, n_trials=args.trials)
+        study.optimize(args.max_new, progress=not args.quiet, validate=not args.no_validate)
         if not args.quiet and study.completed():
             best = study.best_trial
-            print(f"best: trial {best.number}, AULC {best.value:.6g}, omega "
-                  f"[{', '.join(f'{v:.4g}' for v in study.omega_of(best).tolist())}]")
+            omega = ", ".join(f"{v:.4g}" for v in study.omega_of(best).tolist())
+            lr = f", lr {study.lr_of(best):.4g}" if study.config.lr_bounds else ""
+            label = " (diverged)" if best.user_attrs.get("diverged") else ""
+            print(f"best: trial {best.number}, score {best.value:.6g}{label}, omega [{omega}]{lr}")
+            if study.backprop is not None:
+                print(f"backprop on the search seeds {study.backprop['seeds']}: {_fmt(study.backprop)}")
         return 0
 
 
-def _row(trial: Any, names: list[str]) -> dict[str, Any]:
+class Validate:
+    """Train a study's top candidates and its controls on the held-out seeds of ``[validate]``."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        _common(parser)
+        parser.add_argument("--quiet", action="store_true", help="no progress bar or table")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from metabp.search import format_heldout
+
+        study = _open(args, train=True)
+        study.validate(progress=False)
+        if not args.quiet:
+            print(format_heldout(study))
+        return 0
+
+
+def _row(study: Any, trial: Any, names: list[str]) -> dict[str, Any]:
+    from metabp.search import retry_of
+
     dur = trial.duration.total_seconds() if trial.duration is not None else None
     value = trial.value
+    held = trial.user_attrs.get("heldout_aulc")
     return {
         "number": trial.number,
         "state": trial.state.name,
         "value": value if value is None or math.isfinite(value) else None,
         "params": {n: trial.params[n] for n in names if n in trial.params},
         "diverged": trial.user_attrs.get("diverged"),
-        "test_accuracy": trial.user_attrs.get("test_accuracy"),
+        "heldout_aulc": None if held is None else {"mean": held["mean"], "std": held["std"],
+                                                   "seeds": held["seeds"]},
+        "per_seed": trial.user_attrs.get("per_seed"),
         "seconds": trial.user_attrs.get("seconds"),
         "duration": dur,
-        "retry_of": trial.user_attrs.get("retry_of"),
+        "retry_of": retry_of(trial),
     }
 
 
 class Show:
-    """Table (or JSON) of a study's trials: omega, AULC, state, time."""
+    """Table (or JSON) of a study's trials: omega, score, held-out score, state, time."""
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _common(parser)
         parser.add_argument("--json", action="store_true",
-                            help="JSON: {study, best, trials: [{number, state, value, params, ...}]}")
+                            help="JSON: {study, best, backprop, heldout_controls, trials: [{number, state, "
+                                 "value, params, heldout_aulc, ...}]}")
 
     def run(self, args: argparse.Namespace) -> int:
         try:
@@ -92,46 +129,72 @@ class Show:
     def _show(self, args: argparse.Namespace) -> int:
         study = _open(args)
         names = study.config.param_names
-        rows = [_row(t, names) for t in study.trials]
+        rows = [_row(study, t, names) for t in study.trials]
         done = study.completed()
         best = study.best_trial.number if done else None
+        held = study.best_heldout_trial()
         if args.json:
             json.dump({"study": study.name, "storage": str(study.storage_url), "best": best,
-                       "n_trials": study.config.n_trials, "trials": rows}, sys.stdout, indent=1)
+                       "best_heldout": None if held is None else held.number,
+                       "n_trials": study.config.n_trials, "complete": len(done) >= study.config.n_trials,
+                       "seeds": list(study.config.seeds), "backprop": study.backprop,
+                       "heldout_controls": study.heldout_controls, "trials": rows}, sys.stdout, indent=1)
             print()
             return 0
-        head = f"{'#':>4} {'state':<8} {'AULC':>10} " + " ".join(f"{n:>9}" for n in names) + "  time_s  note"
-        print(f"study {study.name!r} in {study.storage_url}: {len(done)}/{study.config.n_trials} completed")
-        print(head)
+        self._table(study, rows, len(done), best, held)
+        return 0
+
+    @staticmethod
+    def _table(study: Any, rows: list[dict], n_done: int, best: int | None, held: Any) -> None:
+        names = study.config.param_names
+        cfg = study.config
+        state = "complete" if n_done >= cfg.n_trials else "in progress"
+        print(f"study {study.name!r} in {study.storage_url}: {n_done}/{cfg.n_trials} completed ({state})")
+        if study.backprop is not None:
+            print(f"backprop on the search seeds {study.backprop['seeds']}: {_fmt(study.backprop)}")
+        for key, label in (("backprop", "backprop"), ("tuned_lr", "backprop, tuned lr")):
+            c = study.heldout_controls.get(key)
+            if c is not None:
+                lr = f" (lr {c['lr']:.3g})" if "lr" in c else ""
+                print(f"held-out {c['seeds']}: {label}{lr} {_fmt(c)}")
+        print(f"{'#':>4} {'state':<8} {'score':>10} {'held-out':>17} " + " ".join(f"{n:>9}" for n in names)
+              + "  time_s  note")
         for r in rows:
             val = f"{r['value']:.5g}" if r["value"] is not None else "-"
-            omega = " ".join(f"{r['params'][n]:9.4f}" if n in r["params"] else f"{'-':>9}" for n in names)
+            omega = " ".join(f"{r['params'][n]:9.4g}" if n in r["params"] else f"{'-':>9}" for n in names)
             secs = f"{r['duration']:7.2f}" if r["duration"] is not None else f"{'-':>7}"
             note = []
             if r["number"] == best:
                 note.append("best")
+            if held is not None and r["number"] == held.number:
+                note.append("best held-out")
             if r["diverged"]:
                 note.append("diverged")
             if r["retry_of"] is not None:
                 note.append(f"retry of #{r['retry_of']}")
-            print(f"{r['number']:>4} {r['state']:<8} {val:>10} {omega} {secs}  {', '.join(note)}")
-        return 0
+            print(f"{r['number']:>4} {r['state']:<8} {val:>10} {_fmt(r['heldout_aulc']):>17} {omega} {secs}  "
+                  f"{', '.join(note)}")
 
 
 class Export:
-    """Save a study's best (or a chosen) trial as a ``.bfn`` file."""
+    """Save a study's best held-out (else best search score) or a chosen trial as a ``.bfn`` file."""
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _common(parser)
         parser.add_argument("-o", "--output", default=None, help="output file (default: <study>-best.bfn)")
-        parser.add_argument("--trial", type=int, default=None, help="trial number (default: the best)")
+        parser.add_argument("--trial", type=int, default=None,
+                            help="trial number (default: the best held-out, else the best search score)")
 
     def run(self, args: argparse.Namespace) -> int:
+        import metabp
+
         study = _open(args)
         out = args.output or f"{study.name}-best.bfn"
         path = study.export(out, trial=args.trial)
-        import metabp
-
-        g = metabp.load(path)
-        print(f"wrote {path} (trial {g.meta['trial']}, AULC {g.meta['score']:.6g})")
+        meta = metabp.load(path).meta
+        why = {"heldout_aulc": "best held-out score", "search score": "best search score (not validated)",
+               "trial": "chosen with --trial"}[meta["chosen_by"]]
+        held = meta.get("heldout_aulc")
+        extra = f", held-out {_fmt(held)} on seeds {meta['seeds']}" if held else ""
+        print(f"wrote {path} (trial {meta['trial']}: {why}; search score {meta['aulc']:.6g}{extra})")
         return 0

@@ -1,10 +1,11 @@
-"""Study: trials, attrs, batches, divergence, resume to budget, export, real training runs."""
+"""Study: trials, per-seed scores, lr in the box, several targets, validation, export, real runs."""
 
 from __future__ import annotations
 
 import json
 import math
 
+import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
@@ -15,6 +16,7 @@ from metabp.exceptions import ConfigError
 from metabp.search import Evaluation, Study, StudyConfig
 
 TARGET = torch.tensor([0.5, -0.5, 1.0, 0.0], dtype=torch.float64)
+HELD = torch.tensor([-0.5, 0.5, 0.0, 1.0], dtype=torch.float64)  # held-out seeds (>= 100) prefer this
 
 
 def cfg(**kw) -> StudyConfig:
@@ -23,97 +25,195 @@ def cfg(**kw) -> StudyConfig:
 
 
 class Quadratic:
-    """Cheap evaluator; records the batch sizes it was called with. ``omega_0 > diverge_above``
+    """Cheap evaluator with the full signature. Copy ``k``: ``|omega - TARGET|^2 + 0.1 seed`` (held-out
+    seeds >= 100: ``HELD`` in place of ``TARGET``), times ``2`` on target 1, plus ``(log10 lr)^2``
+    when an lr is given; backprop (``None``) scores ``1 + 0.1 seed``. ``omega_0 > diverge_above``
     diverges (penalty ``1e3``); ``omega_1 > nan_above`` returns a NaN AULC."""
 
     def __init__(self, diverge_above: float = math.inf, nan_above: float = math.inf):
-        self.batches: list[int] = []
+        self.calls: list[tuple[int, tuple[int, ...], int, float | None]] = []
         self.diverge_above, self.nan_above = diverge_above, nan_above
 
-    def __call__(self, gs):
-        self.batches.append(len(gs))
-        out = []
-        for g in gs:
-            w = g.omega
-            if w[0] > self.diverge_above:
-                out.append(Evaluation(aulc=1e3, step_losses=[1.0, float("inf")], diverged=True, seconds=0.01))
-            elif w[1] > self.nan_above:
-                out.append(Evaluation(aulc=float("nan"), step_losses=[float("nan")], seconds=0.01))
-            else:
-                v = float(((w - TARGET) ** 2).sum())
-                out.append(Evaluation(aulc=v, step_losses=[v, v / 2], epoch_losses=[v], test_accuracy=0.5,
-                                      seconds=0.01))
-        return out
+    def __call__(self, gs, seeds, *, target=0, lr=None):
+        self.calls.append((len(gs), tuple(seeds), target, lr))
+        return [self.one(g, s, target, lr) for g, s in zip(gs, seeds, strict=True)]
+
+    def one(self, g, seed, target, lr):
+        extra = 0.1 * (seed % 100) + (0.0 if lr is None else math.log10(lr) ** 2)
+        if g is None:
+            v = 1.0 + extra
+        elif g.omega[0] > self.diverge_above:
+            return Evaluation(aulc=1e3, step_losses=[1.0, float("inf")], diverged=True, seconds=0.01)
+        elif g.omega[1] > self.nan_above:
+            return Evaluation(aulc=float("nan"), step_losses=[float("nan")], seconds=0.01)
+        else:
+            v = float(((g.omega - (HELD if seed >= 100 else TARGET)) ** 2).sum()) + extra
+        v *= 1 + target
+        return Evaluation(aulc=v, step_losses=[v, v / 2], epoch_losses=[v], test_accuracy=0.5, seconds=0.01)
 
 
 def test_runs_to_budget_and_records_everything(capsys):
     ev = Quadratic()
-    study = Study(cfg(), storage="memory", evaluate=ev)
+    study = Study(cfg(seeds=(0, 1, 2)), storage="memory", evaluate=ev)
     study.optimize(progress=True)
     done = study.completed()
-    assert len(done) == 6 and ev.batches == [1] * 6
+    assert len(done) == 6
+    assert ev.calls[0] == (3, (0, 1, 2), 0, None)  # backprop on the search seeds, once
+    assert [c[:2] for c in ev.calls[1:]] == [(3, (0, 1, 2))] * 6  # one call per candidate: 3 seeds
     t = done[0]
     assert sorted(t.params) == ["omega_0", "omega_1", "omega_2", "omega_3"]
-    assert set(t.user_attrs) >= {"step_losses", "epoch_losses", "diverged", "seconds", "test_accuracy"}
-    assert t.value == pytest.approx(float(((study.omega_of(t) - TARGET) ** 2).sum()))
+    assert set(t.user_attrs) >= {"per_seed", "step_losses", "diverged", "seconds"}
+    base = float(((study.omega_of(t) - TARGET) ** 2).sum())
+    per_seed = t.user_attrs["per_seed"]
+    assert [r["seed"] for r in per_seed] == [0, 1, 2]
+    assert [r["aulc"] for r in per_seed] == pytest.approx([base, base + 0.1, base + 0.2])
+    assert [r["backprop_aulc"] for r in per_seed] == pytest.approx([1.0, 1.1, 1.2])
+    assert t.value == pytest.approx(base + 0.1)  # the mean over seeds
+    assert study.backprop["mean"] == pytest.approx(1.1) and study.backprop["seeds"] == [0, 1, 2]
     err = capsys.readouterr().err
-    assert "6/6" in err and "best AULC" in err  # progress bar
+    assert "6/6" in err and "backprop 1.1" in err  # progress bar: g beside backprop
     assert "training" in err and "proposing" in err  # the time split
     split = study.last_time_split
-    assert split["trials"] == 6 and split["proposing"] > 0 and split["training"] == pytest.approx(0.06)
-    study.optimize(progress=False)  # at budget: nothing more
+    assert split["trials"] == 6 and split["proposing"] > 0 and split["training"] == pytest.approx(0.18)
+    study.optimize(progress=True)  # at budget: nothing more, and it says so
     assert len(study.trials) == 6
+    err = capsys.readouterr().err
+    assert "complete, 6/6 trials" in err and "0 trials in" not in err
+
+
+def test_one_argument_evaluator_still_works():
+    def objective(gs):
+        return [Evaluation(aulc=float(g.omega.abs().sum())) for g in gs]
+
+    study = Study(cfg(sampler="random"), storage="memory", evaluate=objective)
+    study.optimize(progress=False)
+    assert len(study.completed()) == 6 and study.backprop is None
 
 
 def test_n_trials_caps_one_call_and_resume_continues(tmp_path):
     url = str(tmp_path / "s.journal")
-    Study(cfg(), storage=url, evaluate=Quadratic()).optimize(2, progress=False)
-    study = Study(cfg(), storage=url, evaluate=Quadratic())
+    Study(cfg(sampler="tpe"), storage=url, evaluate=Quadratic()).optimize(2, progress=False)
+    study = Study(cfg(sampler="tpe"), storage=url, evaluate=Quadratic())
     assert len(study.completed()) == 2
     study.optimize(progress=False)
     assert len(study.completed()) == 6
 
 
-def test_diverged_and_nan_candidates_are_recorded_and_search_goes_on():
-    ev = Quadratic(diverge_above=0.0, nan_above=1.0)
-    study = Study(cfg(n_trials=10, n_initial=4), storage="memory", evaluate=ev)
-    study.optimize(progress=False)
+def test_diverged_candidates_are_labelled(capsys):
+    ev = Quadratic(diverge_above=0.0)
+    study = Study(cfg(n_trials=10, n_initial=4, sampler="tpe"), storage="memory", evaluate=ev)
+    study.optuna_study.enqueue_trial({"omega_0": 1.0, "omega_1": 0.0, "omega_2": 0.0, "omega_3": 0.0})
+    study.optimize(progress=True)
     done = study.completed()
-    assert len(done) == 10 and all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert len(done) == 10 and all(math.isfinite(t.value) for t in done)
     diverged = [t for t in done if t.user_attrs["diverged"]]
-    assert diverged and all(math.isfinite(t.value) for t in done)
-    assert all(t.value >= 1e3 for t in diverged)
+    assert diverged and all(t.value >= 1e3 for t in diverged)
     assert None in diverged[0].user_attrs["step_losses"]  # non-finite losses stored as null
+    assert "best 1000 (diverged)" in capsys.readouterr().err  # the first best-so-far, labelled
     assert not study.best_trial.user_attrs["diverged"]
+
+
+def test_a_nan_score_fails_the_trial_with_a_named_error():
+    study = Study(cfg(), storage="memory", evaluate=Quadratic(nan_above=-10.0))
+    with pytest.raises(RuntimeError, match="non-finite AULC for copy 0 .*finite penalty"):
+        study.optimize(progress=False)
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+    assert "non-finite" in study.trials[0].system_attrs["metabp:error"]
 
 
 def test_qlogei_batches_train_together():
     ev = Quadratic()
-    study = Study(cfg(acquisition="qlogei", q=3, n_trials=8), storage="memory", evaluate=ev)
+    study = Study(cfg(acquisition="qlogei", q=3, n_trials=8, seeds=(0, 1)), storage="memory", evaluate=ev)
     study.optimize(progress=False)
-    assert ev.batches == [3, 3, 2] and len(study.completed()) == 8
-    points = {tuple(t.params.values()) for t in study.completed()}
-    assert len(points) == 8
+    assert [c[0] for c in ev.calls] == [2, 6, 6, 4]  # backprop x 2 seeds, then candidates x seeds
+    assert ev.calls[1][1] == (0, 1, 0, 1, 0, 1)
+    assert len(study.completed()) == 8
+    assert len({tuple(t.params.values()) for t in study.completed()}) == 8
 
 
-@pytest.mark.parametrize("sampler", ["random", "tpe", "gp", "cmaes"])
-def test_baseline_samplers_run_a_study(sampler):
-    study = Study(cfg(sampler=sampler), storage="memory", evaluate=Quadratic())
+def test_lr_joins_the_box_on_a_log_scale():
+    ev = Quadratic()
+    study = Study(cfg(lr_bounds=(1e-3, 1.0), n_trials=8), storage="memory", evaluate=ev)  # botorch
     study.optimize(progress=False)
-    assert len(study.completed()) == 6
+    t = study.completed()[0]
+    assert study.config.param_names[-1] == "lr"
+    dist = t.distributions["lr"]
+    assert isinstance(dist, optuna.distributions.FloatDistribution) and dist.log
+    assert (dist.low, dist.high) == (1e-3, 1.0)
+    lrs = [c[3] for c in ev.calls[1:]]
+    assert lrs == [pytest.approx(t.params["lr"]) for t in study.completed()]
+    assert study.lr_of(t) == t.params["lr"] and study.bfn_of(t).meta["lr"] == t.params["lr"]
 
 
-def test_best_bfn_and_export(tmp_path):
-    study = Study(cfg(), storage="memory", evaluate=Quadratic())
+def test_several_targets_score_the_mean_ratio_to_backprop():
+    ev = Quadratic()
+    targets = (("gaussians-mlp3", (), "act2"), ("digits-mlp", (), None))
+    from metabp.search import TargetEntry
+
+    c = cfg(seeds=(0, 1), sampler="random", targets=tuple(TargetEntry(*t) for t in targets))
+    study = Study(c, storage="memory", evaluate=ev)
+    study.optimize(progress=False)
+    assert study.backprop["per_target"] == {"gaussians-mlp3": pytest.approx([1.0, 1.1]),
+                                            "digits-mlp": pytest.approx([2.0, 2.2])}
+    assert study.backprop["mean"] == 1.0
+    t = study.completed()[0]
+    rows = t.user_attrs["per_seed"]
+    assert [(r["target"], r["seed"]) for r in rows] == [("gaussians-mlp3", 0), ("gaussians-mlp3", 1),
+                                                       ("digits-mlp", 0), ("digits-mlp", 1)]
+    ratios = [r["aulc"] / r["backprop_aulc"] for r in rows]
+    assert t.value == pytest.approx(sum(ratios) / 4)
+
+
+def test_validation_at_the_end_and_export_by_heldout_score(tmp_path, capsys):
+    ev = Quadratic()
+    c = cfg(n_trials=10, seeds=(0, 1), lr_bounds=(1e-2, 10.0), validate_seeds=(100, 101, 102),
+            validate_top_k=4, sampler="tpe")
+    study = Study(c, storage=str(tmp_path / "v.journal"), evaluate=ev)
+    study.optimize(progress=True)
+    top = sorted(study.completed(), key=lambda t: t.value)[:4]
+    for t in study.completed():
+        held = t.user_attrs.get("heldout_aulc")
+        assert (held is not None) == (t in top)
+    for t in top:
+        held = t.user_attrs["heldout_aulc"]
+        g, lr = study.omega_of(t), t.params["lr"]
+        want = [float(((g - HELD) ** 2).sum()) + 0.1 * k + math.log10(lr) ** 2 for k in range(3)]
+        assert held["seeds"] == [100, 101, 102] and held["values"] == pytest.approx(want)
+        assert held["mean"] == pytest.approx(sum(want) / 3)
+        assert held["std"] == pytest.approx(torch.tensor(want, dtype=torch.float64).std().item())
+    controls = study.heldout_controls
+    assert controls["backprop"]["values"] == pytest.approx([1.0, 1.1, 1.2])
+    tuned = controls["tuned_lr"]
+    assert 1e-2 <= tuned["lr"] <= 10.0 and tuned["seeds"] == [100, 101, 102]
+    assert tuned["mean"] == pytest.approx(1.1 + math.log10(tuned["lr"]) ** 2)
+    sub = optuna.load_study(study_name="t:tuned_lr", storage=study.storage)
+    assert len(sub.get_trials(states=(TrialState.COMPLETE,))) == 10  # the same budget as the search
+    err = capsys.readouterr().err
+    assert "held-out seeds [100, 101, 102]" in err and "backprop, tuned lr" in err
+
+    best_held = min(top, key=lambda t: t.user_attrs["heldout_aulc"]["mean"])
+    assert study.best_heldout_trial().number == best_held.number
+    g = metabp.load(study.export(tmp_path / "best.bfn"))
+    assert g.meta["trial"] == best_held.number and g.meta["chosen_by"] == "heldout_aulc"
+    assert g.meta["heldout_aulc"]["mean"] == best_held.user_attrs["heldout_aulc"]["mean"]
+    assert g.meta["seeds"] == [100, 101, 102] and g.meta["aulc"] == best_held.value
+    n_calls = len(ev.calls)
+    study.validate(progress=False)  # everything stored: nothing trains again
+    assert len(ev.calls) == n_calls
+
+
+def test_export_falls_back_to_the_search_score(tmp_path):
+    study = Study(cfg(sampler="random"), storage="memory", evaluate=Quadratic())
     with pytest.raises(ConfigError, match="no completed trial"):
         study.best_bfn()
     study.optimize(progress=False)
-    g = study.best_bfn()
     best = study.best_trial
-    assert isinstance(g, metabp.MetaNet) and torch.equal(g.omega, study.omega_of(best))
-    assert g.meta["study"] == "t" and g.meta["trial"] == best.number and g.meta["score"] == best.value
-    loaded = metabp.load(study.export(tmp_path / "best.bfn"))
-    assert torch.equal(loaded.omega, g.omega) and loaded.meta["trial"] == best.number
+    g = metabp.load(study.export(tmp_path / "best.bfn"))
+    assert torch.equal(g.omega, study.omega_of(best)) and g.meta["chosen_by"] == "search score"
+    assert g.meta["study"] == "t" and g.meta["trial"] == best.number and g.meta["aulc"] == best.value
+    assert "heldout_aulc" not in g.meta
+    with pytest.raises(ConfigError, match="no .*held-out seeds"):
+        study.validate(progress=False)
 
 
 def test_study_file_must_match_stored_study(tmp_path):
@@ -121,11 +221,15 @@ def test_study_file_must_match_stored_study(tmp_path):
     Study(cfg(), storage=url, evaluate=Quadratic())
     with pytest.raises(ConfigError, match="created with bounds"):
         Study(cfg(bounds=((-1.0, 1.0),) * 4), storage=url)
+    with pytest.raises(ConfigError, match="created with seeds"):
+        Study(cfg(seeds=(0, 1)), storage=url)
 
 
 def test_evaluator_error_fails_the_trial_and_propagates():
-    def broken(gs):
-        raise RuntimeError("out of memory")
+    def broken(gs, seeds, *, target=0, lr=None):
+        if any(g is not None for g in gs):
+            raise RuntimeError("out of memory")
+        return [Evaluation(aulc=1.0) for _ in gs]
 
     study = Study(cfg(), storage="memory", evaluate=broken)
     with pytest.raises(RuntimeError, match="out of memory"):
@@ -134,9 +238,19 @@ def test_evaluator_error_fails_the_trial_and_propagates():
     assert "out of memory" in study.trials[0].system_attrs["metabp:error"]
 
 
+def test_optuna_log_level_is_left_alone():
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        Study(cfg(n_trials=2, n_initial=2), storage="memory", evaluate=Quadratic()).optimize(progress=False)
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO
+    finally:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 # --- with real training runs (metabp.targets) ------------------------------------------------
 STUDY = """
 where = "act2"
+seeds = [0, 1]
 [target]
 preset = "gaussians-mlp3"
 epochs = 5
@@ -147,10 +261,15 @@ acquisition = "qlogei"
 q = 2
 n_initial = 2
 n_trials = 4
+[validate]
+seeds = [7, 8]
+top_k = 2
 """
 
 
 def test_cli_search_show_export_on_a_real_target(tmp_path, capsys):
+    from metabp.targets import get_target, train
+
     path = tmp_path / "tiny.toml"
     path.write_text(STUDY)
     assert main(["search", str(path), "--quiet"]) == 0
@@ -158,35 +277,49 @@ def test_cli_search_show_export_on_a_real_target(tmp_path, capsys):
     capsys.readouterr()
     assert main(["show", str(path), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["study"] == "tiny" and doc["n_trials"] == 4 and len(doc["trials"]) == 4
+    assert doc["study"] == "tiny" and doc["n_trials"] == 4 and len(doc["trials"]) == 4 and doc["complete"]
     row = doc["trials"][0]
     assert row["state"] == "COMPLETE" and 0 < row["value"] < 10
     assert sorted(row["params"]) == ["omega_0", "omega_1", "omega_2", "omega_3"]
+    assert [r["seed"] for r in row["per_seed"]] == [0, 1]
     assert doc["best"] == min(doc["trials"], key=lambda r: r["value"])["number"]
+    spec = get_target("gaussians-mlp3", epochs=5)
+    bp = [train(spec, None, "act2", s).aulc for s in (0, 1)]
+    assert doc["backprop"]["values"] == pytest.approx(bp, rel=1e-5)
+    held = [r for r in doc["trials"] if r["heldout_aulc"] is not None]
+    assert len(held) == 2 and all(r["heldout_aulc"]["seeds"] == [7, 8] for r in held)
+    assert doc["heldout_controls"]["backprop"]["values"] == pytest.approx(
+        [train(spec, None, "act2", s).aulc for s in (7, 8)], rel=1e-5)
+    assert doc["best_heldout"] == min(held, key=lambda r: r["heldout_aulc"]["mean"])["number"]
     study = Study(str(path))
     assert all(len(t.user_attrs["step_losses"]) == 5 for t in study.completed())  # full batch, 5 epochs
     assert main(["show", str(path)]) == 0
-    assert "best" in capsys.readouterr().out
-    out = tmp_path / "best.bfn"
-    assert main(["export", str(path), "-o", str(out)]) == 0
-    assert metabp.load(out).meta["trial"] == doc["best"]
-    assert main(["search", str(path), "--resume", "--quiet"]) == 0  # at budget: nothing to do
+    out = capsys.readouterr().out
+    assert "best held-out" in out and "backprop on the search seeds [0, 1]" in out
+    bfn = tmp_path / "best.bfn"
+    assert main(["export", str(path), "-o", str(bfn)]) == 0
+    assert metabp.load(bfn).meta["trial"] == doc["best_heldout"]
+    assert "best held-out score" in capsys.readouterr().out
+    assert main(["search", str(path), "--resume"]) == 0  # at budget: says so, trains nothing
+    assert "complete, 4/4 trials" in capsys.readouterr().err
     assert len(Study(str(path)).trials) == 4
+    assert main(["validate", str(path)]) == 0
+    assert "held-out seeds [7, 8]" in capsys.readouterr().out
 
 
 def test_cli_errors(tmp_path, capsys):
     path = tmp_path / "tiny.toml"
     path.write_text(STUDY)
-    assert main(["show", str(path)]) == 1
+    assert main(["show", str(path)]) == 2
     assert "no study named 'tiny'" in capsys.readouterr().err
-    assert main(["search", str(path), "--resume"]) == 1
-    assert main(["search", str(path), "--trials", "0"]) == 1
+    assert main(["search", str(path), "--resume"]) == 2
+    assert main(["search", str(path), "--trials", "0"]) == 2
     path.write_text(STUDY.replace("q = 2", "q = 0"))
-    assert main(["search", str(path)]) == 1
+    assert main(["search", str(path)]) == 2
     assert "[search] q = 0" in capsys.readouterr().err
 
 
-def test_a_really_diverging_candidate_is_recorded(tmp_path):
+def test_a_really_diverging_candidate_is_recorded():
     config = StudyConfig(name="div", target="gaussians-mlp3", overrides=(("epochs", 5), ("lr", 10.0)),
                          where="act2", bounds=((-5.0, 5.0),) * 4, n_initial=2, n_trials=3)
     study = Study(config, storage="memory")
@@ -194,4 +327,5 @@ def test_a_really_diverging_candidate_is_recorded(tmp_path):
     study.optimize(progress=False)
     first = study.trials[0]
     assert first.state == TrialState.COMPLETE and first.user_attrs["diverged"] is True
+    assert first.user_attrs["per_seed"][0]["diverged"] is True
     assert math.isfinite(first.value) and len(study.completed()) == 3
