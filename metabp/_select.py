@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,15 +16,15 @@ ALLOWED = "a module name, a glob such as 'act*', an integer index, or a non-empt
 
 
 def selectors(where: Any) -> list[str | int]:
-    """``where`` as a list of names/globs and indices; :class:`PatchError` for anything else
-    (None, floats, bools, an empty list, nested lists)."""
-    items = [where] if isinstance(where, (str, int)) else where
+    """``where`` as a list of names/globs and indices (Python or numpy integers); :class:`PatchError`
+    for anything else (None, floats, bools, an empty list, nested lists)."""
+    items = [where] if isinstance(where, (str, numbers.Integral)) else where
     if not isinstance(items, (list, tuple)) or not items:
         raise PatchError(f"where={where!r}: must be {ALLOWED}")
     for sel in items:
-        if isinstance(sel, bool) or not isinstance(sel, (str, int)):
+        if isinstance(sel, bool) or not isinstance(sel, (str, numbers.Integral)):
             raise PatchError(f"where={where!r}: {sel!r} is not a name, glob or index; must be {ALLOWED}")
-    return list(items)
+    return [sel if isinstance(sel, str) else int(sel) for sel in items]
 
 
 def select(found: dict[str, nn.Module], where: Selector, *, noun: str, plural: str) -> dict[str, nn.Module]:

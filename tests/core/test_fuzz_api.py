@@ -219,3 +219,12 @@ def test_implicit_lr_values_are_unchanged_by_the_checks():
 def test_found_by_fuzzing(call):
     with pytest.raises(MetabpError):
         call()
+
+
+def test_numpy_integers_are_indices():
+    import numpy as np
+
+    assert metabp.patch(_net(), metabp.Scaled(0.5), np.int64(-1)) == ["3"]
+    assert metabp.patch(_net(), metabp.Scaled(0.5), [np.int32(0), "3"]) == ["1", "3"]
+    with pytest.raises(PatchError, match=r"where=np.True_: must be"):
+        metabp.patch(_net(), metabp.Scaled(0.5), np.bool_(True))
