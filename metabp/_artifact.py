@@ -158,7 +158,8 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """The safetensors ``__metadata__`` and the tensors of ``path``, or an ArtifactError."""
     try:
         if not path.is_file():
-            raise ArtifactError(f"{path}: no such .bfn file")
+            what = "is not a regular file" if path.exists() else "no such .bfn file"
+            raise ArtifactError(f"{path}: {what}")
         size = path.stat().st_size
         if size > MAX_BYTES:
             raise ArtifactError(f"{path}: {size} bytes is too large for a .bfn file (at most {MAX_BYTES})")

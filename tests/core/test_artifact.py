@@ -353,3 +353,8 @@ def test_saved_file_mode_follows_the_umask(tmp_path: Path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_folder_is_not_a_file(tmp_path: Path):
+    with pytest.raises(ArtifactError, match=r"d\.bfn: is not a regular file"):
+        metabp.load((tmp_path / "d.bfn").mkdir() or tmp_path / "d.bfn")
