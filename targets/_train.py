@@ -28,7 +28,7 @@ import functools
 import math
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -130,6 +130,12 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, desc=desc, unit="epoch", leave=False)
 
 
+def _epochs(data: Data, order: Iterable[list[Tensor]], device: torch.device) -> Iterator[Iterator]:
+    """Per epoch, its batches ``(x, y)``, each gathered when the loop reaches it."""
+    for epoch in order:
+        yield ((data.x_train[i], data.y_train[i]) for i in (idx.to(device) for idx in epoch))
+
+
 def train_copies(spec: TargetSpec, data: Data, model: nn.Module, seeds: Sequence[int], *, start: float,
                  device: torch.device, progress: bool, compile: bool,
                  callbacks: Sequence[Callback]) -> list[Run]:
@@ -145,8 +151,7 @@ def train_copies(spec: TargetSpec, data: Data, model: nn.Module, seeds: Sequence
     else:
         loss_fn = functools.partial(model_losses, model)
     n = len(data.y_train)
-    epochs = ([(data.x_train[i], data.y_train[i]) for i in (idx.to(device) for idx in epoch)]
-              for epoch in copy_batches(n, spec.batch_size, spec.epochs, seeds))
+    epochs = _epochs(data, copy_batches(n, spec.batch_size, spec.epochs, seeds), device)
     bar = _progress(spec.epochs, progress, spec.name if K == 1 else f"{spec.name} x{K}")
     try:
         curves = fit(model, opt, loss_fn, epochs, copies=K, max_loss=spec.max_loss, callbacks=callbacks,
