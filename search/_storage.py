@@ -64,13 +64,13 @@ def _rdb(url: str, *, grace_period: int, attempts: int = 5) -> BaseStorage:
 
     for i in range(attempts):
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings():  # heartbeat and its retry callback are "experimental"
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                retry = optuna.storages.RetryHeartbeatStaleTrialCallback()
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_S,
-                grace_period=max(int(grace_period), 1), heartbeat_stale_trial_callback=retry,
-            )
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_S,
+                    grace_period=max(int(grace_period), 1),
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
+                )
         except (IntegrityError, ProgrammingError) as exc:
             if i == attempts - 1:
                 raise _cannot_open(url, exc) from exc

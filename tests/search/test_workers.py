@@ -16,7 +16,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from metabp.search import Study, get_storage
+from metabp.search import Study, get_storage, retry_of
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _worker import config, slow_evaluator  # noqa: E402
@@ -72,6 +72,28 @@ def test_resume_after_kill_9_mid_trial(tmp_path):
     states = [t.state for t in study.trials]
     assert states.count(TrialState.COMPLETE) == 7
     assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    # then validated, as `metabp search --resume` does: the top 2 and backprop on the held-out seeds
+    top = sorted(study.completed(), key=lambda t: t.value)[:2]
+    held = [t for t in study.completed() if "heldout_aulc" in t.user_attrs]
+    assert {t.number for t in held} == {t.number for t in top}
+    assert held[0].user_attrs["heldout_aulc"]["seeds"] == [50, 51]
+    assert study.heldout_controls["backprop"]["values"] == pytest.approx([1.5, 1.51])
+
+
+@pytest.mark.slow
+def test_rdb_storage_uses_optunas_heartbeat(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    dead = Study(config("hb", 3), storage=url, evaluate=slow_evaluator(0.0), heartbeat_grace=1)
+    trial = dead._claim()  # claimed and beaten once, then silent (as if its process were killed)
+    for n in dead.config.param_names:
+        trial.suggest_float(n, -1.0, 1.0)
+    time.sleep(2.5)
+    study = Study(config("hb", 3), storage=url, evaluate=slow_evaluator(0.0), heartbeat_grace=1)
+    assert study.reap_stale() == [trial.number]
+    study.optimize(progress=False, validate=False)
+    retry = [t for t in study.trials if retry_of(t) == trial.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == trial.params
+    assert len(study.completed()) == 3
 
 
 def _check_two_workers(url: str, name: str, n_trials: int) -> None:
