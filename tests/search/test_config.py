@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from metabp.exceptions import ConfigError
 from metabp.search import StudyConfig, load_study
@@ -42,8 +43,42 @@ def test_good_file(tmp_path):
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
 def test_shipped_studies_load(path):
-    cfg = load_study(path)
+    cfg = load_study(path, check_device=False)
     assert cfg.n_trials >= cfg.n_initial and cfg.num_params == 3 * cfg.hidden + 1
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="device = 'cuda'.* 0 CUDA device"):
+            load_study(path)
+
+
+def test_new_keys(tmp_path):
+    text = GOOD.replace('where = "act2"', 'where = "act2"\nseeds = [0, 1, 2]\ncompile = true') + (
+        "lr = [1e-3, 1.0]\n[validate]\nseeds = [100, 101]\ntop_k = 3\n")
+    cfg = load_study(_write(tmp_path, text))
+    assert cfg.seeds == (0, 1, 2) and cfg.seed == 0 and cfg.compile is True
+    assert cfg.lr_bounds == (1e-3, 1.0) and cfg.param_names[-1] == "lr" and cfg.search_log[-1]
+    assert cfg.validate_seeds == (100, 101) and cfg.validate_top_k == 3
+    assert load_study(_write(tmp_path, GOOD.replace('where = "act2"', "seed = 4"))).seeds == (4,)
+
+
+MULTI = """
+seeds = [0, 1]
+[[targets]]
+preset = "gaussians-mlp3"
+epochs = 3
+where = "act2"
+[[targets]]
+preset = "digits-mlp"
+epochs = 1
+[search]
+n_trials = 5
+"""
+
+
+def test_several_targets(tmp_path):
+    cfg = load_study(_write(tmp_path, MULTI))
+    assert [t.preset for t in cfg.targets] == ["gaussians-mlp3", "digits-mlp"] and cfg.multi_target
+    assert cfg.targets[0].overrides == (("epochs", 3),) and cfg.targets[0].where == "act2"
+    assert cfg.targets[1].where is None and cfg.target_spec(1).epochs == 1
 
 
 def test_per_parameter_bounds(tmp_path):
@@ -54,19 +89,67 @@ def test_per_parameter_bounds(tmp_path):
 BAD = [
     ("[search]\nn_trials = 5\n", "missing key 'preset'"),
     (GOOD + "colour = 1\n", None),  # lands in [search]: unknown key
-    (GOOD.replace("n_trials = 5", "n_trials = 0"), r"\[search\] n_trials = 0 .*integer >= 1"),
+    (GOOD.replace("n_trials = 5", "n_trials = 0"), r"\[search\] n_trials = 0 .*integer in \[1, 100000\]"),
     (GOOD.replace("n_trials = 5", "n_trials = 5\nsampler = 'annealing'"), "sampler = 'annealing'.*botorch"),
     (GOOD.replace("n_trials = 5", "n_trials = 5\nacquisition = 'ucb'"), "acquisition = 'ucb'.*logei, qlogei"),
     (GOOD.replace("n_trials = 5", "n_trials = 5\nq = 4"), 'q = 4 .*needs acquisition = "qlogei"'),
     (GOOD.replace("bounds = [-2, 2]", "bounds = [2, -2]"), r"bounds\[0\] = \[2.0, -2.0\].*lo < hi"),
     (GOOD.replace("bounds = [-2, 2]", "bounds = [[-1, 1], [0, 1]]"), "2 .* pairs .* 3\\*hidden\\+1 = 4"),
     (GOOD.replace("bounds = [-2, 2]", 'bounds = "wide"'), "bounds = 'wide'.*\\[lo, hi\\]"),
-    (GOOD.replace("hidden = 1", "hidden = 0"), r"\[metanet\] hidden = 0 .*integer >= 1"),
+    (GOOD.replace("hidden = 1", "hidden = 0"), r"\[metanet\] hidden = 0 .*integer in \[1, 64\]"),
     (GOOD.replace("hidden = 1", "hidden = 1\nwidth = 3"), r"\[metanet\].*unknown key 'width'.*act, hidden"),
     (GOOD.replace('where = "act2"', 'wher = "act2"'), "unknown key 'wher'"),
     (GOOD.replace("epochs = 3", "epochz = 3"), r"\[target\].*epochz"),
     (GOOD.replace('"gaussians-mlp3"', '"imagenet-vit"'), "imagenet-vit"),
     ("[target\n", "not valid TOML"),
+    # seeds, lr, [validate], [[targets]]
+    (GOOD.replace('where = "act2"', "seed = 0\nseeds = [0, 1]"), "give one of them"),
+    (GOOD.replace('where = "act2"', "seeds = []"), r"seeds = \[\] .*list of distinct integer seeds"),
+    (GOOD.replace('where = "act2"', "seeds = [0, 0]"), "listed twice"),
+    (GOOD.replace('where = "act2"', "seeds = [0, -1]"), r"seeds = -1 .*integer in \[0, 4294967295\]"),
+    (GOOD.replace('where = "act2"', "seeds = [true]"), r"seeds = True .*integer"),
+    (GOOD.replace('where = "act2"', 'seeds = "012"'), "seeds = '012' .*list"),
+    (GOOD.replace('where = "act2"', f"seed = {2**40}"), r"seed = 1099511627776 .*integer in"),
+    (GOOD + "lr = [1.0, 0.001]\n", r"\[search\] lr = \[1, 0.001\].*lo < hi"),
+    (GOOD + "lr = [0.0, 1.0]\n", r"\[search\] lr\[0\] = 0.0 .*number in \(0, 1000\]"),
+    (GOOD + "lr = [1e-3, 1e300]\n", r"lr\[1\] = 1e\+300 .*\(0, 1000\]"),
+    (GOOD + "lr = [1e-3, nan]\n", r"lr\[1\] = nan"),
+    (GOOD + "lr = 0.1\n", r"\[search\] lr = 0.1 .*\[lo, hi\]"),
+    (GOOD + "lr = [true, 1.0]\n", r"lr\[0\] = True"),
+    (GOOD + "[validate]\nseeds = [0, 5]\n", r"\[validate\] seeds.*\[0\] also in the search seeds"),
+    (GOOD + "[validate]\nseeds = [5]\ntop_k = 0\n", r"\[validate\] top_k = 0 .*integer in \[1, "),
+    (GOOD + "[validate]\nseeds = [5]\nk = 3\n", r"\[validate\].*unknown key 'k'"),
+    (MULTI + "[target]\npreset = 'digits-mlp'\n", r"either \[target\] or \[\[targets\]\]"),
+    (MULTI.replace('preset = "digits-mlp"', 'preset = "gaussians-mlp3"'), "listed twice"),
+    (MULTI.replace('preset = "digits-mlp"', 'name = "digits-mlp"'),
+     r"\[\[targets\]\] #2.*missing key 'preset'"),
+    (MULTI.replace("epochs = 1", "epochs = 1\nwhere = 'fc9'"),
+     "where = 'fc9'.*does not fit target 'digits-mlp'"),
+    ("targets = 3\n", "must be one or more \\[\\[targets\\]\\] tables"),
+    # types, ranges, devices, storage, activations, where
+    (GOOD.replace("epochs = 3", "hidden = 10000000000"), r"hidden = 10000000000 .*list of 1 to 16 widths"),
+    (GOOD.replace("epochs = 3", f"hidden = [{10**18}]"), r"hidden = 1000000000000000000 .*\[1, 8192\]"),
+    (GOOD.replace("epochs = 3", 'hidden = "16"'), r"hidden = '16' .*list of 1 to 16 widths"),
+    (GOOD.replace("epochs = 3", 'name = "x"'), r"\[target\].*unknown key 'name'"),
+    (GOOD.replace("epochs = 3", "lr = true"), r"\[target\] lr = True .*number"),
+    (GOOD.replace("epochs = 3", "lr = 1e300"), r"\[target\] lr = 1e\+300 .*\(0, 1000\]"),
+    (GOOD.replace("epochs = 3", "lr = -0.1"), r"\[target\] lr = -0.1 "),
+    (GOOD.replace("epochs = 3", "lr = nan"), r"\[target\] lr = nan "),
+    (GOOD.replace("epochs = 3", "epochs = 3.5"), r"\[target\] epochs = 3.5 .*integer"),
+    (GOOD.replace("epochs = 3", "bias = 1"), r"\[target\] bias = 1 .*true or false"),
+    (GOOD.replace("epochs = 3", "activation = 'swoosh'"), "swoosh"),
+    (GOOD.replace("hidden = 1", "hidden = 1\nact = 'swoosh'"), r"\[metanet\] act = 'swoosh'"),
+    (GOOD.replace("hidden = 1", f"hidden = {10**30}"), r"\[metanet\] hidden = 10{30} "),
+    (GOOD.replace('where = "act2"', 'where = "act9"'), "where = 'act9'.*not fit target 'gaussians-mlp3'"),
+    (GOOD.replace('where = "act2"', 'device = "bogus"'), "device = 'bogus'.*cpu, cuda or cuda:N"),
+    (GOOD.replace('where = "act2"', "device = 1"), "device = 1 .*must be a string"),
+    (GOOD + 'storage = ""\n', r"\[search\] storage = ''.*journal file path"),
+    (GOOD + "storage = '.'\n", "is a directory"),
+    (GOOD + "storage = 3\n", r"\[search\] storage = 3 "),
+    (GOOD.replace('where = "act2"', "compile = 1"), "compile = 1 .*true or false"),
+    (GOOD.replace("bounds = [-2, 2]", "bounds = [-2, 1e300]"), r"bounds\[1\] = 1e\+300"),
+    (GOOD.replace('where = "act2"', "[x]\n" * 1), "unknown key 'x'"),
+    ("a = " + "[" * 2000 + "]" * 2000 + "\n", "nested too deeply|not valid TOML"),
 ]
 
 
@@ -82,6 +165,15 @@ def test_bad_file_names_its_mistake(tmp_path, text, match):
 def test_missing_file():
     with pytest.raises(ConfigError, match="does not exist"):
         load_study("no/such/study.toml")
+
+
+def test_not_text(tmp_path):
+    p = tmp_path / "g.bfn"
+    p.write_bytes(b"\x89BFN\x00\xff\xfe" * 10)
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_study(p)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_study(tmp_path)  # a directory
 
 
 def test_config_in_code_is_validated():
