@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser(argv)
         args = parser.parse_args(argv)
         if args.command is None:
-            parser.print_help()
-            return USAGE_ERROR
+            raise UsageError("metabp: error: give a command, e.g. `metabp search studies/quickstart.toml` "
+                             f"({', '.join(COMMANDS)}; see `metabp --help`)")
         command = f"metabp {args.command}"
         return int(_command(args.command).run(args) or 0)
     except UsageError as exc:

@@ -1,0 +1,110 @@
+"""Bad command lines: exit code 2, one line on stderr, never a traceback (run in-process)."""
+
+from __future__ import annotations
+
+import pytest
+
+import metabp
+from metabp._cli import main
+from metabp.search import Evaluation, Study, load_study
+
+STUDY = """
+where = "act2"
+seeds = [0, 1]
+[target]
+preset = "gaussians-mlp3"
+epochs = 2
+[search]
+sampler = "random"
+n_initial = 2
+n_trials = 2
+"""
+
+
+def _evaluate(gs, seeds, *, target=0, lr=None):
+    return [Evaluation(aulc=1.0 if g is None else float(g.omega.abs().sum())) for g in gs]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    (d / "done.toml").write_text(STUDY)
+    Study(load_study(d / "done.toml"), evaluate=_evaluate).optimize(progress=False)  # a finished study
+    (d / "empty.toml").write_text(STUDY.replace('where = "act2"', 'name = "never-run"\nwhere = "act2"'))
+    (d / "g.bfn").write_bytes(metabp.save(metabp.MetaNet(1, "tanh", seed=0), d / "g.bfn").read_bytes())
+    (d / "binary.toml").write_bytes(b"\xff\xfe\x00seeds = [0]\n")
+    (d / "bad-q.toml").write_text(STUDY + "q = 0\n")
+    (d / "bad-device.toml").write_text(STUDY.replace('where = "act2"', 'device = "bogus"'))
+    (d / "bad-hidden.toml").write_text(STUDY.replace("epochs = 2", 'hidden = "16"'))
+    (d / "cuda.toml").write_text(STUDY.replace('where = "act2"', 'device = "cuda:7"'))
+    (d / "dir-storage.toml").write_text(STUDY + 'storage = "."\n')
+    (d / "not.bfn").write_text("this is not a b-function\n")
+    return d
+
+
+def cases(d):
+    done, empty, bfn = str(d / "done.toml"), str(d / "empty.toml"), str(d / "g.bfn")
+    return [
+        [], ["bogus"], ["--bogus"], ["search"], ["search", str(d / "missing.toml")], ["search", bfn],
+        ["show", bfn], ["export", bfn], ["validate", bfn], ["search", str(d)],
+        ["search", str(d / "binary.toml")], ["search", done, "--trials", "x"],
+        ["search", done, "--trials", "0"], ["search", done, "--trials", "-5"],
+        ["search", done, "--max-new", "-1"], ["search", empty, "--resume"], ["search", done, "--bogus"],
+        ["search", str(d / "bad-q.toml")], ["search", str(d / "bad-device.toml")],
+        ["search", str(d / "bad-hidden.toml")], ["search", str(d / "cuda.toml")],
+        ["search", str(d / "dir-storage.toml")], ["search", done, "--storage", ""],
+        ["search", done, "--storage", str(d)], ["show", empty],
+        ["show", done, "--storage", "sqlite:////no/such/dir/x.db"], ["show", done, "--storage", "bogus://x"],
+        ["export", empty], ["export", done, "--trial", "999"], ["export", done, "--trial", "x"],
+        ["export", done, "-o", "/proc/metabp/x.bfn"], ["export", done, "-o", str(d)],
+        ["validate", done], ["validate", empty],
+        ["train", "bogus-target"], ["train", "gaussians-mlp3", "--epochs", "0"],
+        ["train", "gaussians-mlp3", "--lr", "-1"], ["train", "gaussians-mlp3", "--lr", "nan"],
+        ["train", "gaussians-mlp3", "--bfn", str(d / "missing.bfn")],
+        ["train", "gaussians-mlp3", "--bfn", str(d / "not.bfn")],
+        ["train", "gaussians-mlp3", "--bfn", str(d)], ["train", "gaussians-mlp3", "--threads", "x"],
+        ["train", "gaussians-mlp3", "--optimizer", "bogus"], ["train", "gaussians-mlp3", "--batch-size", "0"],
+        ["train", "gaussians-mlp3", "--device", "cuda:7"], ["train", "gaussians-mlp3", "--device", "bogus"],
+        ["train", "gaussians-mlp3", "--seed", "x"],
+        ["plot", "bogus", bfn], ["plot", "implicit-lr", str(d / "missing.bfn")],
+        ["plot", "implicit-lr", str(d / "not.bfn")],
+        ["plot", "implicit-lr", bfn, "--zmin", "5", "--zmax", "1"],
+        ["compare", str(d / "missing.toml")], ["compare", empty], ["report", str(d / "missing.toml")],
+    ]
+
+
+N_CASES = 54
+
+
+def test_enough_cases(files):
+    assert len(cases(files)) == N_CASES >= 40
+
+
+@pytest.mark.parametrize("i", range(N_CASES))
+def test_bad_invocation_is_one_line_and_exit_2(files, capsys, i):
+    argv = cases(files)[i]
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert code == 2, (argv, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "error" in lines[0], (argv, err)
+
+
+def test_messages_name_the_mistake(files, capsys):
+    d = files
+    for argv, text in [
+        (["show", str(d / "g.bfn")], "not UTF-8 text"),
+        (["export", str(d / "done.toml"), "-o", "/proc/metabp/x.bfn"], "/proc/metabp"),
+        (["search", str(d / "cuda.toml")], "device = 'cuda:7'"),
+        (["bogus"], "invalid choice: 'bogus'"),
+        (["validate", str(d / "done.toml")], "no held-out seeds"),
+    ]:
+        assert main(argv) == 2
+        assert text in capsys.readouterr().err
+
+
+def test_help_is_for_users(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "search, train and analyse b-functions" in out and "sub-command" not in out
