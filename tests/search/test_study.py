@@ -164,58 +164,6 @@ def test_several_targets_score_the_mean_ratio_to_backprop():
     assert t.value == pytest.approx(sum(ratios) / 4)
 
 
-def test_validation_at_the_end_and_export_by_heldout_score(tmp_path, capsys):
-    ev = Quadratic()
-    c = cfg(n_trials=10, seeds=(0, 1), lr_bounds=(1e-2, 10.0), validate_seeds=(100, 101, 102),
-            validate_top_k=4, sampler="tpe")
-    study = Study(c, storage=str(tmp_path / "v.journal"), evaluate=ev)
-    study.optimize(progress=True)
-    top = sorted(study.completed(), key=lambda t: t.value)[:4]
-    for t in study.completed():
-        held = t.user_attrs.get("heldout_aulc")
-        assert (held is not None) == (t in top)
-    for t in top:
-        held = t.user_attrs["heldout_aulc"]
-        g, lr = study.omega_of(t), t.params["lr"]
-        want = [float(((g - HELD) ** 2).sum()) + 0.1 * k + math.log10(lr) ** 2 for k in range(3)]
-        assert held["seeds"] == [100, 101, 102] and held["values"] == pytest.approx(want)
-        assert held["mean"] == pytest.approx(sum(want) / 3)
-        assert held["std"] == pytest.approx(torch.tensor(want, dtype=torch.float64).std().item())
-    controls = study.heldout_controls
-    assert controls["backprop"]["values"] == pytest.approx([1.0, 1.1, 1.2])
-    tuned = controls["tuned_lr"]
-    assert 1e-2 <= tuned["lr"] <= 10.0 and tuned["seeds"] == [100, 101, 102]
-    assert tuned["mean"] == pytest.approx(1.1 + math.log10(tuned["lr"]) ** 2)
-    sub = optuna.load_study(study_name="t:tuned_lr", storage=study.storage)
-    assert len(sub.get_trials(states=(TrialState.COMPLETE,))) == 10  # the same budget as the search
-    err = capsys.readouterr().err
-    assert "held-out seeds [100, 101, 102]" in err and "backprop, tuned lr" in err
-
-    best_held = min(top, key=lambda t: t.user_attrs["heldout_aulc"]["mean"])
-    assert study.best_heldout_trial().number == best_held.number
-    g = metabp.load(study.export(tmp_path / "best.bfn"))
-    assert g.meta["trial"] == best_held.number and g.meta["chosen_by"] == "heldout_aulc"
-    assert g.meta["heldout_aulc"]["mean"] == best_held.user_attrs["heldout_aulc"]["mean"]
-    assert g.meta["seeds"] == [100, 101, 102] and g.meta["aulc"] == best_held.value
-    n_calls = len(ev.calls)
-    study.validate(progress=False)  # everything stored: nothing trains again
-    assert len(ev.calls) == n_calls
-
-
-def test_export_falls_back_to_the_search_score(tmp_path):
-    study = Study(cfg(sampler="random"), storage="memory", evaluate=Quadratic())
-    with pytest.raises(ConfigError, match="no completed trial"):
-        study.best_bfn()
-    study.optimize(progress=False)
-    best = study.best_trial
-    g = metabp.load(study.export(tmp_path / "best.bfn"))
-    assert torch.equal(g.omega, study.omega_of(best)) and g.meta["chosen_by"] == "search score"
-    assert g.meta["study"] == "t" and g.meta["trial"] == best.number and g.meta["aulc"] == best.value
-    assert "heldout_aulc" not in g.meta
-    with pytest.raises(ConfigError, match="no .*held-out seeds"):
-        study.validate(progress=False)
-
-
 def test_study_file_must_match_stored_study(tmp_path):
     url = str(tmp_path / "s.journal")
     Study(cfg(), storage=url, evaluate=Quadratic())

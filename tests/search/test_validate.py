@@ -1,0 +1,140 @@
+"""Held-out validation: the top candidates and the controls on held-out seeds, resumable; export by it."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+from test_study import HELD, Quadratic, cfg
+
+import metabp
+from metabp.exceptions import ConfigError
+from metabp.search import Evaluation, Study, TargetEntry, get_storage
+
+
+def test_validation_at_the_end_and_export_by_heldout_score(tmp_path, capsys):
+    ev = Quadratic()
+    c = cfg(n_trials=10, seeds=(0, 1), lr_bounds=(1e-2, 10.0), validate_seeds=(100, 101, 102),
+            validate_top_k=4, sampler="tpe")
+    study = Study(c, storage=str(tmp_path / "v.journal"), evaluate=ev)
+    study.optimize(progress=True)
+    top = sorted(study.completed(), key=lambda t: t.value)[:4]
+    for t in study.completed():
+        held = t.user_attrs.get("heldout_aulc")
+        assert (held is not None) == (t in top)
+    for t in top:
+        held = t.user_attrs["heldout_aulc"]
+        g, lr = study.omega_of(t), t.params["lr"]
+        want = [float(((g - HELD) ** 2).sum()) + 0.1 * k + math.log10(lr) ** 2 for k in range(3)]
+        assert held["seeds"] == [100, 101, 102] and held["values"] == pytest.approx(want)
+        assert held["mean"] == pytest.approx(sum(want) / 3)
+        assert held["std"] == pytest.approx(torch.tensor(want, dtype=torch.float64).std().item())
+    controls = study.heldout_controls
+    assert controls["backprop"]["values"] == pytest.approx([1.0, 1.1, 1.2])
+    tuned = controls["tuned_lr"]
+    assert 1e-2 <= tuned["lr"] <= 10.0 and tuned["seeds"] == [100, 101, 102]
+    assert tuned["mean"] == pytest.approx(1.1 + math.log10(tuned["lr"]) ** 2)
+    sub = optuna.load_study(study_name="t:tuned_lr", storage=study.storage)
+    assert len(sub.get_trials(states=(TrialState.COMPLETE,))) == 10  # the same budget as the search
+    err = capsys.readouterr().err
+    assert "held-out seeds [100, 101, 102]" in err and "backprop, tuned lr" in err
+
+    best_held = min(top, key=lambda t: t.user_attrs["heldout_aulc"]["mean"])
+    assert study.best_heldout_trial().number == best_held.number
+    g = metabp.load(study.export(tmp_path / "best.bfn"))
+    assert g.meta["trial"] == best_held.number and g.meta["chosen_by"] == "heldout_aulc"
+    assert g.meta["heldout_aulc"]["mean"] == best_held.user_attrs["heldout_aulc"]["mean"]
+    assert g.meta["seeds"] == [100, 101, 102] and g.meta["aulc"] == best_held.value
+    n_calls = len(ev.calls)
+    study.validate(progress=False)  # everything stored: nothing trains again
+    assert len(ev.calls) == n_calls
+
+
+def test_export_falls_back_to_the_search_score(tmp_path):
+    study = Study(cfg(sampler="random"), storage="memory", evaluate=Quadratic())
+    with pytest.raises(ConfigError, match="no completed trial"):
+        study.best_bfn()
+    study.optimize(progress=False)
+    best = study.best_trial
+    g = metabp.load(study.export(tmp_path / "best.bfn"))
+    assert torch.equal(g.omega, study.omega_of(best)) and g.meta["chosen_by"] == "search score"
+    assert g.meta["study"] == "t" and g.meta["trial"] == best.number and g.meta["aulc"] == best.value
+    assert "heldout_aulc" not in g.meta
+    with pytest.raises(ConfigError, match="no .*held-out seeds"):
+        study.validate(progress=False)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_validation_resumes_what_a_killed_run_left(tmp_path):
+    """A run that dies while validating keeps what it stored; the next trains only the rest."""
+    url = str(tmp_path / "r.journal")
+    c = cfg(n_trials=6, seeds=(0, 1), lr_bounds=(1e-2, 10.0), validate_seeds=(100, 101), validate_top_k=3,
+            sampler="random")
+    Study(c, storage=url, evaluate=Quadratic()).optimize(progress=False, validate=False)
+
+    class DiesInTopK(Quadratic):  # the controls train, then the top-k batch dies
+        def __call__(self, gs, seeds, *, target=0, lr=None):
+            if any(g is not None for g in gs):
+                raise Interrupted
+            return super().__call__(gs, seeds, target=target, lr=lr)
+
+    with pytest.raises(Interrupted):
+        Study(c, storage=url, evaluate=DiesInTopK()).validate(progress=False)
+    again = Quadratic()
+    study = Study(c, storage=url, evaluate=again)
+    assert set(study.heldout_controls) == {"backprop", "tuned_lr"}  # kept
+    study.optimize(progress=False)  # as `metabp search --resume`: complete, so it validates
+    assert [call[1] for call in again.calls] == [(100, 101)] * 3  # only the top 3 (one lr each)
+    assert sum("heldout_aulc" in t.user_attrs for t in study.completed()) == 3
+
+
+def test_tuned_lr_resumes_its_sub_study(tmp_path):
+    url = str(tmp_path / "l.journal")
+    c = cfg(n_trials=5, lr_bounds=(1e-2, 10.0), validate_seeds=(100,), validate_top_k=1, sampler="random")
+    Study(c, storage=url, evaluate=Quadratic()).optimize(progress=False, validate=False)
+
+    class DiesAfterTwo(Quadratic):
+        def __call__(self, gs, seeds, *, target=0, lr=None):
+            if lr is not None and gs[0] is None and sum(c[3] is not None for c in self.calls) >= 2:
+                raise Interrupted
+            return super().__call__(gs, seeds, target=target, lr=lr)
+
+    with pytest.raises(Interrupted):
+        Study(c, storage=url, evaluate=DiesAfterTwo()).validate(progress=False)
+    sub = optuna.load_study(study_name="t:tuned_lr", storage=get_storage(url))
+    assert [t.state for t in sub.trials] == [TrialState.COMPLETE] * 2 + [TrialState.RUNNING]
+    ev = Quadratic()
+    Study(c, storage=url, evaluate=ev).validate(progress=False)
+    tuning = [call for call in ev.calls if call[3] is not None and call[1] == (0,)]
+    assert len(tuning) == 3  # 5 trials in all: 2 kept, the killed one failed and redone
+    states = [t.state for t in optuna.load_study(study_name="t:tuned_lr", storage=get_storage(url)).trials]
+    assert states.count(TrialState.COMPLETE) == 5 and states.count(TrialState.FAIL) == 1
+
+
+def test_several_targets_validate_as_ratios():
+    targets = (TargetEntry("gaussians-mlp3", (), "act2"), TargetEntry("digits-mlp"))
+    c = cfg(seeds=(0,), targets=targets, validate_seeds=(100, 101), validate_top_k=1, sampler="random")
+    study = Study(c, storage="memory", evaluate=Quadratic())
+    study.optimize(progress=False)
+    best = study.best_heldout_trial()
+    held = best.user_attrs["heldout_aulc"]
+    d = float(((study.omega_of(best) - HELD) ** 2).sum())
+    want = [(d + 0.1 * k) / (1 + 0.1 * k) for k in range(2)]  # target 1 doubles both: the same ratio
+    assert held["values"] == pytest.approx(want)
+    assert study.heldout_controls["backprop"]["values"] == [1.0, 1.0]
+    assert study.heldout_controls["backprop"]["per_target"]["digits-mlp"] == pytest.approx([2.0, 2.2])
+
+
+def test_a_one_argument_evaluator_cannot_validate():
+    study = Study(cfg(validate_seeds=(100,), sampler="random"), storage="memory",
+                  evaluate=lambda gs: [Evaluation(aulc=1.0) for _ in gs])
+    study.optimize(progress=False, validate=False)
+    with pytest.raises(ConfigError, match="trains plain backprop"):
+        study.validate(progress=False)
+    assert math.isfinite(study.best_trial.value) and torch.is_tensor(study.omega_of(study.best_trial))
