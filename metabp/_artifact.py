@@ -41,6 +41,7 @@ TABLE_SIZES = (16, 2**15)  # MetaNet table_size range (the table index is int16)
 #: inputs up to 1e3; float16's range ends at 65504). Searches over ``omega`` in ``[-5, 5]`` reach
 #: a few thousand at most.
 G_LIMIT = 1e6
+SOFTPLUS_THRESHOLD = 88.0  # exp(88) < float32 max < exp(88.8)
 OMEGA_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # points where Derivative and the bound are probed: the float32 extremes, zero, and a fine middle
 _PROBE = torch.cat([torch.tensor([-3.4e38, -1e30, -1e6, -0.0, 0.0, 1e6, 1e30, 3.4e38]),
@@ -282,12 +283,18 @@ _CHECKS = {"metanet": _check_metanet, "derivative": _check_derivative, "scaled":
 def bound_problem(bfn: BFunction) -> str | None:
     """Why ``bfn`` could make non-finite gradients (``|g| > G_LIMIT`` or non-finite ``g`` in
     float32 somewhere), or None. MetaNet is checked on the table the backward reads (it holds its
-    end values beyond the table), Derivative at :data:`_PROBE`, Scaled by ``|c|`` (every
-    activation's ``|sigma'| <= 1.2``)."""
+    end values beyond the table), Scaled by ``|c|`` (every activation's ``|sigma'| <= 1.2``),
+    Derivative at :data:`_PROBE` and, for softplus, by its threshold (its only regime where the
+    backward kernel can overflow between probe points)."""
     try:
         if isinstance(bfn, MetaNet):
             values, what = bfn.table.values, "its float32 table"
         elif isinstance(bfn, Derivative):
+            threshold = bfn.of.kwargs.get("threshold", 20.0) if bfn.of.name == "softplus" else 0.0
+            if threshold > SOFTPLUS_THRESHOLD:
+                return (f"{bfn!r}: threshold={threshold!r}; allowed: <= {SOFTPLUS_THRESHOLD} (below its "
+                        "threshold softplus' derivative computes exp(beta * z), which overflows float32 "
+                        "past 88.7 and makes NaN)")
             z = _PROBE.clone()
             values, what = bfn.of.backward(torch.ones_like(z), z, bfn.of.forward(z)), "z in float32"
         elif isinstance(bfn, Scaled):

@@ -209,7 +209,7 @@ def well_formed_files(draw) -> bytes:
         return _with_checksum("scaled", {"c": draw(ANY_FLOAT)}, {})
     if kind == "derivative":
         name = draw(st.sampled_from(sorted(OPTIONS)))
-        kwargs = {k: draw(ANY_FLOAT) for k in OPTIONS[name]}
+        kwargs = {k: draw(ANY_FLOAT | st.floats(80, 100)) for k in OPTIONS[name]}
         return _with_checksum("derivative", {"name": name, "kwargs": kwargs}, {})
     hidden = draw(st.integers(1, 3))
     omega = torch.tensor(draw(st.lists(ANY_FLOAT, min_size=3 * hidden + 1, max_size=3 * hidden + 1)),
