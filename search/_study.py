@@ -45,7 +45,7 @@ from ._load import load_study
 from ._samplers import make_sampler
 from ._score import Evaluator, as_evaluator, backprop_aulcs, backprop_summary, score, train_evaluator
 from ._storage import HEARTBEAT_GRACE_S, get_storage
-from ._validate import HELDOUT, validate
+from ._validate import HELDOUT, format_heldout, validate
 from ._workers import CHECKED, Workers, duplicate_of
 
 _PROPOSE = "metabp:propose_seconds"
@@ -249,6 +249,8 @@ class Study:
                 self._run(math.inf if n_trials is None else n_trials, progress)
             if validate and self.config.validate_seeds and self._occupied()[0] >= self.config.n_trials:
                 self.validate(progress=progress)
+                if progress:
+                    print(format_heldout(self), file=sys.stderr)
         return self
 
     def _run(self, cap: float, progress: bool) -> None:

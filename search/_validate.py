@@ -66,10 +66,7 @@ def validate(study: Study, *, progress: bool = True) -> dict[str, Any]:
             study.optuna_study.set_user_attr(f"{HELDOUT}{t.number}", held)
     held = {t.number: t.user_attrs["heldout_aulc"] for t in study.completed()
             if "heldout_aulc" in t.user_attrs}
-    result = {"trials": held, **study.heldout_controls}
-    if progress:
-        print(format_heldout(study), file=sys.stderr)
-    return result
+    return {"trials": held, **study.heldout_controls}
 
 
 def tune_lr(study: Study, *, progress: bool = True) -> float:

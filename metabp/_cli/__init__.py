@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "search": ("metabp._cli.search", "Search", "run a b-function search study to its budget"),
     "show": ("metabp._cli.search", "Show", "table (or JSON) of a study's trials"),
     "export": ("metabp._cli.search", "Export", "save a study's best b-function as a .bfn file"),
-    "validate": ("metabp._cli.search", "Validate", "top candidates and controls on held-out seeds"),
+    "validate": ("metabp._cli.search", "Validate", "score top candidates and controls on held-out seeds"),
     "plot": ("metabp._cli.analysis", "Plot", "plot a b-function: g(z), sigma'(z), implicit lr"),
     "compare": ("metabp._cli.analysis", "Compare", "best b-function vs tuned baseline optimizers"),
     "report": ("metabp._cli.analysis", "Report", "Markdown + PNG report of a study"),

@@ -81,7 +81,7 @@ class Validate:
         from metabp.search import format_heldout
 
         study = _open(args, train=True)
-        study.validate(progress=False)
+        study.validate(progress=not args.quiet)
         if not args.quiet:
             print(format_heldout(study))
         return 0
