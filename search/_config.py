@@ -8,6 +8,7 @@ what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -203,15 +204,15 @@ class StudyConfig:
         return dataclasses.replace(self, **changes)
 
     def identity(self) -> dict[str, Any]:
-        """What must agree between workers sharing one study (stored with the study)."""
-        return {
+        """What must agree between workers sharing one study (stored with the study, as JSON)."""
+        return json.loads(json.dumps({
             "targets": [[t.preset, {k: v for k, v in t.overrides}, t.where] for t in self.targets],
             "seeds": list(self.seeds),
             "hidden": self.hidden,
             "act": self.act,
             "bounds": [list(b) for b in self.bounds],
             "lr_bounds": list(self.lr_bounds) if self.lr_bounds else None,
-        }
+        }))
 
 
 def check_int(key: str, value: Any, lo: int, hi: int, at: str) -> int:

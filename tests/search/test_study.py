@@ -171,6 +171,9 @@ def test_study_file_must_match_stored_study(tmp_path):
         Study(cfg(bounds=((-1.0, 1.0),) * 4), storage=url)
     with pytest.raises(ConfigError, match="created with seeds"):
         Study(cfg(seeds=(0, 1)), storage=url)
+    tuple_override = cfg(name="h", overrides=(("hidden", (8, 8)),))  # stored as a JSON list: still equal
+    Study(tuple_override, storage=url, evaluate=Quadratic())
+    Study(tuple_override, storage=url, evaluate=Quadratic())
 
 
 def test_evaluator_error_fails_the_trial_and_propagates():
