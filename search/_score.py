@@ -87,13 +87,12 @@ def train_evaluator(cfg: StudyConfig) -> Evaluator:
 
     check_device_exists(cfg.device)
     specs = [cfg.target_spec(i) for i in range(len(cfg.targets))]
-    extra = {"compile": True} if cfg.compile else {}
 
     def evaluate(gs: list[BFunction | None], seeds: list[int], *, target: int = 0,
                  lr: float | None = None) -> Sequence[Any]:
         spec = specs[target] if lr is None else get_target(specs[target], lr=float(lr))
         return train_many(spec, gs, where=cfg.targets[target].where, seed=list(seeds), device=cfg.device,
-                          data_dir=cfg.data_dir, **extra)
+                          data_dir=cfg.data_dir, compile=cfg.compile)
 
     return evaluate
 

@@ -270,6 +270,24 @@ def test_cli_errors(tmp_path, capsys):
     assert "[search] q = 0" in capsys.readouterr().err
 
 
+def test_default_evaluator_passes_seeds_lr_device_and_compile(monkeypatch):
+    import metabp.targets
+    from metabp.search import train_evaluator
+
+    seen = {}
+
+    def fake_train_many(spec, gs, where=None, seed=0, **kw):
+        seen.update(spec=spec, where=where, seed=seed, **kw)
+        return [Evaluation(aulc=1.0) for _ in gs]
+
+    monkeypatch.setattr(metabp.targets, "train_many", fake_train_many)
+    c = cfg(overrides=(("epochs", 3),), where="act1", compile=True, data_dir="/data")
+    train_evaluator(c)([None, None], [4, 5], target=0, lr=0.25)
+    assert seen["seed"] == [4, 5] and seen["where"] == "act1" and seen["compile"] is True
+    assert seen["spec"].lr == 0.25 and seen["spec"].epochs == 3
+    assert seen["device"] == "cpu" and seen["data_dir"] == "/data"
+
+
 def test_a_really_diverging_candidate_is_recorded():
     config = StudyConfig(name="div", target="gaussians-mlp3", overrides=(("epochs", 5), ("lr", 10.0)),
                          where="act2", bounds=((-5.0, 5.0),) * 4, n_initial=2, n_trials=3)
