@@ -240,6 +240,11 @@ def _check_options(mode: str, seed: int, scale: float | None, sparsity: float, o
     if scale is not None and (isinstance(scale, bool) or not (
             isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0)):
         raise ConfigError(f"scale={scale!r} must be a positive finite number (or None for the default)")
+    if output is not None and not isinstance(output, str):
+        raise ConfigError(f"output={output!r} must be the name of the output layer (a str) or None")
+    if output_dim is not None and (isinstance(output_dim, bool) or not isinstance(output_dim, int)
+                                   or output_dim < 1):
+        raise ConfigError(f"output_dim={output_dim!r} must be a positive integer or None")
     if mode != "dfa" and (output_dim is not None or output is not None):
         raise ConfigError(f"output_dim={output_dim!r}, output={output!r} are for mode='dfa' only, "
                           f"not mode={mode!r}")

@@ -209,9 +209,13 @@ class Stacked(BFunction):
 
 def stack(bfns: Iterable[BFunction]) -> Stacked:
     """``K`` b-functions for a model batched along dim 0 into ``K`` independent copies."""
-    if isinstance(bfns, BFunction) or not isinstance(bfns, Iterable):
-        raise ConfigError(f"stack(bfns={bfns!r}): pass a list of b-functions")
-    return Stacked(list(bfns))
+    try:
+        if isinstance(bfns, (BFunction, torch.Tensor, str)):
+            raise TypeError
+        bfns = list(bfns)
+    except TypeError:
+        raise ConfigError(f"stack(bfns={bfns!r}): pass a list of b-functions") from None
+    return Stacked(bfns)
 
 
 # ------------------------------------------------------------------- patching modules

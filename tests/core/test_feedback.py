@@ -391,6 +391,8 @@ def test_alignment_bp_mode_is_zero_degrees():
     (lambda: metabp.feedback(nn.Linear(2, 2), "fa", sparsity=True), metabp.ConfigError, r"sparsity=True"),
     (lambda: metabp.feedback(nn.Linear(2, 2), "fa", scale=float("nan")), metabp.ConfigError, r"scale=nan"),
     (lambda: metabp.feedback(nn.Linear(2, 2), "fa", where=1.5), metabp.PatchError, r"where=1.5"),
+    (lambda: metabp.feedback(nn.Linear(2, 2), "dfa", output=[]), metabp.ConfigError, r"output=\[\] must be"),
+    (lambda: metabp.feedback(nn.Linear(2, 2), "dfa", output_dim=0), metabp.ConfigError, r"output_dim=0 must"),
 ])
 def test_bad_arguments_are_named_errors(call, error, message):
     with pytest.raises(error, match=message):

@@ -233,6 +233,8 @@ def test_patch_on_cuda_matches_cpu():
      r"activation='bogus' is not known"),
     (lambda: metabp.stack(Scaled(1.0)), metabp.ConfigError, r"stack\(bfns=Scaled\(1.0\)\): pass a list"),
     (lambda: metabp.stack([Scaled(1.0), "x"]), metabp.PatchError, r"bfn='x' is not a b-function"),
+    (lambda: metabp.stack(torch.tensor(1.0)), metabp.ConfigError, r"stack\(bfns=tensor\(1.\)\): pass a list"),
+    (lambda: metabp.stack(3), metabp.ConfigError, r"stack\(bfns=3\): pass a list"),
 ])
 def test_bad_arguments_are_named_errors(call, error, message):
     with pytest.raises(error, match=message):
