@@ -245,6 +245,9 @@ class Study:
                     print(f"{self.name}: complete, {done}/{self.config.n_trials} trials; {self._best_text()}",
                           file=sys.stderr)
             else:
+                if progress and self.backprop is None and self.can_train_backprop:
+                    print(f"{self.name}: training plain backprop on seeds {list(self.config.seeds)} "
+                          "(the baseline)", file=sys.stderr)
                 self.ensure_backprop()
                 self._run(math.inf if n_trials is None else n_trials, progress)
             if validate and self.config.validate_seeds and self._occupied()[0] >= self.config.n_trials:
