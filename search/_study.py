@@ -1,9 +1,7 @@
 r"""The study: an Optuna study whose trials are candidate meta-network weights ``omega``.
 
-Each trial is one candidate ``g_omega`` (params ``omega_0 .. omega_{P-1}``, and ``lr`` when the
-study searches the learning rate), trained on the study's seeds and targets; its value is the
-score of ``_score.py`` (mean AULC over seeds, or mean AULC ratio to backprop over targets and
-seeds), to be minimised. Storage layout:
+Each trial is one candidate ``g_omega`` (params ``omega_0 .. omega_{P-1}``, and ``lr`` when
+searched) trained on the study's seeds and targets; its value, minimised, is ``_score.py``'s score.
 
 - trial user attrs: ``per_seed`` (one dict per target and seed), ``step_losses`` (first target and
   seed), ``seconds``, ``diverged``;
