@@ -1,10 +1,10 @@
 r"""The study: an Optuna study whose trials are candidate meta-network weights ``omega``.
 
 Each trial is one candidate ``g_omega`` (params ``omega_0 .. omega_{P-1}``, and ``lr`` when
-searched) trained on the study's seeds and targets; its value, minimised, is ``_score.py``'s score.
+searched) trained on the study's seeds and targets; its value (minimised) is ``_score.py``'s score.
 
-- trial user attrs: ``per_seed`` (one dict per target and seed), ``step_losses`` (first target and
-  seed), ``seconds``, ``diverged``;
+- trial user attrs: ``per_seed`` (one dict per target and seed), ``step_losses`` (first target
+  and seed), ``seconds``, ``diverged``;
 - study user attrs: ``backprop`` (backprop's score on the search seeds, ``{mean, std, seeds,
   values, per_target}``), ``heldout_controls`` and one ``heldout_aulc:<number>`` per validated
   trial (``_validate.py``); :attr:`Study.trials` shows the latter as the trial's user attr
