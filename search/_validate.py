@@ -18,6 +18,7 @@ Every piece is stored as soon as it is measured, so a killed validation resumes 
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -87,7 +88,9 @@ def tune_lr(study: Study, *, progress: bool = True) -> float:
     with tqdm(total=cfg.n_trials, initial=done, disable=not progress, desc=f"{cfg.name}: tune backprop lr",
               unit="trial", file=sys.stderr, dynamic_ncols=True) as bar:
         while done < cfg.n_trials:
-            trial = sub.ask()
+            with warnings.catch_warnings():  # an RDB storage's heartbeat is for study.optimize
+                warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                trial = sub.ask()
             lr = trial.suggest_float("lr", *cfg.lr_bounds, log=True)
             s = score(cfg, study.evaluator, [None], [lr], cfg.seeds, base)[0]
             sub.tell(trial, s.value)
