@@ -84,16 +84,17 @@ class Study:
         self.config = cfg = config if isinstance(config, StudyConfig) else load_study(config)
         self.storage_url = storage if storage is not None else cfg.default_storage()
         self.storage = get_storage(self.storage_url, grace_period=int(heartbeat_grace))
-        if not create and cfg.name not in optuna.get_all_study_names(self.storage):
+        exists = cfg.name in optuna.get_all_study_names(self.storage)
+        if not create and not exists:
             raise ConfigError(f"no study named {cfg.name!r} in storage {self.storage_url}; run "
                               f"`metabp search {cfg.path or '<study file>'}` first (or pass its --storage)")
         self.sampler = make_sampler(cfg.sampler, bounds=cfg.search_bounds, names=cfg.param_names,
                                     n_initial=cfg.n_initial, seed=cfg.sampler_seed,
                                     acquisition=cfg.acquisition, log=cfg.search_log)
-        with quiet_optuna():
-            self.optuna_study = optuna.create_study(study_name=cfg.name, storage=self.storage,
-                                                    sampler=self.sampler, direction="minimize",
-                                                    load_if_exists=True)
+        with quiet_optuna():  # an existing study is only read: a refused open writes nothing
+            self.optuna_study = (optuna.load_study if exists else optuna.create_study)(
+                study_name=cfg.name, storage=self.storage, sampler=self.sampler,
+                **({} if exists else {"direction": "minimize", "load_if_exists": True}))
         self._check_identity()
         self.workers = Workers(self.optuna_study, self.storage, grace=heartbeat_grace)
         self._evaluate, self.can_train_backprop = as_evaluator(evaluate) if evaluate else (None, True)
@@ -363,8 +364,7 @@ class Study:
 
     # --- progress -----------------------------------------------------------------------------
     def _best_text(self) -> str:
-        done = self.completed()
-        if not done:
+        if not self.completed():
             return "no completed trial yet"
         best = self.best_trial
         text = f"best {best.value:.5g}" + (" (diverged)" if best.user_attrs.get("diverged") else "")

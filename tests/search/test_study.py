@@ -189,6 +189,25 @@ def test_evaluator_error_fails_the_trial_and_propagates():
     assert "out of memory" in study.trials[0].system_attrs["metabp:error"]
 
 
+def test_a_failed_open_or_trial_leaves_the_storage_intact(tmp_path):
+    url = str(tmp_path / "s.journal")
+    Study(cfg(sampler="random"), storage=url, evaluate=Quadratic()).optimize(3, progress=False)
+    before = (tmp_path / "s.journal").read_bytes()
+    with pytest.raises(ConfigError, match="created with"):
+        Study(cfg(sampler="random", seeds=(5,)), storage=url)
+    assert (tmp_path / "s.journal").read_bytes() == before  # a refused open writes nothing
+
+    def broken(gs, seeds, *, target=0, lr=None):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        Study(cfg(sampler="random"), storage=url, evaluate=broken).optimize(progress=False)
+    study = Study(cfg(sampler="random"), storage=url, evaluate=Quadratic())
+    assert len(study.completed()) == 3 and study.trials[-1].state == TrialState.FAIL
+    study.optimize(progress=False)
+    assert len(study.completed()) == 6
+
+
 def test_optuna_log_level_is_left_alone():
     optuna.logging.set_verbosity(optuna.logging.INFO)
     try:
