@@ -295,8 +295,9 @@ def plot(runs: list[dict], optima: dict, samplers: list[str], path: Path) -> Non
             x = range(1, n + 1)
             ax.plot(x, q[1], label=s, lw=1.5 if s.startswith("botorch") else 1)
             ax.fill_between(x, q[0], q[2], alpha=0.12)
-        if optima[p] is not None:
-            ax.set_yscale("log")
+        ax.set_yscale("log")
+        if optima[p] is None:  # AULC: from the best run's value to the 10th evaluation's worst median
+            ax.set_ylim(top=max(ax.get_lines()[i].get_ydata()[9] for i in range(len(ax.get_lines()))) * 1.02)
         ax.set_title(p, fontsize=9)
         ax.set_xlabel("evaluations", fontsize=8)
         ax.set_ylabel("simple regret" if optima[p] is not None else "best AULC", fontsize=8)
