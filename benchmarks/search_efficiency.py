@@ -27,10 +27,10 @@ are rewritten after every problem, so an interrupted run still leaves a table. F
 
     OMP_NUM_THREADS=1 python benchmarks/search_efficiency.py                 # the full suite
     python benchmarks/search_efficiency.py --problems branin hartmann6 --seeds 3 --budget 30 \\
-        --samplers botorch gp "botorch:LOCAL_STARTS=0" --tag _ab           # an A/B of a setting
+        --samplers botorch gp "botorch:WARP=log1p" --tag _ab              # an A/B of a setting
 
 A sampler name ``botorch:NAME=VALUE,...`` runs the botorch sampler with those constants of
-``metabp.search._botorch`` replaced (an A/B of the engine's fixed choices).
+``metabp.search.engine_settings`` changed (an A/B of the engine's fixed choices).
 """
 
 from __future__ import annotations
@@ -122,19 +122,18 @@ def with_settings(sampler: str):
 
 
 def type_of(key: str):
-    import metabp.search._botorch as engine
+    from metabp.search import engine_settings
 
-    value = getattr(engine, key)  # AttributeError names an unknown setting
+    with engine_settings() as current:
+        value = current[key]  # KeyError names an unknown setting
     return str if isinstance(value, str) else float if isinstance(value, float) or value is None else int
 
 
 def run_one(problem: str, prob: Problem, sampler: str, seed: int, budget: int) -> dict:
     """One ``minimize`` run; per evaluation its value, its own seconds and the proposing seconds before it."""
-    import metabp.search._botorch as engine
-    from metabp.search import minimize
+    from metabp.search import engine_settings, minimize
 
     name, settings = with_settings(sampler)
-    saved = {k: getattr(engine, k) for k in settings}
     values, eval_s, propose_s = [], [], []
     last = [time.perf_counter()]
 
@@ -147,13 +146,8 @@ def run_one(problem: str, prob: Problem, sampler: str, seed: int, budget: int) -
         values.append(v)
         return v
 
-    try:
-        for k, v in settings.items():
-            setattr(engine, k, v)
+    with engine_settings(**settings):
         minimize(f, prob.bounds, budget, seed=seed, sampler=name, n_initial=N_INITIAL)
-    finally:
-        for k, v in saved.items():
-            setattr(engine, k, v)
     return {"problem": problem, "sampler": sampler, "seed": seed, "budget": budget, "values": values,
             "eval_s": eval_s, "propose_s": propose_s}
 

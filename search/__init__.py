@@ -14,6 +14,7 @@ Reading order: ``_load.py`` (study file) -> ``_config.py`` (StudyConfig) -> ``_s
 -> ``_score.py`` (a candidate's score); ``_validate.py``, ``_workers.py`` and ``_storage.py`` aside.
 """
 
+from ._botorch import engine_settings
 from ._config import StudyConfig, TargetEntry
 from ._load import load_study
 from ._minimize import MinimizeResult, minimize
@@ -27,5 +28,5 @@ from ._workers import retry_of
 __all__ = [
     "Study", "StudyConfig", "TargetEntry", "load_study", "minimize", "MinimizeResult", "SAMPLERS",
     "make_sampler", "SobolSampler", "get_storage", "Evaluation", "Score", "train_evaluator", "format_heldout",
-    "retry_of",
+    "retry_of", "engine_settings",
 ]

@@ -30,10 +30,13 @@ for Bayesian Optimization", NeurIPS 2023); qLogEI is its Monte-Carlo batch form
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
 import zlib
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -60,6 +63,30 @@ NUM_RESTARTS = 5
 RAW_SAMPLES = 256
 #: Monte-Carlo samples of qLogEI.
 MC_SAMPLES = 256
+#: The fixed choices above that :func:`engine_settings` may change (for A/B benchmarks).
+SETTINGS = ("NOISE_VAR", "OUTLIER_IQR", "WARP", "NUM_RESTARTS", "RAW_SAMPLES", "MC_SAMPLES")
+
+
+@contextlib.contextmanager
+def engine_settings(**changes: Any) -> Iterator[dict[str, Any]]:
+    """Run the block with some of the engine's fixed choices changed; yields all of them.
+
+    Example::
+
+        with engine_settings(WARP="log1p", NUM_RESTARTS=10):
+            minimize(f, bounds, 30)
+    """
+    unknown = sorted(set(changes) - set(SETTINGS))
+    if unknown:
+        raise ConfigError(f"engine_settings({', '.join(unknown)}=...): unknown; the settings are "
+                          f"{', '.join(SETTINGS)}")
+    here = globals()
+    saved = {k: here[k] for k in SETTINGS}
+    here.update(changes)
+    try:
+        yield {k: here[k] for k in SETTINGS}
+    finally:
+        here.update(saved)
 
 
 def cap_outliers(y: Tensor) -> Tensor:

@@ -118,3 +118,15 @@ def test_inferred_noise_path(monkeypatch):
     model, _ = engine.fit_gp(x, y, bounds)
     assert model.likelihood.noise.item() > 0
     assert _inside(GPCandidates()(x, y, None, bounds, None), bounds)
+
+
+def test_engine_settings_change_only_inside_the_block_and_name_unknown_settings():
+    from metabp.search import engine_settings
+
+    before = engine.WARP
+    with engine_settings(WARP="log1p", NUM_RESTARTS=2) as current:
+        assert engine.WARP == "log1p" and current["NUM_RESTARTS"] == 2
+    assert engine.WARP == before
+    with pytest.raises(ConfigError, match=r"engine_settings\(FOO=...\): unknown; the settings are NOISE"):
+        with engine_settings(FOO=1):
+            pass
