@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from metabp._activations import Activation, get_activation
-from metabp._table import Table, grid_index, index_dtype, read
+from metabp._table import Table, index_dtype, lookup
 from metabp.exceptions import ConfigError
 
 ActivationLike = str | Activation
@@ -54,10 +54,10 @@ class BFunction(ABC):
         as autograd does for relu, tanh and sigmoid, costs no memory beyond plain backprop."""
         return True
 
-    #: True for b-functions read from a table. They implement ``table_args(z)``: the tensors
-    #: ``(values, scale, shift, offset)`` and numbers ``(last, index dtype)`` with which
-    #: ``read(values, grid_index(z, scale, shift, last, dtype), offset)`` is ``g(z)`` (see
-    #: :mod:`metabp._table`). The tensors are replaced, never changed in place, when g changes,
+    #: True for b-functions read from a table. They implement ``table_args(z)``:
+    #: ``(values, scale, shift, offset, last, index dtype)`` (tensors, or None for no offset and
+    #: numbers where every copy shares them) with which ``lookup(z, *table_args(z))`` is ``g(z)``
+    #: (see :mod:`metabp._table`). The tensors are replaced, never changed in place, when g changes,
     #: so a compiled graph takes them as inputs and a backward pass reads its forward's table.
     tabulated: bool = False
 
@@ -360,8 +360,7 @@ class MetaNet(BFunction):
         return values, scale, shift, None, self.table_size - 1, index_dtype(self.table_size)
 
     def vjp(self, grad: Tensor, z: Tensor, y: Tensor, activation: Activation) -> Tensor:
-        values, scale, shift, offset, last, dtype = self.table_args(z)
-        return read(values, grid_index(z, scale, shift, last, dtype), offset).mul_(grad)
+        return lookup(z, *self.table_args(z)).mul_(grad)
 
     def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         return {"omega": self._omega.clone()}, {

@@ -21,7 +21,7 @@ from metabp._activations import Activation, activation_of, get_activation
 from metabp._bfunctions import BFunction, Derivative, MetaNet, Scaled
 from metabp._function import FastFunction
 from metabp._select import Selector, select
-from metabp._table import grid_index, index_dtype, read
+from metabp._table import grid_index, index_dtype, lookup, read
 from metabp.exceptions import ConfigError, PatchError
 
 
@@ -188,8 +188,7 @@ class Stacked(BFunction):
     def vjp(self, grad: Tensor, z: Tensor, y: Tensor, activation: Activation) -> Tensor:
         self._check(z)
         if self.tabulated:
-            values, scale, shift, offset, last, dtype = self.table_args(z)
-            return read(values, grid_index(z, scale, shift, last, dtype), offset).mul_(grad)
+            return lookup(z, *self.table_args(z)).mul_(grad)
         if all(isinstance(b, Scaled) for b in self.bfns):
             c = torch.tensor([b.c for b in self.bfns], dtype=grad.dtype, device=grad.device)
             return activation.backward(grad, z, y).mul_(c.view((-1,) + (1,) * (z.dim() - 1)))

@@ -112,3 +112,10 @@ def read(values: Tensor, index: Tensor, offset: Tensor | None = None) -> Tensor:
     if offset is not None:
         flat = flat.add_(offset)
     return values.index_select(0, flat.reshape(-1)).view(index.shape)
+
+
+def lookup(z: Tensor, values: Tensor, scale: Tensor | float, shift: Tensor | float,
+           offset: Tensor | None, last: Tensor | int, dtype: torch.dtype) -> Tensor:
+    """``read(values, grid_index(z, scale, shift, last, dtype), offset)``: ``g(z)`` from the
+    arguments ``table_args(z)`` of a tabulated b-function, the shape of ``z``."""
+    return read(values, grid_index(z, scale, shift, last, dtype), offset)
