@@ -32,8 +32,7 @@ from metabp.exceptions import ArtifactError, ConfigError, MetabpError
 FORMAT = "metabp.bfn"
 VERSION = "1"
 MAX_BYTES = 16 * 2**20  # a .bfn is a few KiB; nothing larger is read
-MAX_HIDDEN = 1024  # MetaNet hidden units a file may ask for
-TABLE_SIZES = (16, 2**15)  # MetaNet table_size range (the table index is int16)
+TABLE_SIZES = (MetaNet.table_sizes[0], 2**15)  # MetaNet table_size range a file may ask for (int16 index)
 #: The largest ``|g(z)|`` a saved or loaded b-function may reach at any ``z``. Each patched layer
 #: scales the backward's ``delta`` by at most this where backprop scales it by ``|sigma'| <= 1.2``,
 #: so six patched layers in a row add a factor below ``1e36``, inside float32's ``3.4e38``: gradients
@@ -241,7 +240,7 @@ def _no_tensors(tensors: dict[str, Tensor]) -> None:
 
 def _check_metanet(config: dict[str, Any], tensors: dict[str, Tensor]) -> None:
     _keys(config, {"hidden"}, {"act", "table_size"})
-    hidden = _int_field(config, "hidden", 1, MAX_HIDDEN, 1)
+    hidden = _int_field(config, "hidden", 1, MetaNet.max_hidden, 1)
     _int_field(config, "table_size", *TABLE_SIZES, 16384)
     act = config.get("act", "tanh")
     if not isinstance(act, str):
