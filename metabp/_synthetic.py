@@ -132,6 +132,11 @@ def _check_sizes(**values: Any) -> None:
             raise ConfigError(f"{name}={v!r}: must be an integer >= {least}")
 
 
+def _check_model(model: Any, who: str) -> None:
+    if not isinstance(model, nn.Module):
+        raise PatchError(f"model={model!r}: {who} needs an nn.Module")
+
+
 def synthetic_gradients(model: nn.Module, where: Selector, *, num_classes: int = 0,
                         hidden: int = 0, seed: int = 0) -> dict[str, SyntheticGradient]:
     """Put a :class:`SyntheticGradient` at the output of each selected module of ``model``.
@@ -145,8 +150,7 @@ def synthetic_gradients(model: nn.Module, where: Selector, *, num_classes: int =
     Returns:
         ``{module name: SyntheticGradient}``, in module order.
     """
-    if not isinstance(model, nn.Module):
-        raise PatchError(f"model={model!r}: synthetic_gradients needs an nn.Module")
+    _check_model(model, "synthetic_gradients")
     _check_sizes(num_classes=num_classes, hidden=hidden, seed=seed)
     found = {n: m for n, m in model.named_modules()
              if n and "synthetic_gradient" not in n.split(".")}  # not the predictors themselves
@@ -188,8 +192,7 @@ def _out_features(model: nn.Module, m: nn.Module, name: str) -> int:
 
 def set_synthetic_labels(model: nn.Module, y: Tensor | None) -> None:
     """Set the conditioning labels of every :class:`SyntheticGradient` in ``model`` (before forward)."""
-    if not isinstance(model, nn.Module):
-        raise PatchError(f"model={model!r}: set_synthetic_labels needs an nn.Module")
+    _check_model(model, "set_synthetic_labels")
     if y is not None and not (isinstance(y, Tensor) and y.dim() == 1 and not y.is_floating_point()):
         raise ConfigError(f"y={y!r}: must be None or a 1-D integer tensor of class indices")
     for m in model.modules():
@@ -199,8 +202,7 @@ def set_synthetic_labels(model: nn.Module, y: Tensor | None) -> None:
 
 def remove_synthetic_gradients(model: nn.Module) -> list[str]:
     """Remove every synthetic-gradient module and hook that :func:`synthetic_gradients` put in."""
-    if not isinstance(model, nn.Module):
-        raise PatchError(f"model={model!r}: remove_synthetic_gradients needs an nn.Module")
+    _check_model(model, "remove_synthetic_gradients")
     done = []
     for n, m in model.named_modules():
         if "_metabp_sg_hook" in m.__dict__:
