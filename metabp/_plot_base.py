@@ -24,7 +24,7 @@ from torch import Tensor
 
 from metabp._activations import get_activation
 from metabp._bfunctions import ActivationLike, BFunction
-from metabp._implicit_lr import SCALE_INVARIANT, implicit_lr
+from metabp._implicit_lr import SCALE_INVARIANT, SCALE_NOTE, implicit_lr
 from metabp.exceptions import ConfigError
 
 TAB20 = ("#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896",
@@ -118,8 +118,7 @@ def optimizer_note(optimizer: str | None) -> str:
         sgd is SGD-like: g = c*sigma' is exactly lr*c, so beta(z) is the step size
     """
     if optimizer is None:
-        return ("optimizer not given: under SGD-like optimizers beta(z) is the step size; under Adam-like "
-                "ones a constant factor in g cancels and only the shape of beta(z) acts")
+        return f"optimizer not given: {SCALE_NOTE.removesuffix('.')}"
     name = optimizer.lower() if isinstance(optimizer, str) else optimizer
     if name not in SCALE_INVARIANT | SGD_LIKE:
         raise ConfigError(f"optimizer={optimizer!r} is not known; choose one of "

@@ -13,10 +13,8 @@ study's search seeds; the held-out seeds are seeds no tuning and no search saw. 
 compares ``g`` with "lr tuned alone" and with the best other row by the paired difference of
 their AULCs over the held-out seeds, in standard errors (:mod:`metabp.analysis._stats`).
 
-How to read it depends on the target's optimizer: with SGD-like optimizers ``g = c * sigma'``
-is exactly a learning rate ``lr * c``, so "lr tuned alone" is the control a ``g`` must beat to
-do something a constant cannot; see :data:`metabp._implicit_lr.SCALE_INVARIANT` for the
-optimizers where only the shape of ``g`` acts.
+How to read it depends on the target's optimizer (:data:`metabp._implicit_lr.SCALE_NOTE`):
+"lr tuned alone" is the control a ``g`` must beat to do something a constant cannot.
 
 The three steps are separate functions: :func:`~metabp.analysis._tuning.tune_methods`
 (tuning), :func:`evaluate` (training every row on the held-out seeds) and

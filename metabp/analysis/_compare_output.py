@@ -7,20 +7,20 @@ import math
 import os
 from pathlib import Path
 
-from metabp._implicit_lr import SCALE_INVARIANT
+from metabp._implicit_lr import SCALE_INVARIANT, SCALE_NOTE
 from metabp.analysis._compare import Comparison, MethodResult
 
 CURVES_SHOWN = 5  # g, plain backprop, lr tuned alone and the best other rows; the CSV has them all
 
 
 def optimizer_case(optimizer: str) -> str:
-    """The sentence saying how a constant factor in ``g`` acts under ``optimizer``."""
+    """Which case ``optimizer`` is, :data:`~metabp._implicit_lr.SCALE_NOTE`, and what "lr tuned alone"
+    controls for under it."""
     if optimizer in SCALE_INVARIANT:
-        return (f"`{optimizer}` is scale-invariant (Adam-like): a constant factor in g cancels, only the "
-                "shape of g/sigma' over z acts; \"lr tuned alone\" is the control for what a learning "
-                "rate can do.")
-    return (f"`{optimizer}` is SGD-like: g = c*sigma' is exactly lr*c on the layers below the patch site, "
-            "so \"lr tuned alone\" is the control a g must beat to do more than a learning rate.")
+        return (f"`{optimizer}` is scale-invariant (Adam-like). {SCALE_NOTE} \"lr tuned alone\" is the "
+                "control for what a learning rate can do.")
+    return (f"`{optimizer}` is SGD-like. {SCALE_NOTE} That learning rate acts on the layers below the patch "
+            "site; \"lr tuned alone\" is the control a g must beat to do more than a learning rate.")
 
 
 def _pm(stat: tuple[float, float], fmt: str = ".4f") -> str:

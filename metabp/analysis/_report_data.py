@@ -9,7 +9,7 @@ figure, and summarises:
   one ``metabp export`` picks);
 * its implicit learning rate :math:`\beta(z) = \mathrm{lr}\, g(z)/\sigma'(z)`;
 * the spread of the top candidates' ``g(z)`` (divided by ``max |g|`` under scale-invariant
-  optimizers, where a constant factor cancels);
+  optimizers: :data:`metabp._implicit_lr.SCALE_NOTE`);
 * optionally, the gradient alignment of the chosen ``g`` over one training run;
 * overfitting: held-out minus search score of each validated candidate, and their rank
   agreement (Spearman's :math:`\rho`).
