@@ -1,4 +1,5 @@
-"""Checks of the run arguments ``train`` and ``train_many`` share: seeds and the device."""
+"""Checks of the run arguments ``train`` and ``train_many`` share: the spec, b-functions, seeds,
+the device."""
 
 from __future__ import annotations
 
@@ -8,9 +9,26 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
+from metabp._bfunctions import BFunction
 from metabp.exceptions import ConfigError
+from metabp.targets._spec import TargetSpec
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; the signed range is portable
+
+
+def check_spec(spec: object) -> TargetSpec:
+    """``spec`` if it is a :class:`TargetSpec`; ``ConfigError`` otherwise."""
+    if not isinstance(spec, TargetSpec):
+        raise ConfigError(f"spec={spec!r} is not a TargetSpec; build one with get_target(name)")
+    return spec
+
+
+def check_bfn(bfn: object, name: str = "bfn") -> BFunction | None:
+    """``bfn`` if it is a b-function or ``None`` (plain backprop); ``ConfigError`` naming ``name``
+    otherwise."""
+    if bfn is not None and not isinstance(bfn, BFunction):
+        raise ConfigError(f"{name}={bfn!r} is not a b-function (MetaNet, Derivative, Scaled) or None")
+    return bfn
 
 
 def check_seed(seed: object, name: str = "seed") -> int:
@@ -85,5 +103,5 @@ def check_device(device: object) -> torch.device:
     return dev
 
 
-__all__ = ["check_seed", "check_seeds", "check_device", "check_flag", "check_callbacks", "check_data_dir",
-           "MAX_SEED"]
+__all__ = ["check_spec", "check_bfn", "check_seed", "check_seeds", "check_device", "check_flag",
+           "check_callbacks", "check_data_dir", "MAX_SEED"]

@@ -19,12 +19,20 @@ import metabp
 from metabp._activations import activation_of
 from metabp._bfunctions import BFunction, Derivative
 from metabp.exceptions import ConfigError
-from metabp.targets._args import check_callbacks, check_data_dir, check_device, check_flag, check_seeds
+from metabp.targets._args import (
+    check_bfn,
+    check_callbacks,
+    check_data_dir,
+    check_device,
+    check_flag,
+    check_seeds,
+    check_spec,
+)
 from metabp.targets._batched import BatchedSequential
 from metabp.targets._loop import Callback
 from metabp.targets._spec import TargetSpec, build_model, load_data
 from metabp.targets._threads import num_threads, resolve_threads
-from metabp.targets._train import Run, check_spec, train, train_copies
+from metabp.targets._train import Run, train, train_copies
 
 
 def batched_model(spec: TargetSpec, bfns: Sequence[BFunction | None], where: str | None,
@@ -61,12 +69,9 @@ def train_many(spec: TargetSpec, bfns: Sequence[BFunction | None], where: str | 
     Each Run's ``seconds`` is the batched run's wall time divided by ``K``.
     """
     spec = check_spec(spec)
-    bfns = list(bfns)
+    bfns = [check_bfn(g, f"bfns[{i}]") for i, g in enumerate(bfns)]
     if not bfns:
         raise ConfigError("train_many(bfns=[]): needs at least one b-function (None for plain backprop)")
-    for i, g in enumerate(bfns):
-        if g is not None and not isinstance(g, BFunction):
-            raise ConfigError(f"bfns[{i}]={g!r} is not a b-function (MetaNet, Derivative, Scaled) or None")
     seeds, dev, callbacks = check_seeds(seed, len(bfns)), check_device(device), check_callbacks(callbacks)
     progress, compile = check_flag(progress, "progress"), check_flag(compile, "compile")
     data_dir = check_data_dir(data_dir)

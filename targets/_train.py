@@ -37,7 +37,15 @@ from torch import Tensor, nn
 import metabp
 from metabp._bfunctions import BFunction
 from metabp.exceptions import ConfigError
-from metabp.targets._args import check_callbacks, check_data_dir, check_device, check_flag, check_seed
+from metabp.targets._args import (
+    check_bfn,
+    check_callbacks,
+    check_data_dir,
+    check_device,
+    check_flag,
+    check_seed,
+    check_spec,
+)
 from metabp.targets._data import Data
 from metabp.targets._loop import Callback, copy_accuracies, copy_batches, fit, model_losses, steps_per_epoch
 from metabp.targets._optim import make_optimizer
@@ -114,12 +122,6 @@ def apply_feedback(model: nn.Module, mode: str, seed: int) -> None:
     """``metabp.feedback(model, mode, seed=seed)``: the run seed also fixes the random feedback
     matrices (common random numbers)."""
     metabp.feedback(model, mode, seed=seed)
-
-
-def check_spec(spec: object) -> TargetSpec:
-    if not isinstance(spec, TargetSpec):
-        raise ConfigError(f"spec={spec!r} is not a TargetSpec; build one with get_target(name)")
-    return spec
 
 
 def _progress(total: int, enabled: bool, desc: str):
@@ -203,9 +205,7 @@ def train(spec: TargetSpec, bfn: BFunction | None = None, where: str | None = No
         >>> len(run.step_losses), run.diverged
         (3, False)
     """
-    spec = check_spec(spec)
-    if bfn is not None and not isinstance(bfn, BFunction):
-        raise ConfigError(f"bfn={bfn!r} is not a b-function (MetaNet, Derivative, Scaled) or None")
+    spec, bfn = check_spec(spec), check_bfn(bfn)
     seed, dev, callbacks = check_seed(seed), check_device(device), check_callbacks(callbacks)
     progress, compile = check_flag(progress, "progress"), check_flag(compile, "compile")
     data = load_data(spec, check_data_dir(data_dir)).to(dev)
@@ -220,4 +220,4 @@ def train(spec: TargetSpec, bfn: BFunction | None = None, where: str | None = No
                             compile=compile, callbacks=callbacks)[0]
 
 
-__all__ = ["Run", "aulc", "train", "train_copies", "trainable_parameters", "apply_feedback", "check_spec"]
+__all__ = ["Run", "aulc", "train", "train_copies", "trainable_parameters", "apply_feedback"]
