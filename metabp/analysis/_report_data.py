@@ -231,7 +231,8 @@ def compute(
     """The numbers of the report (module docstring); trains plain backprop once on ``seeds[0]``,
     and on every search seed when ``backprop`` (the study's stored score) is missing; with
     ``alignment``, trains the chosen ``g`` once more on ``seeds[0]`` recording the alignment."""
-    from metabp.targets import train, train_many
+    from metabp.analysis._tuning import mean_aulc
+    from metabp.targets import train
 
     done = completed(trials)
     if not done:
@@ -248,8 +249,7 @@ def compute(
     elif len(seeds) == 1:
         score = plain.aulc
     else:
-        runs = train_many(spec, [None] * len(seeds), None, seed=seeds, device=device, data_dir=data_dir)
-        score = math.fsum(r.aulc for r in runs) / len(runs)
+        score = mean_aulc(spec, None, None, seeds, device=device, data_dir=data_dir)
     data = ReportData(
         name=name, sampler=sampler, spec=spec, where=where or spec.where, hidden=hidden, act=act,
         seeds=seeds, trials=list(trials), done=done, ranked=ranked, best=ranked[0], chosen=chosen,
