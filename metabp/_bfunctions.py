@@ -55,10 +55,11 @@ class BFunction(ABC):
         return True
 
     #: True for b-functions read from a table. They implement ``table_args(z)``:
-    #: ``(values, scale, shift, offset, last, index dtype)`` (tensors, or None for no offset and
-    #: numbers where every copy shares them) with which ``lookup(z, *table_args(z))`` is ``g(z)``
-    #: (see :mod:`metabp._table`). The tensors are replaced, never changed in place, when g changes,
-    #: so a compiled graph takes them as inputs and a backward pass reads its forward's table.
+    #: ``(values, scale, shift, offset, last, index dtype)`` (``offset`` None for one table,
+    #: ``last`` an int where all tables have one size) with which ``lookup(z, *table_args(z))``
+    #: is ``g(z)`` (see :mod:`metabp._table`). The tensors are replaced, never changed in place,
+    #: when g changes, so a compiled graph takes them as inputs and a backward pass reads its
+    #: forward's table.
     tabulated: bool = False
 
     # --- artifact state: tensors and a JSON-able config; see metabp._artifact ---
