@@ -165,12 +165,12 @@ class Study:
         """The controls' held-out scores: ``backprop`` and (lr searched) ``tuned_lr``."""
         return dict(self.optuna_study.user_attrs.get("heldout_controls") or {})
 
-    def omega_of(self, trial: FrozenTrial) -> torch.Tensor:
+    def omega_of(self, trial: FrozenTrial | optuna.Trial) -> torch.Tensor:
         """The trial's ``omega`` (float64, ``num_params``)."""
         return torch.tensor([trial.params[f"omega_{i}"] for i in range(self.config.num_params)],
                             dtype=torch.float64)
 
-    def lr_of(self, trial: FrozenTrial) -> float | None:
+    def lr_of(self, trial: FrozenTrial | optuna.Trial) -> float | None:
         """The trial's learning rate (``None``: the targets' own)."""
         return float(trial.params["lr"]) if self.config.lr_bounds else None
 
@@ -340,9 +340,8 @@ class Study:
 
     def _run_batch(self, batch: list[optuna.Trial]) -> None:
         cfg = self.config
-        gs = [MetaNet(cfg.hidden, cfg.act, omega=[t.params[f"omega_{i}"] for i in range(cfg.num_params)])
-              for t in batch]
-        lrs = [float(t.params["lr"]) if cfg.lr_bounds else None for t in batch]
+        gs = [MetaNet(cfg.hidden, cfg.act, omega=self.omega_of(t)) for t in batch]
+        lrs = [self.lr_of(t) for t in batch]
         base = (self.backprop or {}).get("per_target")
         try:
             scores = score(cfg, self.evaluator, gs, lrs, cfg.seeds, base)
