@@ -14,8 +14,9 @@ Here, per proposal:
 4. LogEI (``q = 1``, no pending points) or qLogEI (batches, or points other workers still run),
    maximised over the box with ``optimize_acqf`` (multi-start L-BFGS-B).
 
-The fixed choices (``WARP``, ``NOISE_VAR``, ``NUM_RESTARTS``, ``RAW_SAMPLES``) were picked by
-``benchmarks/search_efficiency.py`` on its synthetic functions (its results table, ``_ab`` files).
+The fixed choices (``WARP``, ``NOISE_VAR``, ``NUM_RESTARTS``, ``RAW_SAMPLES``) were picked with
+``benchmarks/search_efficiency.py``'s A/B mode (samplers ``botorch:NAME=VALUE``, :func:`engine_settings`)
+on its synthetic functions.
 
 Expected Improvement over the incumbent :math:`f^*` under the posterior
 :math:`\mathcal{N}(\mu(x), \sigma(x)^2)`, with :math:`u = (\mu(x) - f^*)/\sigma(x)`:
@@ -44,9 +45,10 @@ from torch import Tensor
 from metabp.exceptions import ConfigError
 from metabp.targets import num_threads
 
+from ._config import ACQUISITIONS
+
 _log = logging.getLogger(__name__)
 
-ACQUISITIONS = ("logei", "qlogei")
 WARPS = ("log1p", "power", "cap")
 #: Fixed observation noise on the standardised scale. Small enough to interpolate deterministic
 #: AULCs, large enough to keep the Cholesky factorisation stable with near-duplicate points.

@@ -34,9 +34,10 @@ from optuna.trial import FrozenTrial
 
 from metabp.exceptions import ConfigError
 
+from ._config import ACQUISITIONS
+
 Bounds = Sequence[tuple[float, float]]
 SamplerFactory = Callable[..., BaseSampler]
-ACQUISITIONS = ("logei", "qlogei")
 
 
 class SobolSampler(BaseSampler):
