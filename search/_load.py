@@ -126,7 +126,6 @@ def study_config_from_dict(doc: Mapping[str, Any], *, path: str | None = None) -
             raise ConfigError(f"{key} = {doc[key]!r}{at}: must be a string")
     targets = _targets(doc, at)
     hidden = check_int("[metanet] hidden", metanet.get("hidden", 1), 1, MAX_HIDDEN, at)
-    lr = search.get("lr")
     return StudyConfig(
         name=doc.get("name", Path(path).stem if path else None),
         target=targets[0].preset,
@@ -146,7 +145,7 @@ def study_config_from_dict(doc: Mapping[str, Any], *, path: str | None = None) -
         n_initial=search.get("n_initial", 8),
         n_trials=search.get("n_trials", 40),
         sampler_seed=search.get("seed", 0),
-        lr_bounds=None if lr is None else lr,
+        lr_bounds=search.get("lr"),
         storage=_storage(search.get("storage"), path, at),
         validate_seeds=check_seeds("[validate] seeds", validate.get("seeds", []), at, allow_empty=True)
         if validate else (),

@@ -87,7 +87,7 @@ class Validate:
         return 0
 
 
-def _row(study: Any, trial: Any, names: list[str]) -> dict[str, Any]:
+def _row(trial: Any, names: list[str]) -> dict[str, Any]:
     from metabp.search import retry_of
 
     dur = trial.duration.total_seconds() if trial.duration is not None else None
@@ -129,7 +129,7 @@ class Show:
     def _show(self, args: argparse.Namespace) -> int:
         study = _open(args)
         names = study.config.param_names
-        rows = [_row(study, t, names) for t in study.trials]
+        rows = [_row(t, names) for t in study.trials]
         done = study.completed()
         best = study.best_trial.number if done else None
         held = study.best_heldout_trial()
