@@ -337,7 +337,6 @@ def main(argv: list[str] | None = None) -> int:
     meta = (f"# Search efficiency: `{cmd}`\n\nn_initial {N_INITIAL} for every sampler; torch "
             f"{torch.__version__}, 1 thread; a 2-core CPU shared with other jobs (times are indicative).")
     optima: dict = {}
-    cost: dict = {}
     seeds = {}
     for name in args.problems:
         prob = PROBLEMS[name]()
