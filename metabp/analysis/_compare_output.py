@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import csv
-import math
 import os
 from pathlib import Path
 
 from metabp._implicit_lr import SCALE_INVARIANT, SCALE_NOTE
 from metabp.analysis._compare import Comparison, MethodResult
+from metabp.analysis._stats import pm
 
 CURVES_SHOWN = 5  # g, plain backprop, lr tuned alone and the best other rows; the CSV has them all
 
@@ -21,11 +21,6 @@ def optimizer_case(optimizer: str) -> str:
                 "control for what a learning rate can do.")
     return (f"`{optimizer}` is SGD-like. {SCALE_NOTE} That learning rate acts on the layers below the patch "
             "site; \"lr tuned alone\" is the control a g must beat to do more than a learning rate.")
-
-
-def _pm(stat: tuple[float, float], fmt: str = ".4f") -> str:
-    mean, std = stat
-    return "nan" if math.isnan(mean) else f"{mean:{fmt}} ± {std:{fmt}}"
 
 
 def to_markdown(result: Comparison) -> str:
@@ -52,8 +47,8 @@ def to_markdown(result: Comparison) -> str:
     for i, r in enumerate(result.rows, 1):
         note = f" ({r.note})" if r.note else ""
         inv = "yes" if r.optimizer in SCALE_INVARIANT else "no"
-        lines.append(f"| {i} | {r.label}{note} | {r.optimizer} | {r.lr:.3g} | {inv} | {_pm(r.aulc)} | "
-                     f"{_pm(r.final_loss)} | {_pm(r.test_accuracy, '.3f')} | {r.diverged}/{len(r.runs)} |")
+        lines.append(f"| {i} | {r.label}{note} | {r.optimizer} | {r.lr:.3g} | {inv} | {pm(r.aulc)} | "
+                     f"{pm(r.final_loss)} | {pm(r.test_accuracy, '.3f')} | {r.diverged}/{len(r.runs)} |")
     return "\n".join(lines) + "\n"
 
 

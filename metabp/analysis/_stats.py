@@ -35,6 +35,17 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
 
 
+def pm(stat: tuple[float, float], fmt: str = ".4f") -> str:
+    """``(mean, std)`` as ``"mean ± std"`` in ``fmt``; ``"nan"`` when the mean is NaN.
+
+    Example:
+        >>> pm((2.0, 1.4142135623730951))
+        '2.0000 ± 1.4142'
+    """
+    mean, std = stat
+    return "nan" if math.isnan(mean) else f"{mean:{fmt}} ± {std:{fmt}}"
+
+
 @dataclass(frozen=True)
 class Paired:
     """The paired difference ``a - b`` over ``n`` seeds: its mean and standard error."""

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from metabp._bfunctions import BFunction
-from metabp.analysis._stats import mean_std, paired
+from metabp.analysis._stats import mean_std, paired, pm
 from metabp.exceptions import ConfigError
 
 
@@ -177,11 +177,6 @@ def transfer(
     return Transfer(g, rows, seeds)
 
 
-def _pm(stat: tuple[float, float], fmt: str = ".4f") -> str:
-    mean, std = stat
-    return "nan" if mean != mean else f"{mean:{fmt}} ± {std:{fmt}}"
-
-
 def to_markdown(result: Transfer) -> str:
     """The transfer table in Markdown, with how it was measured."""
     g = result.bfn
@@ -204,9 +199,9 @@ def to_markdown(result: Transfer) -> str:
     for r in result.rows:
         n = len(r.seeds)
         div = f"{sum(x.diverged for x in r.g)}/{n} / {sum(x.diverged for x in r.backprop)}/{n}"
-        lines.append(f"| {r.target} | `{r.where}` | {r.optimizer} | {_pm(r.aulc_g)} | "
-                     f"{_pm(r.aulc_backprop)} | {_pm(r.ratio)} | {r.verdict()} | "
-                     f"{_pm(r.accuracy_g, '.3f')} | {_pm(r.accuracy_backprop, '.3f')} | {div} |")
+        lines.append(f"| {r.target} | `{r.where}` | {r.optimizer} | {pm(r.aulc_g)} | "
+                     f"{pm(r.aulc_backprop)} | {pm(r.ratio)} | {r.verdict()} | "
+                     f"{pm(r.accuracy_g, '.3f')} | {pm(r.accuracy_backprop, '.3f')} | {div} |")
     return "\n".join(lines) + "\n"
 
 
