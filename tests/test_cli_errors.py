@@ -31,7 +31,7 @@ def files(tmp_path_factory):
     (d / "done.toml").write_text(STUDY)
     Study(load_study(d / "done.toml"), evaluate=_evaluate).optimize(progress=False)  # a finished study
     (d / "empty.toml").write_text(STUDY.replace('where = "act2"', 'name = "never-run"\nwhere = "act2"'))
-    (d / "g.bfn").write_bytes(metabp.save(metabp.MetaNet(1, "tanh", seed=0), d / "g.bfn").read_bytes())
+    metabp.save(metabp.MetaNet(1, "tanh", seed=0), d / "g.bfn")
     (d / "binary.toml").write_bytes(b"\xff\xfe\x00seeds = [0]\n")
     (d / "bad-q.toml").write_text(STUDY + "q = 0\n")
     (d / "bad-device.toml").write_text(STUDY.replace('where = "act2"', 'device = "bogus"'))
