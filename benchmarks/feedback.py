@@ -37,7 +37,6 @@ from metabp.targets import (
     get_target,
     load_data,
     make_optimizer,
-    steps_per_epoch,
     train,
 )
 
@@ -104,13 +103,12 @@ def alignment_trace(name: str = "digits-mlp", seed: int = 0) -> dict[str, list[d
     spec = get_target(name)
     data = load_data(spec)
     probe = (data.x_train[:300], data.y_train[:300])
-    steps = steps_per_epoch(len(data.y_train), spec.batch_size)
     out = {}
     for mode in MODES[1:]:
         trace: list[dict] = []
 
         def record(event: StepEvent, trace: list[dict] = trace) -> None:
-            if event.step % steps == 0 and len(trace) <= spec.epochs:
+            if len(trace) == event.epoch <= spec.epochs:  # the epoch's first step
                 trace.append(metabp.alignment(event.model, probe))
 
         train(get_target(name, feedback=mode, epochs=spec.epochs + 1), seed=seed, threads=THREADS,
