@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from metabp._bfunctions import MetaNet
+from metabp._implicit_lr import SCALE_INVARIANT
 from metabp.exceptions import ConfigError
 
 
@@ -132,8 +133,6 @@ class ReportData:
 
     @property
     def scale_invariant(self) -> bool:
-        from metabp._implicit_lr import SCALE_INVARIANT
-
         return self.spec.optimizer in SCALE_INVARIANT
 
     @property
@@ -179,13 +178,11 @@ class ReportData:
 
 
 class Normalised:
-    """``g / max|g|`` over ``z in [-4, 4]``: the shape of ``g`` at a common scale."""
+    """``g / max|g|`` over the pre-activations ``z``: the shape of ``g`` at a common scale."""
 
-    def __init__(self, g: Any) -> None:
-        import torch
-
+    def __init__(self, g: Any, z: Any) -> None:
         self.g = g
-        self.scale = float(g(torch.linspace(-4, 4, 401, dtype=torch.float64)).abs().max()) or 1.0
+        self.scale = float(g(z).abs().max()) or 1.0
 
     def __call__(self, z: Any, activation: Any = None) -> Any:
         return self.g(z, activation) / self.scale
@@ -199,11 +196,11 @@ def shapes(data: ReportData, *, top: int = 10) -> None:
     from metabp.plots import bfunction_curves
 
     data.curves = bfunction_curves(data.g, data.spec.activation, lr=data.lr)
+    z = torch.from_numpy(data.curves["z"])
     data.top_g = [data.bfn(t) for t in data.ranked[: max(1, min(top, len(data.ranked)))]]
     if data.scale_invariant:
-        data.top_g = [Normalised(h) for h in data.top_g]
+        data.top_g = [Normalised(h, z) for h in data.top_g]
     act = get_activation(data.spec.activation)
-    z = torch.from_numpy(data.curves["z"])
     curves = np.stack([h(z, act).double().numpy() for h in data.top_g])
     data.band = np.quantile(curves, 0.9, 0) - np.quantile(curves, 0.1, 0)
 
