@@ -171,6 +171,7 @@ def measure(name: str, make, shape, rows_wanted: list[tuple[str, str]], args) ->
     base_m = setup.peak_bytes()
     rows = []
     eager_plain = statistics.median(w for w, _ in times[("eager", "plain")])
+    cuda_plain = cuda_peak(make, shape, "plain") if torch.cuda.is_available() else None
     for mode, v in rows_wanted:
         p25, med, p75 = quartiles([r for r, _ in ratios[(mode, v)]])
         row = {"model": name, "mode": mode, "variant": v,
@@ -183,8 +184,8 @@ def measure(name: str, make, shape, rows_wanted: list[tuple[str, str]], args) ->
             setup.use("eager", v)
             m = setup.peak_bytes()
             row.update(peak_kib=m / 1024, memory_ratio=m / base_m)
-            if torch.cuda.is_available():
-                row["cuda_memory_ratio"] = cuda_peak(make, shape, v) / cuda_peak(make, shape, "plain")
+            if cuda_plain is not None:
+                row["cuda_memory_ratio"] = cuda_peak(make, shape, v) / cuda_plain
         elif v == "MetaNet(1, tanh)":
             row["graphs_over_omega_changes"] = recompiles
         rows.append(row)
