@@ -22,7 +22,8 @@ the run is exactly ``train``'s.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,18 +93,21 @@ def gradient_alignment(
         >>> round(cos["0"], 6), round(cos["2"], 6)
         (1.0, 1.0)
     """
-    patches = patched(model)
     rng = torch.random.get_rng_state()
-    _, true = _grads_unpatched(model, loss_fn, rng, patches)
+    with _unpatched(model):
+        _, true = _grads(model, loss_fn, rng)
     loss, applied = _grads(model, loss_fn, rng)  # patched again: .grad is the applied gradient
     return loss, cosine_by_layer(applied, true)
 
 
-def _grads_unpatched(model, loss_fn, rng, patches) -> tuple[float, dict]:
+@contextmanager
+def _unpatched(model: nn.Module) -> Iterator[None]:
+    """Inside the block ``model`` runs with its patches lifted; they are put back on exit."""
+    patches = patched(model)
     for name in patches:
         unpatch(model, where=name)
     try:
-        return _grads(model, loss_fn, rng)
+        yield
     finally:
         for name, bfn in patches.items():
             patch(model, bfn, where=name)
@@ -168,16 +172,12 @@ def true_gradients(model: nn.Module, loss_fn: Callable[[nn.Module], Tensor],
     unchanged."""
     params = dict(model.named_parameters())
     names = [n for n in names if n in params]
-    patches = patched(model)
     buffers = [b.detach().clone() for b in model.buffers()]
     rng = torch.random.get_rng_state()
-    for name in patches:
-        unpatch(model, where=name)
     try:
-        grads = torch.autograd.grad(loss_fn(model), [params[n] for n in names], allow_unused=True)
+        with _unpatched(model):
+            grads = torch.autograd.grad(loss_fn(model), [params[n] for n in names], allow_unused=True)
     finally:
-        for name, bfn in patches.items():
-            patch(model, bfn, where=name)
         with torch.no_grad():
             for b, saved in zip(model.buffers(), buffers, strict=True):
                 b.copy_(saved)
