@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from metabp._plot_base import TAB20, Plotted, as_runs, figure, quiet, save, set_title
+from metabp._plot_base import TAB20, Plotted, as_runs, figure, quiet, save, set_title, suptitle
 from metabp.exceptions import ConfigError
 
 LEGEND_INSIDE_MAX = 6  # more curves than this: the legend goes below the axes, off the curves
@@ -264,5 +264,5 @@ def plot_transfer(
     set_title(ax_r, "ratio (below 1: better than " + methods[-1] + ")")
     ax_r.legend(fontsize=8)
     if title:
-        fig.suptitle(title, fontsize=9)
+        suptitle(fig, title)
     return Plotted(save(fig, path), data)
