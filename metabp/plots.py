@@ -8,8 +8,8 @@ The implicit learning rate (paper eq. 4) drawn by :func:`plot_implicit_lr` is
 
 .. math:: \beta(z) = \mathrm{lr} \, \frac{g(z)}{\sigma'(z)}, \qquad \sigma'(z) \neq 0,
 
-undefined where :math:`\sigma'(z) = 0` (see :func:`metabp.implicit_lr` for how to read it under
-SGD-like and Adam-like optimizers; :func:`optimizer_note` says it in one line).
+undefined where :math:`\sigma'(z) = 0` (:data:`metabp._implicit_lr.SCALE_NOTE` says how to read it
+under SGD-like and Adam-like optimizers; :func:`optimizer_note` says it for one optimizer).
 
 Example:
     >>> import tempfile, metabp
