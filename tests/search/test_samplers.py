@@ -58,3 +58,9 @@ def test_every_sampler_takes_a_log_parameter(name):
     lrs = np.array([t.params["lr"] for t in study.trials])
     assert len(study.trials) == 7 and ((lrs >= 1e-4) & (lrs <= 1e-1)).all()
     assert all(t.distributions["lr"] == dists["lr"] for t in study.trials)
+
+
+def test_the_study_files_sampler_names_are_the_samplers_that_exist():
+    from metabp.search._config import SAMPLER_NAMES
+
+    assert tuple(SAMPLER_NAMES) == tuple(SAMPLERS)
