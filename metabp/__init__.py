@@ -8,12 +8,12 @@ The front door::
     beta = metabp.implicit_lr(g, activation="relu", lr=0.01)
 """
 
-from metabp._activations import Activation, get_activation
+from metabp._activations import ACTIVATION_MODULES, Activation, activation_of, get_activation
 from metabp._artifact import load, save
 from metabp._batch_manhattan import BatchManhattan
 from metabp._bfunctions import BFunction, Derivative, MetaNet, Scaled
 from metabp._feedback import LayerAlignment, alignment, feedback, feedbacks, unfeedback
-from metabp._implicit_lr import implicit_lr
+from metabp._implicit_lr import SCALE_INVARIANT, SCALE_NOTE, implicit_lr
 from metabp._patch import activations, patch, patched, replace_derivative, stack, unpatch
 from metabp._synthetic import (
     SyntheticGradient,
@@ -27,8 +27,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "patch", "unpatch", "patched", "activations", "stack", "replace_derivative",
-    "load", "save", "implicit_lr",
+    "load", "save", "implicit_lr", "SCALE_INVARIANT", "SCALE_NOTE",
     "BFunction", "MetaNet", "Derivative", "Scaled", "Activation", "get_activation",
+    "activation_of", "ACTIVATION_MODULES",
     "feedback", "unfeedback", "feedbacks", "alignment", "LayerAlignment", "BatchManhattan",
     "SyntheticGradient", "synthetic_gradients", "set_synthetic_labels", "remove_synthetic_gradients",
     "MetabpError", "PatchError", "ArtifactError", "ConfigError", "DataError",

@@ -102,6 +102,10 @@ MODULES: dict[type[nn.Module], tuple[str, tuple[str, ...]]] = {
 }
 
 
+#: activation name -> its nn.Module class: every activation module ``patch`` recognises
+ACTIVATION_MODULES: dict[str, type[nn.Module]] = {name: cls for cls, (name, _) in MODULES.items()}
+
+
 def get_activation(name: str | Activation, **kwargs) -> Activation:
     """Look up an activation by name (``relu``, ``leaky_relu``, ``elu``, ``gelu``, ``silu``/``swish``,
     ``softplus``, ``sigmoid``, ``tanh``, ``linear``), with its keyword arguments."""

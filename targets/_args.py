@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
-from metabp._bfunctions import BFunction
+from metabp import BFunction
 from metabp.exceptions import ConfigError
 from metabp.targets._spec import TargetSpec
 

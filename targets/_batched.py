@@ -22,8 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import metabp
-from metabp._activations import activation_of
-from metabp._bfunctions import BFunction
+from metabp import BFunction, activation_of
 from metabp.exceptions import ConfigError
 
 POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveMaxPool1d,

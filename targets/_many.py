@@ -16,8 +16,7 @@ from collections.abc import Sequence
 import torch
 
 import metabp
-from metabp._activations import activation_of
-from metabp._bfunctions import BFunction, Derivative
+from metabp import BFunction, Derivative, activation_of
 from metabp.exceptions import ConfigError
 from metabp.targets._args import (
     check_bfn,

@@ -5,11 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 import metabp
-from metabp._activations import MODULES
+from metabp import ACTIVATION_MODULES
 from metabp.exceptions import ConfigError
-
-# activation name -> its nn.Module class: every activation metabp can patch
-ACTIVATION_MODULES: dict[str, type[nn.Module]] = {name: cls for cls, (name, _) in MODULES.items()}
 
 
 def check_activation(name: object) -> str:

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 import metabp
-from metabp._bfunctions import BFunction
+from metabp import BFunction
 from metabp.exceptions import ConfigError
 from metabp.targets._args import (
     check_bfn,

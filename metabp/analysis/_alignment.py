@@ -30,8 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from metabp._bfunctions import BFunction
-from metabp._patch import patch, patched, unpatch
+from metabp import BFunction, patch, patched, unpatch
 from metabp.exceptions import ConfigError
 
 

@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from metabp._bfunctions import BFunction
-from metabp._implicit_lr import SCALE_INVARIANT
+from metabp import SCALE_INVARIANT, BFunction
 from metabp.analysis._stats import Paired, in_words, mean_std, paired
 from metabp.analysis._tuning import BASELINES, Tuned, tune_methods
 from metabp.exceptions import ConfigError

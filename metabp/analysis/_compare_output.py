@@ -6,7 +6,7 @@ import csv
 import os
 from pathlib import Path
 
-from metabp._implicit_lr import SCALE_INVARIANT, SCALE_NOTE
+from metabp import SCALE_INVARIANT, SCALE_NOTE
 from metabp.analysis._compare import Comparison, MethodResult
 from metabp.analysis._stats import pm
 

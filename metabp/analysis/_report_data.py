@@ -24,8 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from metabp._bfunctions import MetaNet
-from metabp._implicit_lr import SCALE_INVARIANT
+from metabp import SCALE_INVARIANT, MetaNet
 from metabp.exceptions import ConfigError
 
 
@@ -192,7 +191,7 @@ def shapes(data: ReportData, *, top: int = 10) -> None:
     """Fill ``data.curves`` (z, g, sigma', beta of the chosen g), ``data.top_g`` and ``data.band``."""
     import torch
 
-    from metabp._activations import get_activation
+    from metabp import get_activation
     from metabp.plots import bfunction_curves
 
     data.curves = bfunction_curves(data.g, data.spec.activation, lr=data.lr)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from metabp._bfunctions import BFunction
+from metabp import BFunction
 from metabp.analysis._stats import mean_std, paired, pm
 from metabp.exceptions import ConfigError
 
