@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from metabp.analysis._alignment import (
     AlignmentTrace,
-    alignment_over_training,
     alignment_run,
     cosine_by_layer,
     gradient_alignment,
@@ -38,7 +37,7 @@ from metabp.analysis._transfer import write as write_transfer
 from metabp.analysis._tuning import BASELINES, LR_RANGES, MULTIPLIER_RANGE, Tuned, tune_lr, tune_methods
 
 __all__ = [
-    "gradient_alignment", "alignment_over_training", "alignment_run", "cosine_by_layer",
+    "gradient_alignment", "alignment_run", "cosine_by_layer",
     "true_gradients", "AlignmentTrace", "compare", "compare_study", "evaluate", "tune_lr",
     "tune_methods", "Tuned", "Comparison", "MethodResult", "BASELINES", "LR_RANGES",
     "MULTIPLIER_RANGE", "report", "report_study", "compute", "ReportData", "trial_bfn",

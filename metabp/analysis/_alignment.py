@@ -129,41 +129,6 @@ class AlignmentTrace:
         return out
 
 
-def alignment_over_training(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batches: Iterable[tuple[Tensor, Tensor]],
-    loss: Callable[[Tensor, Tensor], Tensor],
-    *,
-    progress: bool = False,
-    total: int | None = None,
-) -> AlignmentTrace:
-    """Train ``model`` (patched) on ``batches`` and record the alignment at every step.
-
-    Args:
-        model: the patched model; its applied gradient is what the optimizer steps on.
-        optimizer: over the trainable parameters.
-        batches: ``(x, y)`` pairs, one optimizer step each.
-        loss: ``loss(logits, y) -> scalar``, e.g. ``torch.nn.functional.cross_entropy``.
-        progress: show a tqdm bar.
-        total: number of batches, for the bar.
-
-    Returns:
-        :class:`AlignmentTrace` with the loss and per-layer cosines of every step (layers whose
-        parameters get no gradient, e.g. frozen ones, are absent).
-    """
-    from tqdm.auto import tqdm
-
-    trace = AlignmentTrace()
-    for x, y in tqdm(batches, total=total, disable=not progress, desc="alignment", leave=False):
-        value, cos = gradient_alignment(model, lambda m, x=x, y=y: loss(m(x), y))
-        optimizer.step()
-        trace.losses.append(value)
-        for k, c in cos.items():
-            trace.cosines.setdefault(k, []).append(c)
-    return trace
-
-
 def true_gradients(model: nn.Module, loss_fn: Callable[[nn.Module], Tensor],
                    names: Iterable[str]) -> dict[str, Tensor]:
     """The unpatched gradient of ``loss_fn(model)`` for the parameters ``names``, leaving the model
