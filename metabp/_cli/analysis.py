@@ -144,9 +144,9 @@ class Report:
 
         if args.top < 1:
             raise ConfigError(f"--top {args.top}: give at least 1 candidate")
-        path = report_study(args.study, storage=args.storage, output=args.output, top=args.top,
-                            alignment=not args.no_alignment, device=args.device, progress=True)
-        print(f"wrote {path}")
+        files = report_study(args.study, storage=args.storage, output=args.output, top=args.top,
+                             alignment=not args.no_alignment, device=args.device, progress=True)
+        print(f"wrote {files.index} and {', '.join(p.name for p in files.figures)} beside it")
         return 0
 
 

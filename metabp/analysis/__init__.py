@@ -28,8 +28,8 @@ from metabp.analysis._alignment import (
     true_gradients,
 )
 from metabp.analysis._compare import Comparison, MethodResult, compare, evaluate
-from metabp.analysis._report import report
-from metabp.analysis._report_data import ReportData, compute, trial_bfn, trial_omega
+from metabp.analysis._report import ReportFiles, report
+from metabp.analysis._report_data import ReportData, ReportRequest, compute, trial_bfn, trial_omega
 from metabp.analysis._stats import Paired, mean_std, paired
 from metabp.analysis._study import baseline_studies, compare_study, heldout_seeds, report_study
 from metabp.analysis._transfer import Transfer, TransferRow, transfer
@@ -40,7 +40,8 @@ __all__ = [
     "gradient_alignment", "alignment_run", "cosine_by_layer",
     "true_gradients", "AlignmentTrace", "compare", "compare_study", "evaluate", "tune_lr",
     "tune_methods", "Tuned", "Comparison", "MethodResult", "BASELINES", "LR_RANGES",
-    "MULTIPLIER_RANGE", "report", "report_study", "compute", "ReportData", "trial_bfn",
+    "MULTIPLIER_RANGE", "report", "report_study", "ReportRequest", "ReportFiles", "compute", "ReportData",
+    "trial_bfn",
     "trial_omega", "baseline_studies", "heldout_seeds", "transfer", "write_transfer", "Transfer",
     "TransferRow", "paired", "Paired", "mean_std",
 ]

@@ -204,61 +204,88 @@ def shapes(data: ReportData, *, top: int = 10) -> None:
     data.band = np.quantile(curves, 0.9, 0) - np.quantile(curves, 0.1, 0)
 
 
-def compute(
-    trials: Sequence[Any],
-    *,
-    spec: Any,
-    where: str | None = None,
-    hidden: int = 1,
-    act: str = "tanh",
-    name: str = "study",
-    sampler: str = "study",
-    seeds: Sequence[int] = (0,),
-    backprop: Mapping | None = None,
-    controls: Mapping | None = None,
-    multi_target: bool = False,
-    baselines: Mapping[str, Sequence[Any]] | None = None,
-    top: int = 10,
-    alignment: bool = True,
-    device: str = "cpu",
-    data_dir: Any = None,
-    progress: bool = False,
-) -> ReportData:
-    """The numbers of the report (module docstring); trains plain backprop once on ``seeds[0]``,
-    and on every search seed when ``backprop`` (the study's stored score) is missing; with
-    ``alignment``, trains the chosen ``g`` once more on ``seeds[0]`` recording the alignment."""
+@dataclass(frozen=True)
+class ReportRequest:
+    """What a report is about and how to make it: the arguments of :func:`compute` besides the trials.
+
+    Attributes:
+        spec: the (first) target (``metabp.targets.TargetSpec``) the trials trained.
+        where: the patch site; None for ``spec.where``.
+        hidden, act: the meta-network's shape.
+        name, sampler: the study's name and sampler, for the text.
+        seeds: the search seeds (a trial's score is its mean over them).
+        backprop: the study's ``backprop`` user attr (``mean`` on the search seeds), if stored.
+        controls: the study's ``heldout_controls`` (``backprop``, ``tuned_lr``), if validated.
+        multi_target: scores are ratios to backprop over several targets (backprop scores 1).
+        baselines: label -> trials of baseline searches (random, TPE) on the same problem.
+        top: how many of the best candidates to draw in the spread figure.
+        alignment: train the chosen ``g`` once more to record gradient alignment.
+        device, data_dir: for the training runs the report makes (plain backprop, alignment).
+        progress: tqdm bars.
+    """
+
+    spec: Any
+    where: str | None = None
+    hidden: int = 1
+    act: str = "tanh"
+    name: str = "study"
+    sampler: str = "study"
+    seeds: Sequence[int] = (0,)
+    backprop: Mapping | None = None
+    controls: Mapping | None = None
+    multi_target: bool = False
+    baselines: Mapping[str, Sequence[Any]] | None = None
+    top: int = 10
+    alignment: bool = True
+    device: str = "cpu"
+    data_dir: str | None = None
+    progress: bool = False
+
+
+def _backprop_score(r: ReportRequest, seeds: list[int], plain: Any) -> float:
+    """Backprop's score on the search seeds, in the trials' units: 1 for ratios, else the stored
+    mean, else plain's AULC (one seed) or a fresh mean over the seeds."""
     from metabp.analysis._tuning import mean_aulc
+
+    if r.multi_target:
+        return 1.0
+    if r.backprop is not None and "mean" in r.backprop:
+        return float(r.backprop["mean"])
+    if len(seeds) == 1:
+        return plain.aulc
+    return mean_aulc(r.spec, None, None, seeds, device=r.device, data_dir=r.data_dir)
+
+
+def compute(trials: Sequence[Any], request: ReportRequest) -> ReportData:
+    """The numbers of the report (module docstring); trains plain backprop once on ``seeds[0]``,
+    and on every search seed when ``request.backprop`` (the study's stored score) is missing; with
+    ``request.alignment``, trains the chosen ``g`` once more on ``seeds[0]`` recording the alignment."""
     from metabp.targets import train
 
+    r = request
     done = completed(trials)
     if not done:
-        raise ConfigError(f"study {name!r} has no completed trials yet; run `metabp search` first")
-    seeds = [int(s) for s in seeds]
+        raise ConfigError(f"study {r.name!r} has no completed trials yet; run `metabp search` first")
+    seeds = [int(s) for s in r.seeds]
     ranked = sorted(done, key=lambda t: (t.value, t.number))
     validated = [t for t in ranked if heldout(t) is not None]
     chosen = min(validated, key=lambda t: (heldout(t)["mean"], t.number)) if validated else ranked[0]
-    plain = train(spec, None, None, seeds[0], device=device, data_dir=data_dir, progress=progress)
-    if multi_target:
-        score = 1.0
-    elif backprop is not None and "mean" in backprop:
-        score = float(backprop["mean"])
-    elif len(seeds) == 1:
-        score = plain.aulc
-    else:
-        score = mean_aulc(spec, None, None, seeds, device=device, data_dir=data_dir)
+    plain = train(r.spec, None, None, seeds[0], device=r.device, data_dir=r.data_dir, progress=r.progress)
     data = ReportData(
-        name=name, sampler=sampler, spec=spec, where=where or spec.where, hidden=hidden, act=act,
-        seeds=seeds, trials=list(trials), done=done, ranked=ranked, best=ranked[0], chosen=chosen,
-        g=trial_bfn(chosen, hidden=hidden, act=act), lr=trial_lr(chosen, spec.lr), plain=plain,
-        backprop=score, multi_target=multi_target, validated=validated, controls=dict(controls or {}),
-        baselines={k: completed(v) for k, v in (baselines or {}).items() if completed(v)},
+        name=r.name, sampler=r.sampler, spec=r.spec, where=r.where or r.spec.where, hidden=r.hidden,
+        act=r.act, seeds=seeds, trials=list(trials), done=done, ranked=ranked, best=ranked[0],
+        chosen=chosen, g=trial_bfn(chosen, hidden=r.hidden, act=r.act), lr=trial_lr(chosen, r.spec.lr),
+        plain=plain, backprop=_backprop_score(r, seeds, plain), multi_target=r.multi_target,
+        validated=validated, controls=dict(r.controls or {}),
+        baselines={k: completed(v) for k, v in (r.baselines or {}).items() if completed(v)},
     )
-    shapes(data, top=top)
-    if alignment:
+    shapes(data, top=r.top)
+    if r.alignment:
         import dataclasses
 
         from metabp.analysis._alignment import alignment_run
 
-        data.alignment = alignment_run(dataclasses.replace(spec, lr=data.lr), data.g, where=data.where,
-                                       seed=seeds[0], device=device, data_dir=data_dir, progress=progress)
+        data.alignment = alignment_run(dataclasses.replace(r.spec, lr=data.lr), data.g, where=data.where,
+                                       seed=seeds[0], device=r.device, data_dir=r.data_dir,
+                                       progress=r.progress)
     return data

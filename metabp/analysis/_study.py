@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from metabp.analysis._compare import Comparison, compare
-from metabp.analysis._report import report
+from metabp.analysis._report import ReportFiles, report
+from metabp.analysis._report_data import ReportRequest
 from metabp.exceptions import ConfigError
 
 
@@ -129,13 +129,14 @@ def report_study(
     alignment: bool = True,
     device: str | None = None,
     progress: bool = False,
-) -> Path:
-    """:func:`report` for a study: writes ``output/index.md`` and returns its path."""
+) -> ReportFiles:
+    """:func:`report` for a study: writes ``output/index.md`` and its PNGs, returns their paths."""
     st = open_study(study, storage)
     cfg = st.config
     spec, where = _target(cfg, None)
-    return report(st.trials, spec=spec, output=output, where=where, hidden=cfg.hidden, act=cfg.act,
-                  name=st.name, sampler=cfg.sampler, seeds=list(cfg.seeds), backprop=st.backprop,
-                  controls=st.heldout_controls, multi_target=cfg.multi_target,
-                  baselines=baseline_studies(st), top=top, alignment=alignment,
-                  device=device or cfg.device, data_dir=cfg.data_dir, progress=progress)
+    request = ReportRequest(spec, where=where, hidden=cfg.hidden, act=cfg.act, name=st.name,
+                            sampler=cfg.sampler, seeds=list(cfg.seeds), backprop=st.backprop,
+                            controls=st.heldout_controls, multi_target=cfg.multi_target,
+                            baselines=baseline_studies(st), top=top, alignment=alignment,
+                            device=device or cfg.device, data_dir=cfg.data_dir, progress=progress)
+    return report(st.trials, request, output)

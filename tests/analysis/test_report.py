@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import metabp
-from metabp.analysis import compute, report, trial_bfn
+from metabp.analysis import ReportRequest, compute, report, trial_bfn
 from metabp.analysis._stats import in_words, paired
 from metabp.exceptions import ConfigError
 from metabp.targets import get_target, train
@@ -61,7 +61,7 @@ def test_trial_bfn_reads_omega_in_index_order():
 
 def test_compute_chooses_the_best_heldout_and_measures_overfitting():
     trials = _trials(OMEGAS, validate=(0, 1, 3))
-    data = compute(trials, spec=SPEC, where="act2", seeds=[0], controls=_controls(), alignment=False)
+    data = compute(trials, ReportRequest(SPEC, where="act2", seeds=[0], controls=_controls(), alignment=False))
     held = {t.number: t.user_attrs["heldout_aulc"]["mean"] for t in trials if "heldout_aulc" in t.user_attrs}
     assert data.chosen.number == min(held, key=held.get)
     assert data.best.number == min(trials, key=lambda t: t.value).number
@@ -75,10 +75,14 @@ def test_report_writes_index_with_right_numbers(tmp_path):
     trials = _trials(OMEGAS, validate=(0, 1, 3))
     baseline = _trials(OMEGAS[:2])
     controls = _controls()
-    index = report(trials, spec=SPEC, output=tmp_path, where="act2", name="tiny", sampler="botorch",
-                   baselines={"random": baseline}, seeds=[0], top=3, controls=controls,
-                   backprop={"mean": 0.5, "std": 0.0, "seeds": [0], "values": [0.5]})
-    text = index.read_text()
+    request = ReportRequest(SPEC, where="act2", name="tiny", sampler="botorch", baselines={"random": baseline},
+                            seeds=[0], top=3, controls=controls,
+                            backprop={"mean": 0.5, "std": 0.0, "seeds": [0], "values": [0.5]})
+    files = report(trials, request, tmp_path)
+    text = files.index.read_text()
+    assert files.index == tmp_path / "index.md"
+    linked = re.findall(r"\]\(([^)]+\.png)\)", text)
+    assert sorted(p.name for p in files.figures) == sorted(linked)  # what it wrote is what it shows
     best = min(trials, key=lambda t: t.value)
     assert f"Best AULC {best.value:.4f}** (trial {best.number}) against plain backprop's 0.5000" in text
     assert "scale-invariant" in text  # adam
@@ -104,21 +108,21 @@ def test_report_writes_index_with_right_numbers(tmp_path):
 
 
 def test_report_without_validation_says_so(tmp_path):
-    text = report(_trials(OMEGAS[:2]), spec=SPEC, output=tmp_path, alignment=False).read_text()
+    text = report(_trials(OMEGAS[:2]), ReportRequest(SPEC, alignment=False), tmp_path).index.read_text()
     assert "No candidate was validated on held-out seeds" in text
     assert not (tmp_path / "heldout.png").exists()
 
 
 def test_multi_target_report_scores_backprop_as_one(tmp_path):
-    text = report(_trials(OMEGAS[:2]), spec=SPEC, output=tmp_path, multi_target=True, alignment=False,
-                  seeds=[0, 1]).read_text()
+    request = ReportRequest(SPEC, multi_target=True, alignment=False, seeds=[0, 1])
+    text = report(_trials(OMEGAS[:2]), request, tmp_path).index.read_text()
     assert "**Best score (mean ratio to backprop over targets and seeds)" in text
     assert "against plain backprop's 1.0000 on the same seeds [0, 1]" in text
 
 
 def test_report_without_completed_trials_says_what_to_do(tmp_path):
     with pytest.raises(ConfigError, match="metabp search"):
-        report([], spec=SPEC, output=tmp_path)
+        report([], ReportRequest(SPEC), tmp_path)
 
 
 STUDY_TOML = """
@@ -169,6 +173,10 @@ def test_cli_report_and_compare_on_a_real_study(tiny_study, tmp_path, capsys):
     chosen = st.best_heldout_trial()
     out = tmp_path / "report"
     assert main(["report", str(path), "--storage", storage, "-o", str(out), "--no-alignment"]) == 0
+    said = capsys.readouterr().out.splitlines()[-1]  # the PNGs it wrote, by name
+    assert said.startswith(f"wrote {out / 'index.md'} and ") and "search_trace.png, " in said
+    assert sorted(said.split(" and ", 1)[1].removesuffix(" beside it").split(", ")) == sorted(
+        p.name for p in out.glob("*.png"))
     text = (out / "index.md").read_text()
     assert "Study `tiny`" in text and "tpe best" in text  # the TPE search found as a baseline
     assert f"trial {chosen.number} (best of 2 validated)" in text and (out / "heldout.png").exists()
