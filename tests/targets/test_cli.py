@@ -18,7 +18,62 @@ def test_train_prints_aulc_beside_backprop_on_the_same_seed(capsys, tmp_path):
     assert "gaussians-mlp3 (b-function" in out and "at act2" in out and "test accuracy " in out
     spec = get_target("gaussians-mlp3", epochs=4)
     g, bp = train(spec, metabp.Scaled(0.5), seed=0).aulc, train(spec, seed=0).aulc
-    assert f"AULC {g:.6g}   (backprop, same seed: {bp:.6g}; g/backprop {g / bp:.3f}, " in out
+    assert f"AULC {g:.6g}   (backprop, same seed and lr: {bp:.6g}; g/backprop {g / bp:.3f}, " in out
+    assert "adam lr 0.1 (the preset's)" in out  # a .bfn without provenance: the preset's lr
+
+
+FOUND = {"study": "q", "target": "gaussians-mlp3", "overrides": {"epochs": 3}, "lr": 0.0462, "where": "act1"}
+
+
+@pytest.fixture
+def found_bfn(tmp_path):
+    """A .bfn as ``metabp export`` writes it: found on gaussians-mlp3 at lr 0.0462, act1, 3 epochs."""
+    path = tmp_path / "found.bfn"
+    metabp.save(metabp.MetaNet(omega=[1.0, 0.0, 0.5, 0.2]), path, meta=FOUND)
+    return path
+
+
+def _train_json(capsys, argv):
+    assert main(["train", *argv, "--json", "--no-progress"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_train_uses_the_setting_the_bfn_was_found_in_and_says_so(capsys, found_bfn):
+    from metabp.targets import get_target, train
+
+    got = _train_json(capsys, ["gaussians-mlp3", "--bfn", str(found_bfn)])
+    spec = get_target("gaussians-mlp3", epochs=3, lr=0.0462)
+    g = metabp.load(found_bfn)
+    assert (got["lr"], got["where"]) == (0.0462, "act1")
+    assert got["aulc"] == train(spec, g, "act1", seed=0).aulc
+    assert got["backprop_aulc"] == train(spec, None, None, seed=0).aulc  # backprop at the same lr
+    assert main(["train", "gaussians-mlp3", "--bfn", str(found_bfn), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "at act1, seed 0): 3 steps" in out
+    assert f"adam lr 0.0462 (the lr {found_bfn} was found with)" in out
+
+
+@pytest.mark.parametrize("extra, lr, where, source", [
+    (["--lr", "0.2", "--where", "act2"], 0.2, "act2", "(--lr)"),
+    (["--optimizer", "sgd"], 0.1, "act1", "(the preset's)"),  # 0.0462 was found for adam, not sgd
+    (["--optimizer", "adam"], 0.0462, "act1", "(the lr"),
+])
+def test_the_command_line_wins_over_the_bfn(capsys, found_bfn, extra, lr, where, source):
+    got = _train_json(capsys, ["gaussians-mlp3", "--bfn", str(found_bfn), "--epochs", "1", *extra])
+    assert (got["lr"], got["where"]) == (lr, where)
+    assert main(["train", "gaussians-mlp3", "--bfn", str(found_bfn), "--epochs", "1", "--no-progress",
+                 *extra]) == 0
+    assert f"lr {lr:.4g} {source}" in capsys.readouterr().out
+
+
+def test_a_bfn_found_on_another_target_trains_at_the_presets_setting(capsys, found_bfn):
+    from metabp.targets import get_target
+
+    got = _train_json(capsys, ["digits-mlp", "--bfn", str(found_bfn), "--epochs", "1"])
+    spec = get_target("digits-mlp")
+    assert (got["lr"], got["where"]) == (spec.lr, spec.where)
+    assert main(["train", "digits-mlp", "--bfn", str(found_bfn), "--epochs", "1", "--no-progress"]) == 0
+    assert f"(the preset's; {found_bfn} was found on gaussians-mlp3)" in capsys.readouterr().out
 
 
 def test_train_json_matches_the_api(capsys):
