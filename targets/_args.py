@@ -1,5 +1,5 @@
 """Checks of the run arguments ``train`` and ``train_many`` share: the spec, b-functions, seeds,
-the device."""
+learning rates, the device."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 
 from metabp import BFunction
 from metabp.exceptions import ConfigError
+from metabp.targets._optim import check_lr
 from metabp.targets._spec import TargetSpec
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; the signed range is portable
@@ -55,6 +56,27 @@ def check_seeds(seed: object, copies: int) -> list[int]:
         raise ConfigError(f"seed={list(seed)!r} has {len(seeds)} entries; train_many needs one int or "
                           f"one seed per b-function ({copies})")
     return [check_seed(v, f"seed[{k}]") for k, v in enumerate(seeds)]
+
+
+def check_lrs(lr: object, copies: int, default: float) -> list[float]:
+    """One learning rate per copy: ``None`` (``default`` for every copy), a number for every copy,
+    or a sequence of ``copies`` numbers, each finite and > 0.
+
+    Example:
+        >>> check_lrs(None, 2, 0.01), check_lrs(0.1, 2, 0.01), check_lrs([0.1, 1], 2, 0.01)
+        ([0.01, 0.01], [0.1, 0.1], [0.1, 1.0])
+    """
+    if lr is None:
+        return [float(default)] * copies
+    if isinstance(lr, torch.Tensor) and lr.dim() == 0:
+        lr = lr.item()
+    if isinstance(lr, (numbers.Number, str, bytes)) or not isinstance(lr, Iterable):
+        return [check_lr(lr)] * copies
+    lrs = [v.item() if isinstance(v, torch.Tensor) and v.dim() == 0 else v for v in lr]
+    if len(lrs) != copies:
+        raise ConfigError(f"lr={list(lr)!r} has {len(lrs)} entries; train_many needs one number or "
+                          f"one learning rate per b-function ({copies})")
+    return [check_lr(v, f"lr[{k}]") for k, v in enumerate(lrs)]
 
 
 def check_flag(value: object, name: str) -> bool:
@@ -103,5 +125,5 @@ def check_device(device: object) -> torch.device:
     return dev
 
 
-__all__ = ["check_spec", "check_bfn", "check_seed", "check_seeds", "check_device", "check_flag",
+__all__ = ["check_spec", "check_bfn", "check_seed", "check_seeds", "check_lrs", "check_device", "check_flag",
            "check_callbacks", "check_data_dir", "MAX_SEED"]

@@ -4,11 +4,13 @@ Copy ``k`` starts from the weights of its seed and sees the batches of its seed;
 its own parameters (a :class:`BatchedSequential`). The loss is :math:`\sum_k \bar L_k` (the sum
 over copies of each copy's mean loss), so each copy's gradient is its own; every optimizer here
 is elementwise, so one optimizer over the stacked tensors steps each copy as its own optimizer
-would. A copy that diverges is masked out and the others go on (see the training loop).
+would (at its own learning rate: ``PerCopyLR``). A copy that diverges is masked out and the
+others go on (see the training loop).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -24,6 +26,7 @@ from metabp.targets._args import (
     check_data_dir,
     check_device,
     check_flag,
+    check_lrs,
     check_seeds,
     check_spec,
 )
@@ -31,7 +34,7 @@ from metabp.targets._batched import BatchedSequential
 from metabp.targets._loop import Callback
 from metabp.targets._spec import TargetSpec, build_model, load_data
 from metabp.targets._threads import num_threads, resolve_threads
-from metabp.targets._train import Run, train, train_copies
+from metabp.targets._train import Run, on_device, train, train_copies
 
 
 def batched_model(spec: TargetSpec, bfns: Sequence[BFunction | None], where: str | None,
@@ -52,18 +55,22 @@ def batched_model(spec: TargetSpec, bfns: Sequence[BFunction | None], where: str
 
 
 def train_many(spec: TargetSpec, bfns: Sequence[BFunction | None], where: str | None = None,
-               seed: int | Sequence[int] = 0, *, device: str | torch.device = "cpu", progress: bool = False,
+               seed: int | Sequence[int] = 0, *, lr: float | Sequence[float] | None = None,
+               device: str | torch.device = "cpu", progress: bool = False,
                data_dir: str | os.PathLike | None = None, threads: int | str | None = "auto",
                compile: bool = False, callbacks: Sequence[Callback] = ()) -> list[Run]:
     """Train ``K = len(bfns)`` candidates on target ``spec`` at once; one :class:`Run` each.
 
-    Equivalent to ``[train(spec, g, where, s) for g, s in zip(bfns, seeds)]`` up to float rounding
-    (the same initial weights, data order and optimizer per copy), several times faster. ``seed``
-    is one int for every copy or a sequence of ints, one per copy: ``train_many(spec, [g, g, h, h],
-    seed=[0, 1, 0, 1])`` scores two candidates on two seeds each. ``None`` in ``bfns`` means plain
-    backprop for that copy. Targets that cannot be batched (a ``feedback`` mode) fall back to
-    sequential ``train`` calls. The other arguments are as for :func:`train`; callbacks see the
-    batched model (parameters ``K x ...``) and, when the seeds differ, per-copy batches.
+    Equivalent to ``[train(replace(spec, lr=a), g, where, s) for g, s, a in zip(bfns, seeds, lrs)]``
+    up to float rounding (the same initial weights, data order, optimizer and learning rate per
+    copy), several times faster. ``seed`` is one int for every copy or a sequence of ints, one per
+    copy; ``lr`` likewise (``None``: ``spec.lr``; finite and > 0): ``train_many(spec, [g, g, h, h],
+    seed=[0, 1, 0, 1], lr=[0.01, 0.01, 0.1, 0.1])`` scores two candidates, each at its own lr, on
+    two seeds each (different lrs step through :class:`~metabp.targets._optim.PerCopyLR`). ``None``
+    in ``bfns`` means plain backprop for that copy. Targets that cannot be batched (a ``feedback``
+    mode) fall back to sequential ``train`` calls. The other arguments are as for :func:`train`;
+    callbacks see the batched model (parameters ``K x ...``) and, when the seeds differ, per-copy
+    batches.
 
     Each Run's ``seconds`` is the batched run's wall time divided by ``K``.
     """
@@ -72,17 +79,19 @@ def train_many(spec: TargetSpec, bfns: Sequence[BFunction | None], where: str | 
     if not bfns:
         raise ConfigError("train_many(bfns=[]): needs at least one b-function (None for plain backprop)")
     seeds, dev, callbacks = check_seeds(seed, len(bfns)), check_device(device), check_callbacks(callbacks)
+    lrs = check_lrs(lr, len(bfns), spec.lr)
     progress, compile = check_flag(progress, "progress"), check_flag(compile, "compile")
     data_dir = check_data_dir(data_dir)
     if spec.feedback is not None:
-        return [train(spec, g, where, s, device=dev, progress=progress, data_dir=data_dir, threads=threads,
-                      compile=compile, callbacks=callbacks) for g, s in zip(bfns, seeds, strict=True)]
-    data = load_data(spec, data_dir).to(dev)
+        return [train(dataclasses.replace(spec, lr=a), g, where, s, device=dev, progress=progress,
+                      data_dir=data_dir, threads=threads, compile=compile, callbacks=callbacks)
+                for g, s, a in zip(bfns, seeds, lrs, strict=True)]
+    data = on_device(load_data(spec, data_dir), dev)
     with num_threads(resolve_threads(threads, spec, dev)):
         start = time.perf_counter()
         net = batched_model(spec, bfns, where, seeds, dev)
         return train_copies(spec, data, net, seeds, start=start, device=dev, progress=progress,
-                            compile=compile, callbacks=callbacks)
+                            compile=compile, callbacks=callbacks, lrs=lrs)
 
 
 __all__ = ["train_many", "batched_model", "BatchedSequential"]

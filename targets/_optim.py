@@ -12,16 +12,27 @@ Every update rule is elementwise in the parameters, e.g. Adam
 
 so ``K`` copies of a model stacked along dim 0 (``K x ...`` parameters) step exactly as ``K``
 separate optimizers would; :func:`metabp.targets.train_many` relies on that.
+
+Per-copy learning rates. With the options here (no weight decay, Adagrad's ``lr_decay = 0``,
+NAdam's momentum schedule counting steps, not lr) every rule is
+
+.. math:: \theta_t = \theta_{t-1} - \alpha\, u_t, \qquad u_t = u(g_1, \dots, g_t),
+
+a direction :math:`u_t` and a state that do not depend on :math:`\alpha`. :class:`PerCopyLR`
+computes :math:`-u_t` with the optimizer at ``lr = 1`` on a zeroed shadow of each parameter and
+adds :math:`\alpha_k` times it to copy ``k``: one step for ``K`` copies with ``K`` learning rates.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
+from torch import Tensor
+from torch.optim import Optimizer
 
 from metabp.exceptions import ConfigError
 
@@ -54,14 +65,25 @@ def check_optimizer(name: str) -> str:
     return key
 
 
-def check_lr(lr: float) -> float:
-    """``lr`` as a float; ``Invalid learning rate: ...`` (torch.optim's wording) unless a finite
-    number > 0 (a bool or a string is not a learning rate)."""
+#: torch.optim class -> the state entries that hold one slice per copy (dim 0 of a stacked
+#: ``K x ...`` parameter). The others (``step``, NAdam's ``mu_product``) are 0-d step counters
+#: that every copy shares.
+COPY_STATE: dict[str, tuple[str, ...]] = {
+    "SGD": ("momentum_buffer",), "Adagrad": ("sum",), "Adadelta": ("square_avg", "acc_delta"),
+    "RMSprop": ("square_avg", "momentum_buffer", "grad_avg"),
+    "Adam": ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), "Adamax": ("exp_avg", "exp_inf"),
+    "NAdam": ("exp_avg", "exp_avg_sq"),
+}
+
+
+def check_lr(lr: object, name: str = "lr") -> float:
+    """``lr`` as a float; ``Invalid learning rate: ...`` (torch.optim's wording) unless a
+    finite number > 0, naming ``name`` (a bool or a string is not a learning rate)."""
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
-        raise ConfigError(f"Invalid learning rate: {lr!r} (lr must be a finite number > 0)")
+        raise ConfigError(f"Invalid learning rate: {lr!r} ({name} must be a finite number > 0)")
     value = float(lr)
     if not math.isfinite(value) or value <= 0.0:
-        raise ConfigError(f"Invalid learning rate: {lr!r} (lr must be a finite number > 0)")
+        raise ConfigError(f"Invalid learning rate: {lr!r} ({name} must be a finite number > 0)")
     return value
 
 
@@ -83,4 +105,77 @@ def make_optimizer(name: str, params: Iterable[torch.Tensor], lr: float) -> torc
     return getattr(torch.optim, cls_name)(params, lr=check_lr(lr), **options)
 
 
-__all__ = ["make_optimizer", "OPTIMIZERS", "DEFAULT_LR", "check_optimizer", "check_lr"]
+class PerCopyLR(Optimizer):
+    r"""Optimizer ``name`` over stacked ``K x ...`` parameters, copy ``k`` at learning rate ``lrs[k]``.
+
+    .. math:: \theta_k \leftarrow \theta_k + \alpha_k\, s, \qquad s = \texttt{opt}_{lr=1}.\mathrm{step}(0)
+
+    where ``s`` is the step of ``torch.optim``'s optimizer at ``lr = 1`` applied to a zeroed shadow
+    of the parameter (so ``s = -u``, see the module docstring). Copy ``k`` steps as optimizer
+    ``name`` at ``lrs[k]`` alone would, up to the rounding of :math:`\alpha_k u` against
+    :math:`(\alpha_k / 1)\, u`. ``state[p]`` is the shadow's state (the same dict objects), and
+    ``param_groups[0]["lr"]`` the list of learning rates.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.zeros(2, 1))
+        >>> opt = PerCopyLR("sgd", [w], [0.1, 1.0])
+        >>> w.grad = torch.ones(2, 1); opt.step(); w.data.flatten().tolist()
+        [-0.10000000149011612, -1.0]
+    """
+
+    def __init__(self, name: str, params: Iterable[Tensor], lrs: Sequence[float]) -> None:
+        params = list(params)
+        self.lrs = [check_lr(v, f"lrs[{k}]") for k, v in enumerate(lrs)]
+        for p in params:
+            if p.dim() == 0 or p.shape[0] != len(self.lrs):
+                raise ConfigError(f"PerCopyLR: a parameter of shape {tuple(p.shape)} is not stacked over "
+                                  f"{len(self.lrs)} copies (dim 0)")
+        super().__init__(params, {"lr": list(self.lrs)})
+        self._shadows = [torch.zeros_like(p) for p in params]
+        self.optimizer = make_optimizer(name, self._shadows, 1.0)
+        self._scale = {}
+        for p, z in zip(params, self._shadows, strict=True):
+            self.state[p] = self.optimizer.state[z]  # filled in place by the first step
+            lr = torch.tensor(self.lrs, dtype=p.dtype, device=p.device)
+            self._scale[p] = lr.view(-1, *[1] * (p.dim() - 1))
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """One step of every copy at its own learning rate."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        params = self.param_groups[0]["params"]
+        for p, z in zip(params, self._shadows, strict=True):
+            z.zero_()
+            z.grad = p.grad
+        self.optimizer.step()
+        for p, z in zip(params, self._shadows, strict=True):
+            if z.grad is not None:
+                p.addcmul_(z, self._scale[p])
+                z.grad = None
+        return loss
+
+
+def zero_copies(opt: Optimizer, dead: Sequence[int]) -> None:
+    """Zero the copies ``dead`` of every stacked parameter of ``opt``: weights, gradients and the
+    optimizer state entries that :data:`COPY_STATE` names as per copy (step counters are shared)."""
+    inner = opt.optimizer if isinstance(opt, PerCopyLR) else opt
+    keys = COPY_STATE.get(type(inner).__name__)
+    if keys is None:
+        raise ConfigError(f"zero_copies: {type(inner).__name__} is not one of this module's optimizers")
+    with torch.no_grad():
+        for group in opt.param_groups:
+            for p in group["params"]:
+                p[dead] = 0.0
+                if p.grad is not None:
+                    p.grad[dead] = 0.0
+                state = opt.state.get(p, {})
+                for key in keys:
+                    if key in state:
+                        state[key][dead] = 0.0
+
+
+__all__ = ["make_optimizer", "OPTIMIZERS", "DEFAULT_LR", "check_optimizer", "check_lr", "PerCopyLR",
+           "zero_copies", "COPY_STATE"]

@@ -48,7 +48,7 @@ from metabp.targets._args import (
 )
 from metabp.targets._data import Data
 from metabp.targets._loop import Callback, copy_accuracies, copy_batches, fit, model_losses, steps_per_epoch
-from metabp.targets._optim import make_optimizer
+from metabp.targets._optim import PerCopyLR, make_optimizer
 from metabp.targets._spec import DEFAULT_MAX_LOSS, TargetSpec, build_model, load_data
 from metabp.targets._threads import num_threads, resolve_threads
 
@@ -138,14 +138,31 @@ def _epochs(data: Data, order: Iterable[list[Tensor]], device: torch.device) -> 
         yield ((data.x_train[i], data.y_train[i]) for i in (idx.to(device) for idx in epoch))
 
 
+def on_device(data: Data, device: torch.device) -> Data:
+    """``data`` on ``device``, its inputs in torch's default dtype (the dtype of a model built now)."""
+    data, dtype = data.to(device), torch.get_default_dtype()
+    if not data.x_train.is_floating_point() or data.x_train.dtype == dtype:
+        return data
+    return Data(data.x_train.to(dtype), data.y_train, data.x_test.to(dtype), data.y_test, data.num_classes)
+
+
+def copy_optimizer(spec: TargetSpec, params: list[Tensor],
+                   lrs: Sequence[float] | None) -> torch.optim.Optimizer:
+    """``spec.optimizer`` over ``params`` at ``spec.lr`` (``lrs`` ``None``) or at one lr per copy:
+    torch's optimizer itself when every copy has the same lr, else a :class:`PerCopyLR`."""
+    if lrs is None or len(set(lrs)) == 1:
+        return make_optimizer(spec.optimizer, params, spec.lr if lrs is None else lrs[0])
+    return PerCopyLR(spec.optimizer, params, lrs)
+
+
 def train_copies(spec: TargetSpec, data: Data, model: nn.Module, seeds: Sequence[int], *, start: float,
                  device: torch.device, progress: bool, compile: bool,
-                 callbacks: Sequence[Callback]) -> list[Run]:
+                 callbacks: Sequence[Callback], lrs: Sequence[float] | None = None) -> list[Run]:
     """Train ``model`` (one network, or ``len(seeds)`` batched copies) with the shared loop; a
-    :class:`Run` per copy, copy ``k`` on the batches of ``seeds[k]``."""
+    :class:`Run` per copy, copy ``k`` on the batches of ``seeds[k]`` at learning rate ``lrs[k]``
+    (default ``spec.lr``)."""
     K = len(seeds)
-    opt = make_optimizer(spec.optimizer, trainable_parameters(model.named_parameters(), spec.trainable),
-                         spec.lr)
+    opt = copy_optimizer(spec, trainable_parameters(model.named_parameters(), spec.trainable), lrs)
     if compile:
         from metabp.targets._compile import compiled_model_losses
 
@@ -208,7 +225,7 @@ def train(spec: TargetSpec, bfn: BFunction | None = None, where: str | None = No
     spec, bfn = check_spec(spec), check_bfn(bfn)
     seed, dev, callbacks = check_seed(seed), check_device(device), check_callbacks(callbacks)
     progress, compile = check_flag(progress, "progress"), check_flag(compile, "compile")
-    data = load_data(spec, check_data_dir(data_dir)).to(dev)
+    data = on_device(load_data(spec, check_data_dir(data_dir)), dev)
     with num_threads(resolve_threads(threads, spec, dev)):
         start = time.perf_counter()
         model = build_model(spec, seed).to(dev)
@@ -220,4 +237,5 @@ def train(spec: TargetSpec, bfn: BFunction | None = None, where: str | None = No
                             compile=compile, callbacks=callbacks)[0]
 
 
-__all__ = ["Run", "aulc", "train", "train_copies", "trainable_parameters", "apply_feedback"]
+__all__ = ["Run", "aulc", "train", "train_copies", "copy_optimizer", "on_device", "trainable_parameters",
+           "apply_feedback"]

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -5,7 +6,17 @@ import torch
 
 import metabp
 from metabp.exceptions import ConfigError
-from metabp.targets import get_target, train, train_many
+from metabp.targets import DEFAULT_LR, OPTIMIZERS, get_target, train, train_many
+
+G = metabp.MetaNet(hidden=1, seed=2)
+
+
+@pytest.fixture
+def float64():
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
 
 
 def _close(a, b, tol=1e-4):
@@ -132,3 +143,65 @@ def test_per_copy_seeds_full_batch_share_the_order_but_not_the_weights():
 def test_bad_seed_lists_are_named(seed, pattern):
     with pytest.raises(ConfigError, match=pattern):
         train_many(get_target("gaussians-mlp3", epochs=1), [None, None, None], seed=seed)
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_per_copy_lr_equals_train_at_that_lr(optimizer, float64):
+    """Each copy at its own lr equals `train` at that lr, for every optimizer (float64: the
+    semantics, apart from float32 summation order)."""
+    spec = get_target("digits-mlp", epochs=1, train_size=256, optimizer=optimizer)
+    bfns, seeds = [None, G, G, None], [0, 1, 0, 1]
+    lrs = [DEFAULT_LR[optimizer] * m for m in (0.5, 1.0, 3.0, 0.2)]
+    many = train_many(spec, bfns, seed=seeds, lr=lrs)
+    for run, g, s, a in zip(many, bfns, seeds, lrs, strict=True):
+        single = train(dataclasses.replace(spec, lr=a), g, seed=s)
+        assert run.step_losses == pytest.approx(single.step_losses, rel=1e-12, abs=1e-12)
+    assert len({round(r.aulc, 9) for r in many}) == 4
+
+
+def test_one_lr_for_every_copy_and_none_is_the_specs():
+    spec = get_target("gaussians-mlp3", epochs=4)
+    a = train_many(spec, [None, G], seed=0, lr=0.3)
+    b = train_many(get_target("gaussians-mlp3", epochs=4, lr=0.3), [None, G], seed=0)
+    assert [r.step_losses for r in a] == [r.step_losses for r in b]
+    assert [r.step_losses for r in train_many(spec, [None, G], lr=None)] == [
+        r.step_losses for r in train_many(spec, [None, G], lr=[spec.lr, spec.lr])]
+
+
+def test_per_copy_lr_with_feedback_falls_back_to_train_at_each_lr():
+    spec = get_target("gaussians-mlp3", epochs=3, feedback="fa")
+    runs = train_many(spec, [None, None], seed=0, lr=[0.01, 0.2])
+    assert runs[1].step_losses == train(get_target(spec, lr=0.2), None, seed=0).step_losses
+    assert runs[0].step_losses != runs[1].step_losses
+
+
+def test_train_many_under_float64_default_dtype(float64):
+    spec = get_target("digits-mlp", epochs=1, train_size=128)
+    run = train_many(spec, [None, G], seed=[0, 1])[1]
+    assert run.step_losses == pytest.approx(train(spec, G, seed=1).step_losses, rel=1e-12)
+
+
+@pytest.mark.parametrize("lr, pattern", [
+    ([0.1, 0.2], r"lr=\[0\.1, 0\.2\] has 2 entries.*one learning rate per b-function \(3\)"),
+    ([0.1, 0.0, 0.2], r"Invalid learning rate: 0\.0 \(lr\[1\] must be a finite number > 0\)"),
+    ([0.1, -1.0, 0.2], r"Invalid learning rate: -1\.0 \(lr\[1\]"),
+    ([0.1, float("nan"), 0.2], r"Invalid learning rate: nan \(lr\[1\]"),
+    ([0.1, 0.2, float("inf")], r"Invalid learning rate: inf \(lr\[2\]"),
+    ([True, 0.1, 0.2], r"Invalid learning rate: True \(lr\[0\]"),
+    ([0.1, "0.2", 0.2], r"Invalid learning rate: '0\.2' \(lr\[1\]"),
+    ([0.1, None, 0.2], r"Invalid learning rate: None \(lr\[1\]"),
+    (True, r"Invalid learning rate: True \(lr must"),
+    ("0.1", r"Invalid learning rate: '0\.1' \(lr must"),
+    (0.0, r"Invalid learning rate: 0\.0 \(lr must"),
+])
+def test_bad_lr_lists_are_named(lr, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        train_many(get_target("gaussians-mlp3", epochs=1), [None, None, None], lr=lr)
+
+
+def test_a_copy_diverging_at_its_own_lr_leaves_the_others_exact():
+    spec = get_target("gaussians-mlp3", optimizer="adam", epochs=20, max_loss=5.0)
+    runs = train_many(spec, [None, None, G], seed=0, lr=[0.05, 50.0, 0.02])
+    assert runs[1].diverged and not runs[0].diverged and not runs[2].diverged
+    for run, g, a in ((runs[0], None, 0.05), (runs[2], G, 0.02)):
+        _close(run, train(get_target(spec, lr=a), g, seed=0), tol=1e-5)

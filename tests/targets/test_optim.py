@@ -3,6 +3,7 @@ import torch
 
 from metabp.exceptions import ConfigError
 from metabp.targets import OPTIMIZERS, make_optimizer
+from metabp.targets._optim import COPY_STATE, PerCopyLR, zero_copies
 
 
 def test_ten_optimizers():
@@ -38,3 +39,63 @@ def test_errors_use_torch_optim_wording():
     with pytest.raises(ConfigError, match=r"optimizer='adamw' is not known; choose one of"):
         make_optimizer("adamw", p, lr=0.1)
     assert make_optimizer("AMSGrad", p, lr=0.1).defaults["amsgrad"] is True
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_per_copy_lr_steps_like_separate_optimizers_at_their_lr(name):
+    """PerCopyLR: copy k of a K x ... tensor steps as optimizer `name` at lrs[k] alone (float64)."""
+    gen = torch.Generator().manual_seed(1)
+    init = torch.randn(3, 4, 5, generator=gen, dtype=torch.float64)
+    grads = [torch.randn(3, 4, 5, generator=gen, dtype=torch.float64) for _ in range(5)]
+    lrs = [0.003, 0.05, 2.0]
+    stacked = init.clone().requires_grad_()
+    opt = PerCopyLR(name, [stacked], lrs)
+    singles = [init[k].clone().requires_grad_() for k in range(3)]
+    opts = [make_optimizer(name, [p], lr=a) for p, a in zip(singles, lrs, strict=True)]
+    for g in grads:
+        stacked.grad = g.clone()
+        opt.step()
+        for k in range(3):
+            singles[k].grad = g[k].clone()
+            opts[k].step()
+    for k in range(3):
+        torch.testing.assert_close(stacked[k].detach(), singles[k].detach(), rtol=1e-13, atol=1e-13)
+    assert opt.param_groups[0]["lr"] == lrs
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_state_ownership_is_explicit(name):
+    """COPY_STATE names every per-copy state entry; the rest are 0-d shared step counters.
+    zero_copies zeroes exactly the dead copies' weights, gradients and per-copy state."""
+    p = torch.randn(3, 4, requires_grad=True)
+    for opt in (make_optimizer(name, [p], lr=0.1), PerCopyLR(name, [p], [0.1, 0.2, 0.3])):
+        for _ in range(2):
+            p.grad = torch.ones(3, 4)
+            opt.step()
+        inner = getattr(opt, "optimizer", opt)
+        owned = COPY_STATE[type(inner).__name__]
+        for key, value in opt.state[p].items():
+            assert key in owned or (torch.is_tensor(value) and value.dim() == 0), key
+        zero_copies(opt, [1])
+        assert p[1].abs().sum() == 0 and p.grad[1].abs().sum() == 0 and p[0].abs().sum() > 0
+        for key in owned:
+            if key in opt.state[p]:
+                assert opt.state[p][key][1].abs().sum() == 0 and opt.state[p][key][0].abs().sum() > 0
+        with torch.no_grad():
+            p.normal_()
+
+
+def test_options_keep_the_step_proportional_to_lr():
+    """What PerCopyLR relies on: no weight decay, no lr decay, no maximize in any option set."""
+    for name in OPTIMIZERS:
+        opt = make_optimizer(name, [torch.zeros(1, requires_grad=True)], lr=0.1)
+        assert opt.defaults.get("weight_decay", 0) == 0 and opt.defaults.get("lr_decay", 0) == 0
+        assert not opt.defaults.get("maximize", False) and not opt.defaults.get("centered", False)
+
+
+def test_per_copy_lr_checks_its_arguments():
+    p = torch.zeros(2, 3, requires_grad=True)
+    with pytest.raises(ConfigError, match=r"Invalid learning rate: 0\.0 \(lrs\[1\] must be"):
+        PerCopyLR("adam", [p], [0.1, 0.0])
+    with pytest.raises(ConfigError, match=r"shape \(2, 3\) is not stacked over 3 copies"):
+        PerCopyLR("adam", [p], [0.1, 0.2, 0.3])
