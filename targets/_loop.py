@@ -8,6 +8,12 @@ cross-entropy :math:`\bar L_k`, records it, backpropagates :math:`\sum_{k\ \math
 A copy **diverges** when its step loss is NaN/inf or above ``max_loss``. It is masked out: its
 loss leaves the sum, its weights and optimizer state are zeroed (so it stays finite and inert),
 and the others go on; when no copy is left the loop ends.
+
+On the CPU the loop reads each step's losses back at once. On an accelerator reading them back
+would make every step wait for the device, so the losses stay there and are read back every
+:data:`CHECK_EVERY` steps and at each epoch's end; a diverged copy is found then, at the step
+where it diverged, and its curve, flag and score are what a per-step check gives. The batches
+are gathered on the device from the data held there (:func:`gather_batches`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 EVAL_CHUNK = 2048  # test examples per forward pass when measuring accuracy
+CHECK_EVERY = 50  # on an accelerator: steps between reading the losses back (one sync each)
 
 
 @dataclass
@@ -39,7 +46,8 @@ class StepEvent:
         loss: the loss just backpropagated, a 0-d tensor (for one model: its cross-entropy).
         optimizer: the optimizer about to step.
         losses: every copy's mean loss at this step, ``K`` (detached).
-        alive: which copies still train, ``K`` bools.
+        alive: which copies still train, ``K`` bools (on an accelerator: as of the last check,
+            so a copy that diverged since reads True until then).
     """
 
     step: int
@@ -115,6 +123,25 @@ def copy_batches(n: int, batch_size: int | None, epochs: int, seeds: Sequence[in
         yield [torch.stack(step)[rows] for step in zip(*epoch, strict=True)]
 
 
+def gather_batches(x: Tensor, y: Tensor, order: Iterable[list[Tensor]]) -> Iterator[Iterator]:
+    """Per epoch of ``order`` (index tensors ``B`` or ``K x B``, as from :func:`copy_batches`),
+    its batches ``(x[i], y[i])``. An epoch's indices go to ``x``'s device in one copy (pinned and
+    asynchronous on CUDA) and each batch is gathered there, so no step waits on the host."""
+    for epoch in order:
+        sizes = [i.shape[-1] for i in epoch]
+        flat = torch.cat(epoch, dim=-1)
+        if x.device.type == "cuda":
+            flat = flat.pin_memory().to(x.device, non_blocking=True)
+        else:
+            flat = flat.to(x.device)
+        yield ((_take(x, i), _take(y, i)) for i in flat.split(sizes, dim=-1))
+
+
+def _take(t: Tensor, index: Tensor) -> Tensor:
+    """``t[index]`` for an index ``B`` or ``K x B``, by ``index_select`` (lighter than ``t[index]``)."""
+    return t.index_select(0, index.reshape(-1)).view(*index.shape, *t.shape[1:])
+
+
 def copy_losses(logits: Tensor, y: Tensor) -> Tensor:
     """Each copy's mean cross-entropy, ``K``: ``logits`` ``K x B x C`` with labels ``B`` (shared)
     or ``K x B`` (per copy), or ``B x C`` with ``B`` (one model: ``K = 1``)."""
@@ -176,38 +203,52 @@ def _record(values: list[float], alive: Tensor, curves: Curves, max_loss: float)
     return newly
 
 
-def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable[[Tensor, Tensor], Tensor],
-        epochs: Iterable[Iterable[tuple[Tensor, Tensor]]], *, copies: int, max_loss: float,
-        callbacks: Sequence[Callback] = (), bar=None) -> Curves:
-    """Train ``model``: each epoch of ``epochs`` yields its batches ``(x, y)``; ``loss_fn(x, y)``
-    gives the ``copies`` per-copy losses. Returns every copy's curves (see the module docstring)."""
-    curves = Curves([[] for _ in range(copies)], [[] for _ in range(copies)])
-    alive = torch.ones(copies, dtype=torch.bool)
-    step = 0
-    model.train()
-    for epoch, epoch_batches in enumerate(epochs):
-        first = [len(c) for c in curves.step_losses]
-        for x, y in epoch_batches:
-            losses = loss_fn(x, y)
-            newly = _record(losses.tolist(), alive, curves, max_loss)
-            if newly:
-                alive[newly] = False
-                if not alive.any():
-                    break
-                _zero_copies((~alive).nonzero().flatten().tolist(), optimizer)
-                losses = loss_fn(x, y)  # again, so no NaN reaches the backward of the dead
-            optimizer.zero_grad(set_to_none=True)
-            loss = losses.sum() if alive.all() else losses[alive.to(losses.device)].sum()
-            loss.backward()
-            for cb in callbacks:
-                cb(StepEvent(step, epoch, model, x, y, loss.detach(), optimizer, losses.detach(),
-                             alive.clone()))
-            optimizer.step()
-            if not alive.all():
-                _zero_copies((~alive).nonzero().flatten().tolist(), optimizer)
-            step += 1
-        if not alive.any():
-            break
+class _Watch:
+    """Each copy's curve and whether it is alive; on an accelerator, the step losses wait on the
+    device (``pending``) and :meth:`flush` reads them back in one copy every ``every`` steps.
+
+    A flush replays the steps in order exactly as a per-step check would: a copy's curve ends at
+    its first diverged loss, and it is zeroed then. Until the flush a diverged copy goes on
+    computing NaN; every layer and optimizer here is per copy, so the others are untouched.
+    """
+
+    def __init__(self, copies: int, max_loss: float, every: int | None) -> None:
+        self.curves = Curves([[] for _ in range(copies)], [[] for _ in range(copies)])
+        self.alive = torch.ones(copies, dtype=torch.bool)
+        self.max_loss, self.every = max_loss, every
+        self.pending: list[Tensor] = []
+        self.mask: Tensor | None = None  # ``alive`` on the losses' device, once a copy has died
+
+    def deferred(self, losses: Tensor) -> bool:
+        """Whether to keep this step's losses on the device (decided at the first step)."""
+        if self.every is None:
+            self.every = 1 if losses.device.type == "cpu" else CHECK_EVERY
+        return self.every > 1
+
+    def flush(self, optimizer: torch.optim.Optimizer) -> None:
+        """Record the pending steps (one device-to-host copy); zero the copies that died in them."""
+        if not self.pending:
+            return
+        device = self.pending[0].device
+        rows = torch.stack(self.pending).tolist()
+        self.pending.clear()
+        before = self.alive.clone()
+        for values in rows:
+            self.alive[_record(values, self.alive, self.curves, self.max_loss)] = False
+        if not torch.equal(before, self.alive):
+            if self.alive.any():
+                _zero_copies((~self.alive).nonzero().flatten().tolist(), optimizer)
+            self.mask = self.alive.to(device)
+
+    def total(self, losses: Tensor) -> Tensor:
+        """The loss to backpropagate: the sum over the copies alive (as far as the host knows)."""
+        if self.mask is None:
+            return losses.sum()
+        return torch.where(self.mask, losses, torch.zeros_like(losses)).sum()
+
+    def end_epoch(self, first: list[int], bar) -> None:
+        """Append each alive copy's epoch mean (its steps since ``first``); advance ``bar``."""
+        curves, alive = self.curves, self.alive
         for k in alive.nonzero().flatten().tolist():
             curve = curves.step_losses[k]
             curves.epoch_losses[k].append(math.fsum(curve[first[k]:]) / (len(curve) - first[k]))
@@ -215,9 +256,69 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable[[T
             bar.update(1)
             bar.set_postfix(loss=f"{curves.epoch_losses[int(alive.nonzero()[0])][-1]:.4g}",
                             alive=int(alive.sum()))
-    curves.diverged = (~alive).tolist()
-    return curves
 
 
-__all__ = ["StepEvent", "Callback", "Curves", "fit", "batches", "copy_batches", "steps_per_epoch",
+def _check_now(watch: _Watch, losses: Tensor, optimizer: torch.optim.Optimizer, loss_fn: Callable,
+               x: Tensor, y: Tensor) -> Tensor | None:
+    """The per-step check: record ``losses`` (one sync); if a copy diverged, zero it and return
+    the losses computed again (so no NaN reaches the backward of the dead); ``None`` when no copy
+    is left."""
+    alive = watch.alive
+    newly = _record(losses.tolist(), alive, watch.curves, watch.max_loss)
+    if not newly:
+        return losses
+    alive[newly] = False
+    if not alive.any():
+        return None
+    _zero_copies((~alive).nonzero().flatten().tolist(), optimizer)
+    return loss_fn(x, y)
+
+
+def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable[[Tensor, Tensor], Tensor],
+        epochs: Iterable[Iterable[tuple[Tensor, Tensor]]], *, copies: int, max_loss: float,
+        callbacks: Sequence[Callback] = (), bar=None, check_every: int | None = None) -> Curves:
+    """Train ``model``: each epoch of ``epochs`` yields its batches ``(x, y)``; ``loss_fn(x, y)``
+    gives the ``copies`` per-copy losses. Returns every copy's curves (see the module docstring).
+
+    ``check_every``: steps between divergence checks. ``None``: every step on the CPU, every
+    :data:`CHECK_EVERY` steps (and at each epoch's end) elsewhere, so no step waits for the host.
+    The curves and scores are the same either way."""
+    watch = _Watch(copies, max_loss, check_every)
+    step = 0
+    model.train()
+    for epoch, epoch_batches in enumerate(epochs):
+        first = [len(c) for c in watch.curves.step_losses]
+        for x, y in epoch_batches:
+            losses = loss_fn(x, y)
+            if watch.deferred(losses):
+                watch.pending.append(losses.detach().clone())  # clone: a CUDA graph reuses its output
+            else:
+                losses = _check_now(watch, losses, optimizer, loss_fn, x, y)
+                if losses is None:
+                    break
+            optimizer.zero_grad(set_to_none=True)
+            loss = watch.total(losses) if watch.every > 1 else (
+                losses.sum() if watch.alive.all() else losses[watch.alive.to(losses.device)].sum())
+            loss.backward()
+            for cb in callbacks:
+                cb(StepEvent(step, epoch, model, x, y, loss.detach(), optimizer, losses.detach(),
+                             watch.alive.clone()))
+            optimizer.step()
+            if watch.every == 1 and not watch.alive.all():
+                _zero_copies((~watch.alive).nonzero().flatten().tolist(), optimizer)
+            step += 1
+            if len(watch.pending) >= watch.every:
+                watch.flush(optimizer)
+                if not watch.alive.any():
+                    break
+        watch.flush(optimizer)
+        if not watch.alive.any():
+            break
+        watch.end_epoch(first, bar)
+    watch.curves.diverged = (~watch.alive).tolist()
+    return watch.curves
+
+
+__all__ = ["StepEvent", "Callback", "Curves", "fit", "batches", "copy_batches", "gather_batches",
+           "steps_per_epoch", "CHECK_EVERY",
            "is_diverged", "copy_losses", "model_losses", "copy_accuracies", "accuracy", "EVAL_CHUNK"]

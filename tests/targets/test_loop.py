@@ -99,3 +99,115 @@ def test_bad_callbacks_are_named(callbacks, pattern):
 
     with pytest.raises(ConfigError, match=pattern):
         train(get_target("gaussians-mlp3", epochs=1), callbacks=callbacks)
+
+
+# ----------------------------------------------------------------------- checks without host syncs
+DIVERGING = get_target("digits-mlp", optimizer="sgd", lr=0.2, epochs=3, max_loss=5.0)
+COPIES = [None, metabp.Scaled(50.0), metabp.Scaled(10.0), metabp.MetaNet(hidden=1, seed=2)]
+SEEDS = [0, 1, 0, 2]
+
+
+def fit_copies(spec, bfns, seeds, fit_fn=None, **kw):
+    """``fit`` (or ``fit_fn``) on the batched copies, as ``train_many`` runs it."""
+    import functools
+
+    from metabp.targets._loop import copy_batches, fit, gather_batches, model_losses
+    from metabp.targets._many import batched_model
+
+    data = load_data(spec)
+    net = batched_model(spec, bfns, None, seeds)
+    opt = make_optimizer(spec.optimizer, list(net.parameters()), spec.lr)
+    order = gather_batches(data.x_train, data.y_train,
+                           copy_batches(len(data.y_train), spec.batch_size, spec.epochs, seeds))
+    curves = (fit_fn or fit)(net, opt, functools.partial(model_losses, net), order, copies=len(bfns),
+                             max_loss=spec.max_loss, **kw)
+    return curves, net
+
+
+def per_step_reference(model, optimizer, loss_fn, epochs, *, copies, max_loss):
+    """The loop as it was before checks could wait: every step reads the losses back, a diverged
+    copy is zeroed at once and the step's losses computed again."""
+    from metabp.targets._loop import Curves, _zero_copies, is_diverged
+
+    curves = Curves([[] for _ in range(copies)], [[] for _ in range(copies)])
+    alive = torch.ones(copies, dtype=torch.bool)
+    for epoch_batches in epochs:
+        first = [len(c) for c in curves.step_losses]
+        for x, y in epoch_batches:
+            losses = loss_fn(x, y)
+            values, newly = losses.tolist(), []
+            for k in alive.nonzero().flatten().tolist():
+                curves.step_losses[k].append(values[k])
+                newly += [k] if is_diverged(values[k], max_loss) else []
+            if newly:
+                alive[newly] = False
+                if not alive.any():
+                    break
+                _zero_copies((~alive).nonzero().flatten().tolist(), optimizer)
+                losses = loss_fn(x, y)
+            optimizer.zero_grad(set_to_none=True)
+            (losses.sum() if alive.all() else losses[alive].sum()).backward()
+            optimizer.step()
+            if not alive.all():
+                _zero_copies((~alive).nonzero().flatten().tolist(), optimizer)
+        if not alive.any():
+            break
+        for k in alive.nonzero().flatten().tolist():
+            c = curves.step_losses[k]
+            curves.epoch_losses[k].append(math.fsum(c[first[k]:]) / (len(c) - first[k]))
+    curves.diverged = (~alive).tolist()
+    return curves
+
+
+def test_the_cpu_loop_checks_every_step_as_before():
+    new, net = fit_copies(DIVERGING, COPIES, SEEDS)
+    old, ref = fit_copies(DIVERGING, COPIES, SEEDS, fit_fn=per_step_reference)
+    assert [len(c) for c in new.step_losses] == [69, 2, 38, 69]  # one dies in epoch 0, one in 1
+    assert new.diverged == old.diverged == [False, True, True, False]
+    assert new.step_losses == old.step_losses and new.epoch_losses == old.epoch_losses
+    for p, q in zip(net.parameters(), ref.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("every", [5, 23, 1000], ids=["every5", "epoch-end", "once-an-epoch"])
+def test_checks_that_wait_give_the_per_step_curves_and_weights(every):
+    per_step, a = fit_copies(DIVERGING, COPIES, SEEDS, check_every=1)
+    waited, b = fit_copies(DIVERGING, COPIES, SEEDS, check_every=every)
+    assert waited.step_losses == per_step.step_losses
+    assert waited.epoch_losses == per_step.epoch_losses and waited.diverged == per_step.diverged
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):  # alive copies: bit for bit
+        assert torch.equal(p[[0, 3]], q[[0, 3]]) and not q[[1, 2]].any()  # the dead: zeroed
+
+
+def test_checks_that_wait_stop_when_every_copy_diverged():
+    spec = get_target("gaussians-mlp3", optimizer="sgd", lr=1e3, epochs=20, max_loss=5.0)
+    per_step, _ = fit_copies(spec, [None, metabp.Scaled(2.0)], [0, 0])
+    waited, _ = fit_copies(spec, [None, metabp.Scaled(2.0)], [0, 0], check_every=4)
+    assert waited.diverged == per_step.diverged == [True, True]
+    assert waited.step_losses == per_step.step_losses and waited.epoch_losses == per_step.epoch_losses
+
+
+@pytest.mark.parametrize("seeds", [[3], [3, 4, 3]], ids=["shared", "per-copy"])
+def test_batches_gathered_in_one_copy_equal_plain_indexing(seeds):
+    from metabp.targets._loop import copy_batches, gather_batches
+
+    data = load_data(get_target("digits-mlp"))
+    order = list(copy_batches(len(data.y_train), 100, 2, seeds))
+    got = [list(epoch) for epoch in gather_batches(data.x_train, data.y_train, order)]
+    assert [len(e) for e in got] == [15, 15] and got[0][-1][1].shape[-1] == len(data.y_train) - 1400
+    for epoch, indices in zip(got, order, strict=True):
+        for (x, y), i in zip(epoch, indices, strict=True):
+            assert torch.equal(x, data.x_train[i]) and torch.equal(y, data.y_train[i])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_the_loop_waits_and_matches_the_per_step_check():
+    from metabp.targets import train_many
+
+    runs = train_many(DIVERGING, COPIES, seed=SEEDS, device="cuda")
+    assert [r.diverged for r in runs] == [False, True, True, False]
+    ref = fit_copies(DIVERGING, COPIES, SEEDS, check_every=1)[0]
+    assert [len(r.step_losses) for r in runs] == [len(c) for c in ref.step_losses]
+    for run, curve in zip(runs, ref.step_losses, strict=True):
+        assert run.step_losses == pytest.approx(curve, rel=1e-3, abs=1e-3)
