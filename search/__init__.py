@@ -11,9 +11,11 @@ workers and optuna-dashboard come from Optuna. A candidate is scored on several 
     g = study.best_bfn(); study.export("best.bfn")
 
 Reading order: ``_load.py`` (study file) -> ``_config.py`` (StudyConfig) -> ``_study.py`` (trials)
--> ``_score.py`` (a candidate's score); ``_validate.py``, ``_workers.py`` and ``_storage.py`` aside.
+-> ``_score.py`` (a candidate's score); ``_validate.py``, ``_workers.py`` and ``_storage.py`` aside;
+``_schema.py`` names every key written into the storage (public as ``metabp.search.schema``).
 """
 
+from . import _schema as schema
 from ._botorch import engine_settings
 from ._config import StudyConfig, TargetEntry
 from ._load import load_study
@@ -28,5 +30,5 @@ from ._workers import retry_of
 __all__ = [
     "Study", "StudyConfig", "TargetEntry", "load_study", "minimize", "MinimizeResult", "SAMPLERS",
     "make_sampler", "SobolSampler", "get_storage", "Evaluation", "Score", "train_evaluator", "format_heldout",
-    "retry_of", "engine_settings",
+    "retry_of", "engine_settings", "schema",
 ]

@@ -1,0 +1,76 @@
+"""The storage schema: every key metabp writes into an Optuna storage, in one place.
+
+The search writes these keys; ``metabp.analysis``, ``metabp show`` and optuna-dashboard read them
+(through ``metabp.search.schema``). A trial's params are ``omega_0 .. omega_{P-1}`` (:func:`omega`)
+and, when the study file searches it, ``lr`` (:data:`LR`, log scale); its value is the score.
+
+Study user attrs:
+
+- :data:`CONFIG`: the study's identity (target, seeds, search space); studies with equal identity
+  in one storage are searches of the same problem (the random/TPE baselines of a report);
+- :data:`SAMPLER`: the sampler's name;
+- :data:`BACKPROP`: plain backprop's score on the search seeds, ``{mean, std, seeds, values}``;
+- :data:`HELDOUT_CONTROLS`: held-out scores of the controls, ``{"backprop": ..., "tuned_lr": ...}``
+  (keys :data:`CONTROL_BACKPROP` and :data:`CONTROL_TUNED_LR`, the latter with its ``lr``);
+- ``HELDOUT_PREFIX + str(number)``: trial ``number``'s held-out score (:func:`heldout_key`), shown on
+  the trial as its :data:`HELDOUT_AULC` user attr.
+
+Trial user attrs: :data:`PER_SEED` (one ``{target, seed, aulc, backprop_aulc, diverged,
+test_accuracy}`` per target and seed), :data:`STEP_LOSSES`, :data:`DIVERGED`, :data:`SECONDS`,
+:data:`TEST_ACCURACY` and, once validated, :data:`HELDOUT_AULC` ``{mean, std, seeds, values}``.
+
+Trial system attrs (the search's own bookkeeping): :data:`PROPOSE_SECONDS`, :data:`SURPLUS`,
+:data:`DUPLICATE_OF`, :data:`ERROR`, :data:`WORKER`, :data:`HEARTBEAT`, :data:`CHECKED`.
+"""
+
+from __future__ import annotations
+
+# trial params
+OMEGA_PREFIX = "omega_"
+LR = "lr"
+
+# study user attrs
+CONFIG = "metabp:config"
+SAMPLER = "metabp:sampler"
+BACKPROP = "backprop"
+HELDOUT_CONTROLS = "heldout_controls"
+CONTROL_BACKPROP = "backprop"
+CONTROL_TUNED_LR = "tuned_lr"
+HELDOUT_PREFIX = "heldout_aulc:"
+
+# trial user attrs
+PER_SEED = "per_seed"
+STEP_LOSSES = "step_losses"
+DIVERGED = "diverged"
+SECONDS = "seconds"
+TEST_ACCURACY = "test_accuracy"
+HELDOUT_AULC = "heldout_aulc"
+
+# trial system attrs
+PROPOSE_SECONDS = "metabp:propose_seconds"
+SURPLUS = "metabp:surplus"
+DUPLICATE_OF = "metabp:duplicate_of"
+ERROR = "metabp:error"
+WORKER = "metabp:worker"
+HEARTBEAT = "metabp:heartbeat"
+CHECKED = "metabp:checked"
+
+
+def omega(i: int) -> str:
+    """The param name of ``omega``'s ``i``-th entry.
+
+    Example:
+        >>> omega(3)
+        'omega_3'
+    """
+    return f"{OMEGA_PREFIX}{i}"
+
+
+def heldout_key(number: int) -> str:
+    """The study user attr holding trial ``number``'s held-out score.
+
+    Example:
+        >>> heldout_key(23)
+        'heldout_aulc:23'
+    """
+    return f"{HELDOUT_PREFIX}{number}"
