@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "compare": ("metabp._cli.analysis", "Compare", "best b-function vs tuned baseline optimizers"),
     "report": ("metabp._cli.analysis", "Report", "Markdown + PNG report of a study"),
     "transfer": ("metabp._cli.analysis", "Transfer", "a saved b-function vs backprop on other targets"),
+    "explain": ("metabp._cli.analysis", "Explain", "a found b-function as simple forms, each trained"),
 }
 USAGE_ERROR = 2
 

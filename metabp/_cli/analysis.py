@@ -1,7 +1,7 @@
-"""``metabp plot``, ``compare``, ``report``, ``transfer``: pictures and tables of b-functions.
+"""``metabp plot``, ``compare``, ``report``, ``transfer``, ``explain``: pictures and tables of b-functions.
 
 ``plot`` needs only the core (and ``metabp.targets`` to read a ``.bfn``'s target); ``compare``,
-``report`` and ``transfer`` reach into ``metabp.analysis`` (and so ``metabp.targets`` and
+``report``, ``transfer`` and ``explain`` reach into ``metabp.analysis`` (and so ``metabp.targets`` and
 ``metabp.search``), imported only when they run.
 """
 
@@ -116,6 +116,9 @@ class Compare:
         parser.add_argument("--target", default=None,
                             help="which of the study's targets to compare on, a preset name (default: the "
                                  "first)")
+        parser.add_argument("--lr-sweep", type=int, default=8,
+                            help="train g and plain backprop at this many lrs around the tuned ones, on the "
+                                 "held-out seeds, for the lr-robustness verdict (default 8; 0: none)")
 
     def run(self, args: argparse.Namespace) -> int:
         from metabp.analysis import compare_study
@@ -123,9 +126,9 @@ class Compare:
         optimizers = None if args.optimizers is None else [o.strip() for o in args.optimizers.split(",")]
         result = compare_study(args.study, storage=args.storage, seeds=args.seeds, budget=args.budget,
                                optimizers=optimizers, target=args.target, output=args.output,
-                               device=args.device, progress=True)
+                               device=args.device, lr_sweep=args.lr_sweep, progress=True)
         print(result.markdown)
-        print(f"wrote {args.output}/compare.md, compare.csv, compare_loss.png")
+        print(f"wrote {', '.join(str(p) for p in result.files.values())}")
         return 0
 
 
@@ -174,4 +177,39 @@ class Transfer:
         files = write_transfer(result, args.output)
         print(files["markdown"].read_text())
         print(f"wrote {', '.join(str(p) for p in files.values())}")
+        return 0
+
+
+class Explain:
+    """``metabp explain best.bfn --study studies/mnist1d.toml -o explain/``: what a found g is."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("bfn", type=Path, help="a .bfn file holding a meta-network (metabp export)")
+        parser.add_argument("--study", type=Path, default=None,
+                            help="its study file, validated (default: the target, site and seeds the "
+                                 ".bfn's meta records)")
+        parser.add_argument("--storage", default=None,
+                            help="Optuna storage URL of the study (default: the study file's own)")
+        parser.add_argument("--seeds", type=int, default=10,
+                            help="held-out seeds, right above every search and validation seed (default 10)")
+        parser.add_argument("--baseline-lr", type=float, default=None,
+                            help="the baseline's lr, e.g. the best tuned row of `metabp compare` (default: "
+                                 "backprop at the lr validation tuned, else the target's)")
+        parser.add_argument("--baseline-optimizer", default=None,
+                            help="the baseline's optimizer (default: the target's)")
+        parser.add_argument("--zmax", type=float, default=4.0,
+                            help="fit the simple forms on z in [-zmax, zmax] (default 4)")
+        parser.add_argument("--device", default=None, help="training device (default: the study's, else cpu)")
+        parser.add_argument("-o", "--output", type=Path, default=Path("explain"),
+                            help="folder for explain.md, explain.csv, explain.png, forms/*.bfn (default "
+                                 "explain/)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from metabp.analysis import explain_file
+
+        result = explain_file(args.bfn, study=args.study, storage=args.storage, seeds=args.seeds,
+                              baseline_lr=args.baseline_lr, baseline_optimizer=args.baseline_optimizer,
+                              zmax=args.zmax, output=args.output, device=args.device)
+        print(result.markdown)
+        print(f"wrote {', '.join(str(p) for p in result.files.values())}")
         return 0

@@ -7,6 +7,9 @@
   standard errors.
 * :func:`report` / :func:`report_study`: ``index.md`` with a study's findings and figures.
 * :func:`transfer`: a saved b-function against plain backprop on other targets.
+* :func:`explain` / :func:`explain_file`: what a found ``g`` is: its description, named simple
+  forms fitted to it (each a ``.bfn``) and the share of ``g``'s gain each recovers when trained.
+* :func:`lr_sweep`: ``g`` and backprop over a sweep of learning rates (``compare(lr_sweep=8)``).
 
 This package reaches into ``metabp.targets`` and ``metabp.search``; nothing in the core imports it.
 
@@ -28,6 +31,12 @@ from metabp.analysis._alignment import (
     true_gradients,
 )
 from metabp.analysis._compare import Comparison, MethodResult, compare, evaluate
+from metabp.analysis._describe import Description, describe
+from metabp.analysis._explain import ablate, explain
+from metabp.analysis._explain_result import AblationRow, Explanation
+from metabp.analysis._explain_study import explain_file
+from metabp.analysis._forms import Form, fit_forms
+from metabp.analysis._lr_sweep import LrSweep, lr_sweep
 from metabp.analysis._report import ReportFiles, report
 from metabp.analysis._report_data import ReportData, ReportRequest, compute, trial_bfn, trial_omega
 from metabp.analysis._stats import Paired, mean_std, paired
@@ -43,5 +52,6 @@ __all__ = [
     "MULTIPLIER_RANGE", "report", "report_study", "ReportRequest", "ReportFiles", "compute", "ReportData",
     "trial_bfn",
     "trial_omega", "baseline_studies", "heldout_seeds", "transfer", "write_transfer", "Transfer",
-    "TransferRow", "paired", "Paired", "mean_std",
+    "TransferRow", "paired", "Paired", "mean_std", "explain", "explain_file", "Explanation", "AblationRow",
+    "ablate", "describe", "Description", "fit_forms", "Form", "lr_sweep", "LrSweep",
 ]

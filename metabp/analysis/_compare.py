@@ -25,108 +25,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from metabp import SCALE_INVARIANT, BFunction
-from metabp.analysis._stats import Paired, in_words, mean_std, paired
+from metabp import BFunction
+from metabp.analysis._compare_output import to_markdown, write
+from metabp.analysis._compare_result import Comparison, MethodResult
+from metabp.analysis._lr_sweep import lr_sweep as run_sweep
 from metabp.analysis._tuning import BASELINES, Tuned, tune_methods
 from metabp.exceptions import ConfigError
-
-
-@dataclass
-class MethodResult:
-    """One row of the comparison: a method, its settings and its runs over the held-out seeds.
-
-    Attributes:
-        label: row name, e.g. ``"best g (trial 7)"``, ``"adam (tuned lr)"``.
-        kind: ``plain``, ``bfn``, ``control`` (lr tuned alone) or ``baseline``.
-        optimizer, lr: what it trained with (after tuning).
-        runs: one ``metabp.targets.Run`` per evaluation seed, in seed order.
-        tuning_runs: trials spent tuning it (0 when nothing was tuned).
-        note: e.g. the searched lr range.
-    """
-
-    label: str
-    kind: str
-    optimizer: str
-    lr: float
-    runs: list[Any] = field(default_factory=list)
-    tuning_runs: int = 0
-    note: str = ""
-
-    @property
-    def aulcs(self) -> list[float]:
-        return [r.aulc for r in self.runs]
-
-    @property
-    def aulc(self) -> tuple[float, float]:
-        """(mean, std) of the AULC over seeds."""
-        return mean_std(self.aulcs)
-
-    @property
-    def final_loss(self) -> tuple[float, float]:
-        """(mean, std) of the last training-step loss over the seeds that did not diverge."""
-        return mean_std([r.step_losses[-1] for r in self.runs if r.step_losses and not r.diverged])
-
-    @property
-    def test_accuracy(self) -> tuple[float, float]:
-        return mean_std([r.test_accuracy for r in self.runs])
-
-    @property
-    def diverged(self) -> int:
-        return sum(bool(r.diverged) for r in self.runs)
-
-
-@dataclass
-class Comparison:
-    """The result of :func:`compare`: rows sorted by mean AULC, and the files written."""
-
-    rows: list[MethodResult]
-    optimizer: str
-    seeds: list[int]
-    budget: int
-    tune_seeds: list[int] = field(default_factory=list)
-    target: str = "target"
-    where: str | None = None
-    markdown: str = ""
-    files: dict[str, Path] = field(default_factory=dict)
-
-    @property
-    def scale_invariant(self) -> bool:
-        return self.optimizer in SCALE_INVARIANT
-
-    def row(self, label: str) -> MethodResult:
-        for r in self.rows:
-            if r.label == label:
-                return r
-        raise KeyError(f"no row {label!r}; rows: {', '.join(r.label for r in self.rows)}")
-
-    def kind(self, kind: str) -> MethodResult | None:
-        """The first row of ``kind`` (``bfn``, ``control``, ``plain``), or None."""
-        return next((r for r in self.rows if r.kind == kind), None)
-
-    def versus(self, a: MethodResult, b: MethodResult) -> Paired:
-        """Paired difference of the AULCs of rows ``a`` and ``b`` over the held-out seeds."""
-        return paired(a.aulcs, b.aulcs)
-
-    def verdict(self) -> list[str]:
-        """Sentences: the winner on the held-out seeds, and ``g`` against "lr tuned alone", the best
-        other row and plain backprop, each by the paired difference in standard errors."""
-        best = self.rows[0]
-        out = [f"On the held-out seeds the lowest mean AULC is {best.label}'s ({best.aulc[0]:.4f})."]
-        g = self.kind("bfn")
-        if g is None:
-            return out
-        others = [r for r in self.rows if r is not g]
-        control, plain = self.kind("control"), self.kind("plain")
-        rivals: list[MethodResult] = []
-        for r in (control, others[0], plain):
-            if r is not None and all(r is not q for q in rivals):
-                rivals.append(r)
-        out += [in_words(self.versus(g, r), g.label, r.label) for r in rivals]
-        return out
 
 
 def evaluate(methods: Sequence[Tuned], seeds: Sequence[int], *, where: str | None = None, device: str = "cpu",
@@ -174,6 +80,7 @@ def compare(
     lr_range: tuple[float, float] | None = None,
     output: str | os.PathLike | None = None,
     label: str = "best g",
+    lr_sweep: int = 0,
     device: str = "cpu",
     data_dir: str | None = None,
     progress: bool = False,
@@ -193,6 +100,8 @@ def compare(
             ``spec.lr`` times ``MULTIPLIER_RANGE``.
         output: folder for ``compare.md``, ``compare.csv``, ``compare_loss.png``.
         label: the row name of ``bfn``.
+        lr_sweep: train ``bfn`` and plain backprop at this many lrs around the tuned ones, on
+            ``seeds`` only (:mod:`metabp.analysis._lr_sweep`); 0: no sweep.
         device, data_dir: passed to ``metabp.targets.train_many``.
         progress: a tqdm bar over every training run.
 
@@ -203,12 +112,13 @@ def compare(
 
     from tqdm.auto import tqdm
 
-    from metabp.analysis._compare_output import to_markdown, write
-
     optimizers, seeds, tune_seeds = _check(optimizers, seeds, tune_seeds, budget)
+    if isinstance(lr_sweep, bool) or not isinstance(lr_sweep, int) or lr_sweep == 1 or lr_sweep < 0:
+        raise ConfigError(f"lr_sweep={lr_sweep!r}: give the number of swept lrs, an int >= 2 (0: no sweep)")
     methods = 1 + (bfn is not None) + 1 + len(optimizers)
-    bar = tqdm(total=budget * (len(optimizers) + 1) + methods * len(seeds), desc="compare", unit="run",
-               disable=not progress)
+    sweep_runs = 2 * lr_sweep * len(seeds) if bfn is not None else 0
+    bar = tqdm(total=budget * (len(optimizers) + 1) + methods * len(seeds) + sweep_runs, desc="compare",
+               unit="run", disable=not progress)
     rows = [Tuned("plain backprop", "plain", spec)]
     if bfn is not None:
         g_spec = spec if bfn_lr is None else dataclasses.replace(spec, lr=float(bfn_lr))
@@ -216,10 +126,16 @@ def compare(
     rows += tune_methods(spec, optimizers=optimizers, budget=budget, seeds=tune_seeds, lr_range=lr_range,
                          device=device, data_dir=data_dir, bar=bar)
     results = evaluate(rows, seeds, where=where, device=device, data_dir=data_dir, bar=bar)
+    sweep = None
+    if lr_sweep and bfn is not None:
+        control = next(r for r in results if r.kind == "control")
+        g_row = next(r for r in results if r.kind == "bfn")
+        sweep = run_sweep(spec, bfn, g_lr=g_row.lr, tuned_lr=control.lr, seeds=seeds, tune_seeds=tune_seeds,
+                          n=lr_sweep, where=where, device=device, data_dir=data_dir, bar=bar)
     bar.close()
     results.sort(key=lambda r: (r.aulc[0], r.label))
     result = Comparison(results, spec.optimizer, seeds, budget, tune_seeds, getattr(spec, "name", "target"),
-                        where)
+                        where, sweep=sweep)
     result.markdown = to_markdown(result)
     if output is not None:
         result.files = write(result, output)

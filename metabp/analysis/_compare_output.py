@@ -7,7 +7,9 @@ import os
 from pathlib import Path
 
 from metabp import SCALE_INVARIANT, SCALE_NOTE
-from metabp.analysis._compare import Comparison, MethodResult
+from metabp.analysis._compare_result import Comparison, MethodResult
+from metabp.analysis._lr_sweep import to_markdown as sweep_markdown
+from metabp.analysis._lr_sweep import write as write_sweep
 from metabp.analysis._stats import pm
 
 CURVES_SHOWN = 5  # g, plain backprop, lr tuned alone and the best other rows; the CSV has them all
@@ -31,6 +33,7 @@ def to_markdown(result: Comparison) -> str:
         "",
         optimizer_case(result.optimizer),
         "",
+        *two_rows(result),
         f"Baselines tuned with {result.budget} trials each (the study's budget), TPE over a log-uniform lr "
         f"range, each trial the mean AULC over the search seeds {', '.join(map(str, result.tune_seeds))}; "
         f"every row trained on the held-out seeds {', '.join(map(str, result.seeds))}, which no tuning and "
@@ -47,9 +50,24 @@ def to_markdown(result: Comparison) -> str:
     for i, r in enumerate(result.rows, 1):
         note = f" ({r.note})" if r.note else ""
         inv = "yes" if r.optimizer in SCALE_INVARIANT else "no"
-        lines.append(f"| {i} | {r.label}{note} | {r.optimizer} | {r.lr:.3g} | {inv} | {pm(r.aulc)} | "
+        lines.append(f"| {i} | {r.label}{note} | {r.optimizer} | {r.lr!r} | {inv} | {pm(r.aulc)} | "
                      f"{pm(r.final_loss)} | {pm(r.test_accuracy, '.3f')} | {r.diverged}/{len(r.runs)} |")
+    if result.sweep is not None:
+        lines += ["", sweep_markdown(result.sweep).rstrip(), "", "![lr sweep](lr_sweep.png)"]
     return "\n".join(lines) + "\n"
+
+
+def two_rows(result: Comparison) -> list[str]:
+    """Why "lr tuned alone" and "<optimizer> (tuned lr)" can both train with the same optimizer."""
+    control = result.kind("control")
+    twin = next((r for r in result.rows if r.kind == "baseline" and control is not None
+                 and r.optimizer == control.optimizer), None)
+    if twin is None:
+        return []
+    return [f"\"lr tuned alone\" and \"{twin.label}\" both train with `{twin.optimizer}` but tune the lr "
+            f"over different ranges: \"lr tuned alone\" over the study's own lr range ({control.note}), the "
+            f"one g's lr was searched in; \"{twin.label}\" over the optimizer's wide range ({twin.note}), "
+            "like every baseline optimizer. Their lrs, and so their scores, can differ.", ""]
 
 
 def _shown(result: Comparison) -> list[MethodResult]:
@@ -85,4 +103,7 @@ def write(result: Comparison, output: str | os.PathLike) -> dict[str, Path]:
     title = (f"{result.target}, {result.optimizer} ({inv}): mean and min-max over {len(result.seeds)} "
              f"held-out seeds; {len(shown)} of {len(result.rows)} rows drawn (all in compare.csv)")
     png = plot_loss_curves(curves, out / "compare_loss.png", logy=True, styles=styles, title=title).path
-    return {"markdown": md, "csv": path_csv, "png": png}
+    files = {"markdown": md, "csv": path_csv, "png": png}
+    if result.sweep is not None:
+        files.update(write_sweep(result.sweep, out))
+    return files

@@ -30,7 +30,10 @@ from metabp.exceptions import ConfigError
 
 def trial_omega(trial: Any) -> list[float]:
     """``[omega_0, ..., omega_{P-1}]`` from an Optuna trial's params, in index order."""
-    keys = sorted((k for k in trial.params if k.startswith("omega_")), key=lambda k: int(k.split("_")[1]))
+    from metabp.search import schema
+
+    keys = sorted((k for k in trial.params if k.startswith(schema.OMEGA_PREFIX)),
+                  key=lambda k: int(k.removeprefix(schema.OMEGA_PREFIX)))
     if not keys:
         raise ConfigError(f"trial {trial.number} has no omega_i params ({sorted(trial.params)}); "
                           "is this a metabp study?")
@@ -44,19 +47,23 @@ def trial_bfn(trial: Any, *, hidden: int = 1, act: str = "tanh") -> MetaNet:
 
 def trial_lr(trial: Any, default: float) -> float:
     """The trial's searched ``lr`` param, else ``default`` (the target's)."""
-    lr = trial.params.get("lr")
+    from metabp.search import schema
+
+    lr = trial.params.get(schema.LR)
     return float(lr) if lr is not None else float(default)
 
 
 def trial_accuracy(trial: Any) -> float | None:
     """The trial's test accuracy: its ``test_accuracy`` user attr, else the mean over its
     ``per_seed`` entries (None when neither is stored)."""
-    acc = trial.user_attrs.get("test_accuracy")
+    from metabp.search import schema
+
+    acc = trial.user_attrs.get(schema.TEST_ACCURACY)
     if acc is not None:
         return float(acc)
-    per_seed = trial.user_attrs.get("per_seed") or []
-    values = [float(r["test_accuracy"]) for r in per_seed
-              if isinstance(r, Mapping) and r.get("test_accuracy") is not None]
+    per_seed = trial.user_attrs.get(schema.PER_SEED) or []
+    values = [float(r[schema.TEST_ACCURACY]) for r in per_seed
+              if isinstance(r, Mapping) and r.get(schema.TEST_ACCURACY) is not None]
     return math.fsum(values) / len(values) if values else None
 
 
@@ -70,8 +77,17 @@ def completed(trials: Sequence[Any]) -> list[Any]:
 
 def heldout(trial: Any) -> dict | None:
     """The trial's ``heldout_aulc`` user attr (``mean``, ``std``, ``seeds``, ``values``), if validated."""
-    h = trial.user_attrs.get("heldout_aulc")
+    from metabp.search import schema
+
+    h = trial.user_attrs.get(schema.HELDOUT_AULC)
     return h if isinstance(h, Mapping) and "mean" in h else None
+
+
+def step_losses(trial: Any) -> list[float] | None:
+    """The trial's per-step training losses on its first seed, if stored."""
+    from metabp.search import schema
+
+    return trial.user_attrs.get(schema.STEP_LOSSES) or None
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
@@ -155,7 +171,9 @@ class ReportData:
 
     @property
     def diverged(self) -> int:
-        return sum(bool(t.user_attrs.get("diverged")) for t in self.done)
+        from metabp.search import schema
+
+        return sum(bool(t.user_attrs.get(schema.DIVERGED)) for t in self.done)
 
     @property
     def gain(self) -> float:
@@ -171,6 +189,14 @@ class ReportData:
     def rank_agreement(self) -> float:
         """Spearman's rho between search and held-out scores of the validated trials."""
         return spearman([t.value for t in self.validated], [heldout(t)["mean"] for t in self.validated])
+
+    def control(self, name: str) -> dict | None:
+        """The held-out control ``name`` (``"backprop"`` or ``"tuned_lr"``) with its ``mean``, if stored."""
+        from metabp.search import schema
+
+        key = {"backprop": schema.CONTROL_BACKPROP, "tuned_lr": schema.CONTROL_TUNED_LR}[name]
+        c = self.controls.get(key)
+        return c if isinstance(c, Mapping) and "mean" in c else None
 
     def bfn(self, trial: Any) -> MetaNet:
         return trial_bfn(trial, hidden=self.hidden, act=self.act)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from metabp.analysis._report_data import ReportData, heldout
+from metabp.analysis._report_data import ReportData, heldout, step_losses
 
 
 def _search_trace(data: ReportData, out: Path) -> Any:
@@ -27,11 +27,11 @@ def _heldout_scatter(data: ReportData, out: Path) -> Any:
     from metabp import plots
 
     controls = {}
-    bp = data.controls.get("backprop")
-    if isinstance(bp, dict) and "mean" in bp:
+    bp = data.control("backprop")
+    if bp is not None:
         controls["plain backprop"] = (data.backprop, float(bp["mean"]))
-    tuned = data.controls.get("tuned_lr")
-    if isinstance(tuned, dict) and "mean" in tuned:
+    tuned = data.control("tuned_lr")
+    if tuned is not None:
         label = f"backprop, lr tuned alone ({tuned.get('lr', float('nan')):.3g})"
         controls[label] = (None, float(tuned["mean"]))
     held = [heldout(t) for t in data.validated]
@@ -57,8 +57,8 @@ def draw(data: ReportData, out: Path) -> dict[str, Any]:
         title=f"top {len(data.top_g)} of {len(data.done)} candidates' g(z){scale}")
     curves: dict[str, Any] = {"plain backprop": data.plain.step_losses}
     for t in data.ranked[:3]:
-        if t.user_attrs.get("step_losses"):
-            curves[f"trial {t.number} (score {t.value:.4f})"] = t.user_attrs["step_losses"]
+        if step_losses(t):
+            curves[f"trial {t.number} (score {t.value:.4f})"] = step_losses(t)
     figs["loss"] = plots.plot_loss_curves(curves, out / "loss_curves.png", logy=True,
                                           styles={"plain backprop": {"color": "k", "ls": "--"}},
                                           title=f"{spec.name}: training loss, seed {data.seeds[0]}")

@@ -40,7 +40,7 @@ def compare_summary(out: Path) -> tuple[str | None, str | None]:
 
 def _versus(h: dict, control: Any, name: str, label: str) -> str:
     """``label`` against a held-out control, paired when both used the same seeds."""
-    if not isinstance(control, dict) or "mean" not in control:
+    if control is None:
         return ""
     text = f" {name}: {_fmt(control['mean'])} ± {_fmt(control.get('std'))}."
     if control.get("seeds") == h.get("seeds") and control.get("values") and h.get("values"):
@@ -59,8 +59,8 @@ def _heldout_lines(d: ReportData) -> list[str]:
     lines = [f"- **Held-out seeds {h.get('seeds')}**: the chosen candidate, trial {d.chosen.number} (best of "
              f"{len(d.validated)} validated), scores {_fmt(h['mean'])} ± {_fmt(h.get('std'))} (search seeds: "
              f"{_fmt(d.chosen.value)})."
-             + _versus(h, d.controls.get("backprop"), "plain backprop", me)
-             + _versus(h, d.controls.get("tuned_lr"), "backprop with lr tuned alone", me),
+             + _versus(h, d.control("backprop"), "plain backprop", me)
+             + _versus(h, d.control("tuned_lr"), "backprop with lr tuned alone", me),
              f"- Overfitting: held-out minus search score is {over.mean():+.4f} on average over the "
              f"validated candidates (from {over.min():+.4f} to {over.max():+.4f}); > 0 means worse on new "
              "seeds. Rank agreement between search and held-out scores: Spearman rho = "
@@ -122,8 +122,8 @@ def _heldout_table(d: ReportData) -> list[str]:
                     f"{h['mean'] - t.value:+.4f} |")
     controls = (("backprop", "plain backprop", d.backprop), ("tuned_lr", "lr tuned alone", None))
     for key, label, search in controls:
-        c = d.controls.get(key)
-        if isinstance(c, dict) and "mean" in c:
+        c = d.control(key)
+        if c is not None:
             lr = f" (lr {c['lr']:.3g})" if "lr" in c else ""
             diff = f"{c['mean'] - search:+.4f}" if search is not None else "-"
             rows.append(f"| {label}{lr} | {_fmt(search)} | {c['mean']:.4f} ± {_fmt(c.get('std'))} | {diff} |")

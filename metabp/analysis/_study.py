@@ -32,14 +32,16 @@ def baseline_studies(study: Any) -> dict[str, list]:
     """
     import optuna
 
-    ident = study.optuna_study.user_attrs.get("metabp:config")
+    from metabp.search import schema
+
+    ident = study.optuna_study.user_attrs.get(schema.CONFIG)
     out: dict[str, list] = {}
     if ident is None:
         return out
     for summary in optuna.get_all_study_summaries(study.storage, include_best_trial=False):
-        if summary.study_name == study.name or summary.user_attrs.get("metabp:config") != ident:
+        if summary.study_name == study.name or summary.user_attrs.get(schema.CONFIG) != ident:
             continue
-        sampler = summary.user_attrs.get("metabp:sampler", summary.study_name)
+        sampler = summary.user_attrs.get(schema.SAMPLER, summary.study_name)
         label = sampler if sampler not in out else f"{sampler} ({summary.study_name})"
         other = optuna.load_study(study_name=summary.study_name, storage=study.storage)
         out[label] = other.get_trials(deepcopy=False)
@@ -108,9 +110,10 @@ def compare_study(
     done = st.completed()
     if not done:
         raise ConfigError(f"study {st.name!r} has no completed trials; run `metabp search` first")
-    trial = st.best_heldout_trial() or st.best_trial
+    held = st.best_heldout_trial()
+    trial = held or st.best_trial
     lr = st.lr_of(trial)
-    how = "best held-out" if "heldout_aulc" in trial.user_attrs else "best search score"
+    how = "best held-out" if held is not None else "best search score"
     label = f"g{' + its lr' if lr is not None else ''} (trial {trial.number}, {how})"
     spec, where = _target(cfg, target)
     budget = int(budget) if budget is not None else len(done)

@@ -1,0 +1,113 @@
+"""The output of :func:`metabp.analysis.explain`: Markdown, CSV, a PNG of g and its forms, ``.bfn`` files."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+from pathlib import Path
+
+from metabp.analysis._explain_result import AblationRow, Explanation
+from metabp.analysis._stats import mean_std, pm
+
+KEPT_META = ("target", "overrides", "where", "study", "trial")  # g's provenance a form's .bfn keeps
+SHARE_GOAL = 0.7  # a form "explains" g when it recovers at least this share of g's gain
+
+
+def _share(r: AblationRow) -> str:
+    return "" if r.kind != "form" or not math.isfinite(r.share) else f"{100 * r.share:.0f}%"
+
+
+def _z(z: float) -> str:
+    return "" if not math.isfinite(z) else f"{z:.1f}"
+
+
+def slug(name: str) -> str:
+    """A file name for a form: ``"3-level step"`` -> ``"3-level-step"``."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def verdict(result: Explanation) -> str:
+    """One sentence: g's gain over the baseline and the form that recovers most of it."""
+    g, base = result.row("g"), result.row("baseline")
+    gain = base.aulc[0] - g.aulc[0]
+    if not gain > 0:
+        return (f"g has no gain over {base.label} on these seeds (AULC {g.aulc[0]:.4f} against "
+                f"{base.aulc[0]:.4f}), so no share of a gain is defined.")
+    best = result.best_form
+    text = (f"g's gain over {base.label} is {gain:.4g} AULC (paired z = {_z(g.z)}). ")
+    if best is None:
+        return text + "No form has a defined share."
+    held = "at least" if best.share >= SHARE_GOAL else "less than"
+    return text + (f"The form that recovers most of it is the {best.label} ({best.form.text}): "
+                   f"{100 * best.share:.0f}% of the gain, {held} {100 * SHARE_GOAL:.0f}%; its paired z "
+                   f"against {base.label} is {_z(best.z)}.")
+
+
+def to_markdown(result: Explanation) -> str:
+    """What g is, the forms fitted to it and what each recovers when trained."""
+    where = f" at `{result.where}`" if result.where else ""
+    d = result.description
+    lines = [f"## What g is (`{result.target}`{where}, in place of {result.activation}')", ""]
+    lines += [f"- {line}" for line in d.lines()]
+    lines += ["", f"### Named forms fitted on z in [-{d.zmax:g}, {d.zmax:g}], trained on held-out seeds", "",
+              f"Every form and g train at g's lr ({result.lr!r}) on the held-out seeds "
+              f"{', '.join(map(str, result.seeds))}, paired by seed with the baseline. RMS error: of "
+              "form - g on the grid (relative: over the RMS of g). Share of g's gain = "
+              "(AULC baseline - AULC form) / (AULC baseline - AULC g), mean AULCs; z: the paired "
+              "difference against the baseline (and against g) in standard errors, negative: lower AULC.", "",
+              "**Verdict.** " + verdict(result), "",
+              "| row | fitted | RMS error | relative | lr | AULC (mean ± std) | share of g's gain "
+              "| z vs baseline | z vs g | test acc | file |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in result.rows:
+        f = r.form
+        fitted = f.text if f is not None else ("the b-function explained" if r.kind == "g"
+                                               else f"backprop, {r.optimizer}")
+        err = (f"{f.rms:.4g}", f"{f.rel:.3f}") if f is not None else ("", "")
+        file = f"`forms/{slug(r.label)}.bfn`" if f is not None else ""
+        lines.append(f"| {r.label} | {fitted} | {err[0]} | {err[1]} | {r.lr!r} | {pm(r.aulc)} | "
+                     f"{_share(r)} | {_z(r.z)} | {_z(r.z_g)} | {pm(mean_std(r.test_accuracy), '.3f')} | "
+                     f"{file} |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_csv(result: Explanation, path: Path) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["row", "kind", "fitted", "params", "rms_error", "relative_error", "optimizer", "lr",
+                    "aulc_mean", "aulc_std", "share_of_gain", "z_vs_baseline", "z_vs_g", "seeds",
+                    "aulc_per_seed"])
+        for r in result.rows:
+            f_ = r.form
+            w.writerow([r.label, r.kind, f_.text if f_ else "", repr(f_.params) if f_ else "",
+                        f_.rms if f_ else "", f_.rel if f_ else "", r.optimizer, repr(r.lr), *r.aulc,
+                        r.share, r.z, r.z_g, " ".join(map(str, result.seeds)),
+                        " ".join(repr(a) for a in r.aulcs)])
+
+
+def write(result: Explanation, output: str | os.PathLike) -> dict[str, Path]:
+    """``explain.md``, ``explain.csv``, ``explain.png`` and ``forms/<form>.bfn`` into ``output``."""
+    import torch
+
+    import metabp
+    from metabp.plots import plot_bfunctions
+
+    out = Path(output)
+    (out / "forms").mkdir(parents=True, exist_ok=True)
+    md = out / "explain.md"
+    md.write_text(result.markdown + "\n![g and its forms](explain.png)\n")
+    path_csv = out / "explain.csv"
+    _write_csv(result, path_csv)
+    keep = {k: result.g_meta[k] for k in KEPT_META if k in result.g_meta}
+    for f in result.forms:
+        meta = {**keep, "form": f.name, "fitted": f.text, "lr": result.lr}
+        metabp.save(f.bfn, out / "forms" / f"{slug(f.name)}.bfn", meta=meta)
+    zmax = result.description.zmax * 1.25
+    curves = {"g": result.g, **{f"{f.name}: {f.text}": f.bfn for f in result.forms}}
+    styles = {"g": {"lw": 3.0, "color": "k"}}
+    png = plot_bfunctions(curves, result.activation, out / "explain.png",
+                          z=torch.linspace(-zmax, zmax, 801, dtype=torch.float64), styles=styles,
+                          title=f"{result.target}: g and the simple forms fitted to it").path
+    return {"markdown": md, "csv": path_csv, "png": png, "forms": out / "forms"}
