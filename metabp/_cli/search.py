@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from metabp.exceptions import ConfigError
+from metabp.search import schema
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +35,47 @@ def _open(args: argparse.Namespace, *, create: bool = False, train: bool = False
 
 def _fmt(summary: dict | None) -> str:
     return "-" if not summary else f"{summary['mean']:.5g} ± {summary['std']:.2g}"
+
+
+CONTROLS = ((schema.CONTROL_BACKPROP, "plain backprop"),
+            (schema.CONTROL_TUNED_LR, "backprop with its lr tuned alone"))
+
+
+def _z(h: dict, c: dict) -> float:
+    """Paired difference ``h - c`` over the shared held-out seeds, in standard errors (NaN: none)."""
+    a, b = h.get("values") or [], c.get("values") or []
+    if h.get("seeds") != c.get("seeds") or len(a) != len(b) or len(a) < 2:
+        return math.nan
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    mean = math.fsum(d) / len(d)
+    se = math.sqrt(math.fsum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
+    return mean / se if se > 0 else math.nan
+
+
+def heldout_verdict(study: Any) -> str:
+    """One line: does the candidate ``metabp export`` saves beat the held-out controls?
+
+    The best held-out candidate against plain backprop (and backprop with its lr tuned alone) on the
+    held-out seeds, with the paired difference in standard errors; "g helped" only when it beats
+    every control by more than 2 SE.
+    """
+    held = study.best_heldout_trial()
+    controls = [(label, study.heldout_controls[k]) for k, label in CONTROLS if study.heldout_controls.get(k)]
+    if held is None or not controls:
+        return ("held-out verdict: none (no candidate validated; add [validate] to the study file): the "
+                "scores above are on the search seeds, and the best of many is biased low")
+    h = held.user_attrs[schema.HELDOUT_AULC]
+    zs = [_z(h, c) for _, c in controls]
+    parts = [f"{label} {c['mean']:.5g}" + (f" (g - it = {z:+.1f} SE)" if math.isfinite(z) else "")
+             for (label, c), z in zip(controls, zs, strict=True)]
+    if any(h["mean"] >= c["mean"] for _, c in controls):
+        words = "g did not help"
+    elif all(z < -2 for z in zs):
+        words = "g helped, by more than 2 SE against every control"
+    else:
+        words = "g is ahead, but within noise (under 2 SE) of a control"
+    return (f"held-out verdict on seeds {h['seeds']}: {words}; trial {held.number} (what `metabp export` "
+            f"saves) {h['mean']:.5g} against " + ", ".join(parts))
 
 
 class Search:
@@ -63,10 +105,11 @@ class Search:
             best = study.best_trial
             omega = ", ".join(f"{v:.4g}" for v in study.omega_of(best).tolist())
             lr = f", lr {study.lr_of(best):.4g}" if study.config.lr_bounds else ""
-            label = " (diverged)" if best.user_attrs.get("diverged") else ""
+            label = " (diverged)" if best.user_attrs.get(schema.DIVERGED) else ""
             print(f"best: trial {best.number}, score {best.value:.6g}{label}, omega [{omega}]{lr}")
             if study.backprop is not None:
                 print(f"backprop on the search seeds {study.backprop['seeds']}: {_fmt(study.backprop)}")
+            print(heldout_verdict(study))
         return 0
 
 
@@ -92,17 +135,17 @@ def _row(trial: Any, names: list[str]) -> dict[str, Any]:
 
     dur = trial.duration.total_seconds() if trial.duration is not None else None
     value = trial.value
-    held = trial.user_attrs.get("heldout_aulc")
+    held = trial.user_attrs.get(schema.HELDOUT_AULC)
     return {
         "number": trial.number,
         "state": trial.state.name,
         "value": value if value is None or math.isfinite(value) else None,
         "params": {n: trial.params[n] for n in names if n in trial.params},
-        "diverged": trial.user_attrs.get("diverged"),
+        "diverged": trial.user_attrs.get(schema.DIVERGED),
         "heldout_aulc": None if held is None else {"mean": held["mean"], "std": held["std"],
                                                    "seeds": held["seeds"]},
-        "per_seed": trial.user_attrs.get("per_seed"),
-        "seconds": trial.user_attrs.get("seconds"),
+        "per_seed": trial.user_attrs.get(schema.PER_SEED),
+        "seconds": trial.user_attrs.get(schema.SECONDS),
         "duration": dur,
         "retry_of": retry_of(trial),
     }
@@ -138,7 +181,8 @@ class Show:
                        "best_heldout": None if held is None else held.number,
                        "n_trials": study.config.n_trials, "complete": len(done) >= study.config.n_trials,
                        "seeds": list(study.config.seeds), "backprop": study.backprop,
-                       "heldout_controls": study.heldout_controls, "trials": rows}, sys.stdout, indent=1)
+                       "heldout_controls": study.heldout_controls, "heldout_verdict": heldout_verdict(study),
+                       "trials": rows}, sys.stdout, indent=1)
             print()
             return 0
         self._table(study, rows, len(done), best, held)
@@ -152,11 +196,14 @@ class Show:
         print(f"study {study.name!r} in {study.storage_url}: {n_done}/{cfg.n_trials} completed ({state})")
         if study.backprop is not None:
             print(f"backprop on the search seeds {study.backprop['seeds']}: {_fmt(study.backprop)}")
-        for key, label in (("backprop", "backprop"), ("tuned_lr", "backprop, tuned lr")):
+        for key, label in ((schema.CONTROL_BACKPROP, "backprop"),
+                           (schema.CONTROL_TUNED_LR, "backprop, tuned lr")):
             c = study.heldout_controls.get(key)
             if c is not None:
                 lr = f" (lr {c['lr']:.3g})" if "lr" in c else ""
                 print(f"held-out {c['seeds']}: {label}{lr} {_fmt(c)}")
+        if held is not None:
+            print(heldout_verdict(study))
         print(f"{'#':>4} {'state':<8} {'score':>10} {'held-out':>17} " + " ".join(f"{n:>9}" for n in names)
               + "  time_s  note")
         for r in rows:
@@ -197,4 +244,6 @@ class Export:
         held = meta.get("heldout_aulc")
         extra = f", held-out {_fmt(held)} on seeds {meta['seeds']}" if held else ""
         print(f"wrote {path} (trial {meta['trial']}: {why}; search score {meta['aulc']:.6g}{extra})")
+        if args.trial is None:
+            print(heldout_verdict(study))
         return 0
