@@ -218,10 +218,25 @@ def stack(bfns: Iterable[BFunction]) -> Stacked:
 
 
 # ------------------------------------------------------------------- patching modules
-def activations(model: nn.Module) -> dict[str, nn.Module]:
-    """The patchable activation modules of ``model`` by qualified name, in module order."""
+def activations(model: nn.Module, where: Selector | None = None) -> dict[str, nn.Module]:
+    """The patchable activation modules of ``model`` by qualified name, in module order.
+
+    With ``where`` (as for :func:`patch`), only those it selects, with the same errors as
+    ``patch``: what ``patch(model, g, where)`` would patch, without patching anything.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1), nn.Tanh())
+        >>> list(activations(net, where=-1))
+        ['3']
+    """
     _check_model(model)
-    return {name: m for name, m in model.named_modules() if activation_of(m) is not None}
+    found = {name: m for name, m in model.named_modules() if activation_of(m) is not None}
+    return found if where is None else _select(found, model, where)
+
+
+def _selected(model: nn.Module, where: Selector) -> dict[str, nn.Module]:
+    """``activations(model, where)``, where None is refused as every other non-selector is."""
+    return _select(activations(model), model, where)
 
 
 def _check_model(model: Any) -> None:
@@ -229,8 +244,7 @@ def _check_model(model: Any) -> None:
         raise PatchError(f"model={model!r} is not a torch.nn.Module; pass the network to patch")
 
 
-def _select(model: nn.Module, where: Selector) -> dict[str, nn.Module]:
-    found = activations(model)
+def _select(found: dict[str, nn.Module], model: nn.Module, where: Selector) -> dict[str, nn.Module]:
     if not found:
         raise PatchError(
             f"{type(model).__name__} has no activation modules to patch (nn.ReLU, nn.Tanh, ...); "
@@ -263,7 +277,7 @@ def patch(model: nn.Module, bfn: BFunction, where: Selector = "*") -> list[str]:
     """
     _check_model(model)
     _check_bfn(bfn)
-    selected = _select(model, where)
+    selected = _selected(model, where)
     _prepare(model, bfn)
     for module in selected.values():
         module._metabp_bfn = bfn
@@ -284,7 +298,7 @@ def _prepare(model: nn.Module, bfn: BFunction) -> None:
 def unpatch(model: nn.Module, where: Selector = "*") -> list[str]:
     """Return the selected activations (default: all) to plain autograd; returns their names."""
     done = []
-    for name, module in _select(model, where).items():
+    for name, module in _selected(model, where).items():
         if "_metabp_bfn" in module.__dict__:
             for attr in ("forward", "_metabp_bfn", "_metabp_activation"):
                 module.__dict__.pop(attr, None)

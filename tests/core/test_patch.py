@@ -253,3 +253,17 @@ def test_pending_backward_keeps_its_forwards_table():
     (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
     assert torch.equal(model[0].weight.grad, first)
     assert not torch.equal(grads(model, x)[0], first)  # the next step reads the new table
+
+
+def test_activations_resolves_where_without_patching():
+    model = mlp()
+    assert list(metabp.activations(model)) == ["1", "3"]
+    assert list(metabp.activations(model, where=-1)) == ["3"]
+    assert list(metabp.activations(model, where=["3", "1"])) == ["1", "3"]  # module order
+    assert metabp.patched(model) == {}  # nothing was patched
+    assert list(metabp.activations(model, where="*")) == metabp.patch(model, Scaled(1.0), where="*")
+    with pytest.raises(metabp.PatchError, match=r"where='act9' matches no activation"):
+        metabp.activations(model, where="act9")
+    with pytest.raises(metabp.PatchError, match="no activation modules"):
+        metabp.activations(nn.Linear(2, 2), where="*")
+    assert metabp.activations(nn.Linear(2, 2)) == {}
