@@ -50,8 +50,10 @@ def to_markdown(result: Comparison) -> str:
     for i, r in enumerate(result.rows, 1):
         note = f" ({r.note})" if r.note else ""
         inv = "yes" if r.optimizer in SCALE_INVARIANT else "no"
-        lines.append(f"| {i} | {r.label}{note} | {r.optimizer} | {r.lr!r} | {inv} | {pm(r.aulc)} | "
+        lines.append(f"| {i} | {r.label}{note} | {r.optimizer} | {r.lr:.3g} | {inv} | {pm(r.aulc)} | "
                      f"{pm(r.final_loss)} | {pm(r.test_accuracy, '.3f')} | {r.diverged}/{len(r.runs)} |")
+    lines += ["", "Exact learning rates (the table rounds them): "
+              + "; ".join(f"{r.label} {r.lr!r}" for r in result.rows) + "."]
     if result.sweep is not None:
         lines += ["", sweep_markdown(result.sweep).rstrip(), "", "![lr sweep](lr_sweep.png)"]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,132 @@
+"""Tests for metabp/analysis/_explain*.py, _forms.py, _describe.py and _lr_sweep.py: exact forms,
+recovered steps, forms saved as .bfn, the lr sweep's seeds and the CLI's errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+import metabp
+from metabp.analysis import compare, describe, explain, fit_forms, lr_sweep
+from metabp.exceptions import ConfigError
+from metabp.targets import get_target, train
+
+torch.set_num_threads(1)
+
+SPEC = get_target("gaussians-mlp3", epochs=3)
+SLOW = ("slow backprop", dataclasses.replace(SPEC, lr=SPEC.lr / 4))
+
+
+@pytest.mark.parametrize(("g", "c"), [(metabp.Derivative("relu"), 1.0), (metabp.Scaled(2.0), 2.0)])
+def test_explain_finds_the_exact_form(g, c, tmp_path):
+    res = explain(g, SPEC, lr=SPEC.lr, seeds=[3, 4], baseline=SLOW, output=tmp_path)
+    scaled = next(r for r in res.form_rows if r.label == "scaled derivative")
+    assert scaled.form.params == {"c": c} and scaled.form.rms == 0.0
+    assert scaled.aulcs == res.row("g").aulcs and scaled.share == 1.0
+    assert res.best_form.share == pytest.approx(1.0, abs=0.01)  # the tanh steps: exact up to a table cell
+    two = next(f for f in res.forms if f.name == "2-level step")
+    assert two.params["levels"] == [0.0, c] and two.rms == 0.0
+    assert (tmp_path / "explain.md").exists() and (tmp_path / "explain.png").exists()
+    rows = (tmp_path / "explain.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(res.rows) and rows[2].startswith("scaled derivative,form,")
+    assert "100% of the gain, at least 70%" in res.markdown
+
+
+def test_a_two_level_step_metanet_is_recovered_by_the_k2_fit():
+    lo, hi, t = -1.5, 3.0, 0.5
+    g = metabp.MetaNet(1, "tanh", omega=[1e3, -1e3 * t, (hi - lo) / 2, (hi + lo) / 2])
+    step = next(f for f in fit_forms(g, "relu") if f.name == "2-level step")
+    assert step.params["thresholds"][0] == pytest.approx(t, abs=0.005)
+    assert step.params["levels"] == pytest.approx([lo, hi], abs=0.01)
+    assert step.rel < 0.05  # the grid points inside g's own transition
+    d = describe(g, "relu", box=(-1e3, 1e3))
+    assert d.zero_crossings == [pytest.approx(t, abs=0.005)] and d.monotone == "non-decreasing"
+    assert d.edges == ["w1_1 = 1000"] and d.limits == pytest.approx((lo, hi))
+
+
+def test_a_fitted_form_saved_as_bfn_loads_and_trains(tmp_path):
+    g = metabp.MetaNet(2, "tanh", omega=[-5.0, 5.0, 5.0, 2.7, -3.4, 3.4, 5.0])
+    forms = {f.name: f for f in fit_forms(g, "relu")}
+    for name in ("3-level step", "piecewise-linear (3 knots)"):
+        form = forms[name]
+        path = metabp.save(form.bfn, tmp_path / "form.bfn")
+        loaded = metabp.load(path)
+        z = torch.linspace(-5, 5, 101, dtype=torch.float64)
+        assert torch.equal(loaded(z, "relu"), form.bfn(z, "relu"))
+        a, b = train(SPEC, loaded, "act2", seed=0), train(SPEC, form.bfn, "act2", seed=0)
+        assert math.isfinite(a.aulc) and a.step_losses == b.step_losses
+
+
+def test_lr_sweep_trains_on_held_out_seeds_only(monkeypatch):
+    import metabp.targets as targets
+
+    seen, real = [], targets.train_many
+
+    def spy(spec, bfns, where=None, seed=0, **kw):
+        seen.append((spec.lr, list(seed)))
+        return real(spec, bfns, where, seed=seed, **kw)
+
+    monkeypatch.setattr(targets, "train_many", spy)
+    res = compare(SPEC, metabp.Scaled(2.0), budget=1, seeds=[7, 8], tune_seeds=[0], optimizers=["adam"],
+                  bfn_lr=0.05, lr_range=(0.01, 0.5), lr_sweep=3)
+    sweep = res.sweep
+    assert sweep.seeds == [7, 8] and len(sweep.lrs) == 3 and len(sweep.g[0]) == 2
+    swept = [s for lr, s in seen if lr in sweep.lrs]
+    assert len(swept) == 3 and all(set(s) == {7, 8} for s in swept)
+    assert sweep.lrs[0] == pytest.approx(min(0.05, res.kind("control").lr) / 4)
+    assert "lr robustness (held-out seeds 7, 8)" in res.markdown
+    with pytest.raises(ConfigError, match="are tuning seeds"):
+        lr_sweep(SPEC, metabp.Scaled(2.0), g_lr=0.05, tuned_lr=None, seeds=[0, 7], tune_seeds=[0], n=2)
+    with pytest.raises(ConfigError, match="lr_sweep=1"):
+        compare(SPEC, metabp.Scaled(2.0), budget=1, seeds=[7], lr_sweep=1)
+
+
+def test_narrow_and_robust_lr_verdicts():
+    from metabp.analysis import LrSweep
+
+    lrs = [0.001, 0.002, 0.004, 0.008]
+    bp = [[1.0, 1.1, 1.2]] * 4
+    g = [[1.0, 1.1, 1.2], [0.5, 0.61, 0.7], [1.0, 1.1, 1.2], [2.0, 2, 2]]
+    narrow = LrSweep(lrs, [1, 2, 3], g, bp, 0.002)
+    assert narrow.wins() == [1] and "only at lr in [0.002, 0.002]" in narrow.verdict()
+    assert "narrow lr range" in narrow.verdict()
+    wide = LrSweep(lrs, [1, 2, 3], [[0.5, 0.61, 0.7]] * 3 + [[2.0, 2, 2]], bp, 0.002)
+    assert "robust to the lr" in wide.verdict() and "[0.001, 0.004]" in wide.verdict()
+    none = LrSweep(lrs, [1, 2, 3], [[2.0, 2.1, 2.2]] * 4, bp, 0.002)
+    assert "at none of the 4 swept lrs" in none.verdict()
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("explain")
+    metabp.save(metabp.Scaled(2.0), d / "scaled.bfn")
+    (d / "broken.bfn").write_bytes(b"not a bfn file at all")
+    study = d / "unvalidated.toml"
+    study.write_text('where = "act2"\nseeds = [0]\n[target]\npreset = "gaussians-mlp3"\nepochs = 1\n'
+                     '[metanet]\nhidden = 1\n[search]\nsampler = "random"\nn_trials = 1\n'
+                     f'bounds = [-1.0, 1.0]\nstorage = "sqlite:///{d / "s.db"}"\n')
+    from metabp.search import Study
+
+    Study(study).optimize(progress=False)  # searched, never validated
+    g = metabp.MetaNet(1, "tanh", omega=[1.0, 0.0, 1.0, 0.0])
+    g.meta = {"target": "gaussians-mlp3"}
+    metabp.save(g, d / "g.bfn")
+    return d
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["missing.bfn"], "missing.bfn"),
+    (["broken.bfn"], "broken.bfn"),
+    (["scaled.bfn"], "holds a scaled b-function"),
+    (["g.bfn", "--study", "unvalidated.toml"], "no held-out validation"),
+])
+def test_cli_explain_errors_are_one_line_and_exit_2(bad_files, argv, says, capsys):
+    from metabp._cli import main
+
+    argv = [str(bad_files / a) if a.endswith((".bfn", ".toml")) else a for a in argv]
+    code = main(["explain", *argv, "-o", str(bad_files / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
