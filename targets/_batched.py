@@ -11,6 +11,9 @@ or one batch per copy (``K x B x ...``). Layers run batched:
 - patched activations: ``metabp.replace_derivative(z, metabp.stack(bfns), activation)`` on
   ``z`` of shape ``K x B x ...``, so copy ``k`` backprops through ``bfns[k]`` (one gather for
   ``K`` MetaNets).
+
+The template's options carry over: its forward under autocast (``amp``), and channels-last conv
+weights, stacked so that the grouped weight ``K*out x in x kh x kw`` is channels-last.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from torch import Tensor, nn
 import metabp
 from metabp import BFunction, activation_of
 from metabp.exceptions import ConfigError
+from metabp.targets._amp import autocast, channels_last_stack
 
 POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveMaxPool1d,
          nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
@@ -48,25 +52,24 @@ class BatchedSequential(nn.Module):
     def __init__(self, models: Sequence[nn.Sequential], sites: dict[str, BFunction], in_dim: int) -> None:
         super().__init__()
         self.K, self.sites, self.in_dim = len(models), sites, in_dim
+        self.amp = getattr(models[0], "amp", None)
         self.layers = list(models[0].named_children())  # a list: the template is not a submodule
         for name, module in self.layers:
             if not (isinstance(module, LAYERS) or activation_of(module)):
                 raise ConfigError(f"train_many cannot batch module {name!r} ({type(module).__name__}); "
                                   "use train() for this target")
-            copies = [dict(m.get_submodule(name).named_parameters(recurse=False)) for m in models]
-            states = [dict(m.get_submodule(name).named_buffers(recurse=False)) for m in models]
-            if not copies[0] and not any(b.is_floating_point() for b in states[0].values()):
-                continue
-            holder = nn.Module()
-            for key in copies[0]:
-                holder.register_parameter(key, nn.Parameter(torch.stack([c[key].detach() for c in copies])))
-            for key, b in states[0].items():
-                if b.is_floating_point():  # BatchNorm running stats, flattened to K*C
-                    holder.register_buffer(key, torch.cat([s[key].detach() for s in states]))
-            self.add_module(name, holder)
+            holder = _stacked([m.get_submodule(name) for m in models])
+            if holder is not None:
+                self.add_module(name, holder)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits ``K x B x C`` of every copy; ``x`` is ``B x *in_shape`` or ``K x B x *in_shape``."""
+        """Logits ``K x B x C`` of every copy (float32); ``x`` is ``B x *in_shape`` or
+        ``K x B x *in_shape``."""
+        with autocast(x, self.amp):
+            logits = self._forward(x)
+        return logits.float()
+
+    def _forward(self, x: Tensor) -> Tensor:
         h, layout = x, (COPIES if x.dim() == self.in_dim + 2 else SHARED)
         for name, m in self.layers:
             if isinstance(m, nn.Linear):
@@ -136,6 +139,25 @@ class BatchedSequential(nn.Module):
         if layout == SHARED:
             return h.expand(self.K, *h.shape), COPIES
         return h, layout
+
+
+def _stacked(modules: list[nn.Module]) -> nn.Module | None:
+    """One module holding the ``K`` copies' parameters stacked (``K x ...``) and their float
+    buffers concatenated (BatchNorm's running stats, ``K*C``); ``None`` if there are none."""
+    params = [dict(m.named_parameters(recurse=False)) for m in modules]
+    buffers = [dict(m.named_buffers(recurse=False)) for m in modules]
+    if not params[0] and not any(b.is_floating_point() for b in buffers[0].values()):
+        return None
+    holder = nn.Module()
+    for key, p in params[0].items():
+        w = torch.stack([c[key].detach() for c in params])
+        if p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous():
+            w = channels_last_stack(w)
+        holder.register_parameter(key, nn.Parameter(w))
+    for key, b in buffers[0].items():
+        if b.is_floating_point():
+            holder.register_buffer(key, torch.cat([s[key].detach() for s in buffers]))
+    return holder
 
 
 __all__ = ["BatchedSequential"]

@@ -5,6 +5,9 @@ Files: ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-i
 two zero bytes, a type code (``0x08`` = unsigned byte), the number of dimensions ``d`` — then
 ``d`` 32-bit sizes, then the data. Images are scaled to ``[0, 1]``; shapes ``N x 1 x 28 x 28``.
 
+``load_fashion(pad_to=32)`` pads the images with zeros to ``N x 1 x 32 x 32`` (the input size of
+SimpleNet), centred.
+
 Searched in a directory given as ``data_dir``, then ``$METABP_DATA``, then ``~/.metabp/data``,
 each as is and in the subfolders named below; for Fashion-MNIST finally where Debian's package
 ``dataset-fashion-mnist`` installs the files.
@@ -121,9 +124,23 @@ def load_mnist(data_dir: str | os.PathLike | None = None) -> Data:
     return _load("mnist", find_idx_dir("mnist", data_dir).resolve())
 
 
-def load_fashion(data_dir: str | os.PathLike | None = None) -> Data:
-    """Fashion-MNIST from local idx files; ``DataError`` saying where to put them if missing."""
-    return _load("fashion", find_idx_dir("fashion", data_dir).resolve())
+def load_fashion(data_dir: str | os.PathLike | None = None, *, pad_to: int | None = None) -> Data:
+    """Fashion-MNIST from local idx files; ``DataError`` saying where to put them if missing.
+    ``pad_to``: zero-pad each image to ``pad_to x pad_to``, centred (``None``: 28 x 28)."""
+    directory = find_idx_dir("fashion", data_dir).resolve()
+    return _load("fashion", directory) if pad_to is None else _padded(directory, pad_to)
+
+
+@functools.lru_cache(maxsize=1)
+def _padded(directory: Path, size: int) -> Data:
+    data = _load("fashion", directory)
+    before = (size - data.x_train.shape[-1]) // 2
+    after = size - data.x_train.shape[-1] - before
+
+    def pad(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (before, after, before, after))
+
+    return Data(pad(data.x_train), data.y_train, pad(data.x_test), data.y_test, data.num_classes)
 
 
 __all__ = ["load_mnist", "load_fashion", "read_idx", "find_idx_dir"]

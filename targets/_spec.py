@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from metabp.exceptions import ConfigError
+from metabp.targets._amp import check_amp, check_channels_last, with_options
 from metabp.targets._data import Data
 from metabp.targets._init import check_init, initialize
 from metabp.targets._net_common import check_activation
@@ -28,6 +29,7 @@ DATASETS: dict[str, tuple[tuple[int, ...], int]] = {
     "digits": ((64,), 10),
     "mnist1d": ((1, 40), 10),
     "fashion": ((1, 28, 28), 10),
+    "fashion32": ((1, 32, 32), 10),  # Fashion-MNIST zero-padded to 32 x 32 (SimpleNet's input size)
     "mnist": ((1, 28, 28), 10),
     "cifar10": ((3, 32, 32), 10),
 }
@@ -47,7 +49,8 @@ class TargetSpec:
 
     Attributes:
         name: the preset's name (kept when fields are overridden).
-        dataset: ``gaussians``, ``digits``, ``mnist1d``, ``fashion``, ``mnist`` or ``cifar10``.
+        dataset: ``gaussians``, ``digits``, ``mnist1d``, ``fashion``, ``fashion32`` (padded to
+            32 x 32), ``mnist`` or ``cifar10``.
         network: ``mlp``, ``lenet``, ``cnn1d`` or ``simplenet``.
         optimizer: one of :data:`metabp.targets.OPTIMIZERS` (``adam``, ``sgd``, ...).
         lr: learning rate, finite and > 0.
@@ -64,6 +67,9 @@ class TargetSpec:
         bias: whether linear/conv layers have biases.
         width: channel multiplier of ``simplenet`` (1.0 = the published network).
         train_size: use only the first ``train_size`` training examples (``None``: all).
+        amp: ``None`` (float32), ``"bf16"`` or ``"fp16"``: the forward pass under autocast (see
+            ``metabp.targets._amp``); off by default, unmeasured on a GPU.
+        channels_last: conv weights in channels-last memory (``lenet``, ``simplenet`` only).
     """
 
     name: str
@@ -83,6 +89,8 @@ class TargetSpec:
     bias: bool = True
     width: float = 1.0
     train_size: int | None = None
+    amp: str | None = None
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         for key in ("name", "dataset", "network"):
@@ -97,6 +105,8 @@ class TargetSpec:
         object.__setattr__(self, "init", check_init(self.init))
         object.__setattr__(self, "activation", check_activation(self.activation))
         object.__setattr__(self, "hidden", _hidden(self.hidden))
+        check_amp(self.amp)
+        check_channels_last(self.channels_last, self.network)
         _int_in("epochs", self.epochs, MAX_EPOCHS)
         for key in ("batch_size", "train_size"):
             if getattr(self, key) is not None:
@@ -170,6 +180,9 @@ PRESETS: dict[str, TargetSpec] = {s.name: s for s in (
     # in one conv block's ReLU
     TargetSpec("cifar10-simplenet", "cifar10", "simplenet", optimizer="adadelta", lr=0.01, epochs=5,
                batch_size=128, where="act4"),
+    # the same protocol on Fashion-MNIST padded to 32 x 32 (one channel)
+    TargetSpec("fashion-simplenet", "fashion32", "simplenet", optimizer="adadelta", lr=0.01, epochs=5,
+               batch_size=128, where="act4"),
 )}
 
 FIELDS = tuple(f.name for f in dataclasses.fields(TargetSpec))
@@ -220,7 +233,8 @@ def _factory(spec: TargetSpec) -> Callable[[], nn.Module]:
 
 
 def build_model(spec: TargetSpec, seed: int = 0) -> nn.Sequential:
-    """The target network with its initial weights for ``seed`` (the same for every candidate).
+    """The target network with its initial weights for ``seed`` (the same for every candidate),
+    its forward under ``spec.amp`` and its conv weights channels-last if ``spec.channels_last``.
 
     Construction runs under a forked global RNG seeded with ``seed``; the named ``init`` then
     draws from a ``torch.Generator`` seeded with ``seed``. The global RNG is left untouched.
@@ -235,7 +249,7 @@ def build_model(spec: TargetSpec, seed: int = 0) -> nn.Sequential:
         torch.manual_seed(seed)
         model = _factory(spec)()
     initialize(model, spec.init, torch.Generator().manual_seed(seed))
-    return model
+    return with_options(model, spec.amp, spec.channels_last)
 
 
 def load_data(spec: TargetSpec, data_dir: str | os.PathLike | None = None) -> Data:
@@ -247,6 +261,7 @@ def load_data(spec: TargetSpec, data_dir: str | os.PathLike | None = None) -> Da
         "digits": lambda: _data_digits.load_digits(),
         "mnist1d": lambda: _data_mnist1d.load_mnist1d(),
         "fashion": lambda: _data_idx.load_fashion(data_dir),
+        "fashion32": lambda: _data_idx.load_fashion(data_dir, pad_to=32),
         "mnist": lambda: _data_idx.load_mnist(data_dir),
         "cifar10": lambda: _data_cifar10.load_cifar10(data_dir),
     }[spec.dataset]()
