@@ -84,6 +84,7 @@ def compare_study(
     optimizers: list[str] | None = None,
     target: str | None = None,
     output: str | os.PathLike | None = "report",
+    lr_sweep: int = 0,
     device: str | None = None,
     progress: bool = False,
 ) -> Comparison:
@@ -102,6 +103,7 @@ def compare_study(
         optimizers: baselines; default all ten.
         target: which of the study's targets (preset name); default the first.
         output: folder for ``compare.md``, ``compare.csv``, ``compare_loss.png`` (None: none).
+        lr_sweep: also train g and plain backprop at this many lrs around the tuned ones (0: none).
         device: training device; default the study's.
         progress: a tqdm bar.
     """
@@ -119,8 +121,8 @@ def compare_study(
     budget = int(budget) if budget is not None else len(done)
     return compare(spec, st.bfn_of(trial), where=where, budget=budget, seeds=heldout_seeds(cfg, seeds),
                    tune_seeds=list(cfg.seeds), optimizers=optimizers, bfn_lr=lr, lr_range=cfg.lr_bounds,
-                   output=output, label=label, device=device or cfg.device, data_dir=cfg.data_dir,
-                   progress=progress)
+                   output=output, label=label, lr_sweep=lr_sweep, device=device or cfg.device,
+                   data_dir=cfg.data_dir, progress=progress)
 
 
 def report_study(
