@@ -39,6 +39,9 @@ def files(tmp_path_factory):
     (d / "cuda.toml").write_text(STUDY.replace('where = "act2"', 'device = "cuda:7"'))
     (d / "dir-storage.toml").write_text(STUDY + 'storage = "."\n')
     (d / "not.bfn").write_text("this is not a b-function\n")
+    g = metabp.MetaNet(1, "tanh", seed=0)
+    metabp.save(g, d / "bad-where.bfn", meta={"target": "gaussians-mlp3", "where": "act9", "lr": 0.05})
+    metabp.save(g, d / "bad-setting.bfn", meta={"target": "gaussians-mlp3", "overrides": {"epochs": 0}})
     return d
 
 
@@ -66,6 +69,8 @@ def cases(d):
         ["train", "gaussians-mlp3", "--optimizer", "bogus"], ["train", "gaussians-mlp3", "--batch-size", "0"],
         ["train", "gaussians-mlp3", "--device", "cuda:7"], ["train", "gaussians-mlp3", "--device", "bogus"],
         ["train", "gaussians-mlp3", "--seed", "x"],
+        ["train", "gaussians-mlp3", "--bfn", str(d / "bad-where.bfn"), "--no-progress"],
+        ["train", "gaussians-mlp3", "--bfn", str(d / "bad-setting.bfn"), "--no-progress"],
         ["plot", "bogus", bfn], ["plot", "implicit-lr", str(d / "missing.bfn")],
         ["plot", "implicit-lr", str(d / "not.bfn")],
         ["plot", "implicit-lr", bfn, "--zmin", "5", "--zmax", "1"],
@@ -73,7 +78,7 @@ def cases(d):
     ]
 
 
-N_CASES = 54
+N_CASES = 56
 
 
 def test_enough_cases(files):
@@ -99,6 +104,13 @@ def test_messages_name_the_mistake(files, capsys):
         (["search", str(d / "cuda.toml")], "device = 'cuda:7'"),
         (["bogus"], "invalid choice: 'bogus'"),
         (["validate", str(d / "done.toml")], "no held-out seeds"),
+        (["train", "gaussians-mlp3", "--bfn", str(d / "bad-where.bfn"), "--no-progress"],
+         f"({d / 'bad-where.bfn'} was found at where='act9'; give --where)"),
+        (["train", "gaussians-mlp3", "--bfn", str(d / "bad-setting.bfn"), "--no-progress"],
+         f"epochs=0 must be an int in [1, 100000] (in the setting {d / 'bad-setting.bfn'} was found in, "
+         "{'epochs': 0}; override it on the command line)"),
+        (["train", "gaussians-mlp3", "--bfn", str(d / "bad-setting.bfn"), "--epochs", "-1"],
+         "epochs=-1 must be an int in [1, 100000]\n"),  # the command line's mistake, named as such
     ]:
         assert main(argv) == 2
         assert text in capsys.readouterr().err

@@ -47,20 +47,20 @@ class Train:
 
     def run(self, args: argparse.Namespace) -> int:
         import metabp
-        from metabp.targets import get_target, train
+        from metabp.exceptions import PatchError
+        from metabp.targets import train
 
         bfn = metabp.load(args.bfn) if args.bfn else None
         found = found_with(bfn.meta, args.target) if bfn is not None else {}
-        setting = {k: v for k, v in found.items() if k != "where"}
-        given = {k: getattr(args, k) for k in SETTINGS if getattr(args, k) is not None}
-        if "optimizer" in given and given["optimizer"] != get_target(args.target, **setting).optimizer:
-            found.pop("lr", None)  # that lr was found for another optimizer
-            setting.pop("lr", None)
-        spec = get_target(args.target, **{**setting, **given})
-        where = args.where or found.get("where") or spec.where
+        spec, where = _setting(args, found)
         kw = {"device": args.device, "progress": not args.no_progress, "data_dir": args.data_dir,
               "threads": _threads(args.threads), "compile": args.compile}
-        run = train(spec, bfn, where, args.seed, **kw)
+        try:
+            run = train(spec, bfn, where, args.seed, **kw)
+        except PatchError as exc:
+            if args.where is None and "where" in found:
+                raise PatchError(f"{exc} ({args.bfn} was found at where={where!r}; give --where)") from None
+            raise
         base = train(spec, None, None, args.seed, **kw) if bfn is not None else None
         if args.json:
             print(json.dumps({"target": spec.name, "where": where, "seed": args.seed,
@@ -92,6 +92,28 @@ def found_with(meta: Mapping[str, Any], target: str) -> dict[str, Any]:
         if meta.get(key) is not None:
             setting[key] = meta[key]
     return setting
+
+
+def _setting(args: argparse.Namespace, found: dict[str, Any]) -> tuple[Any, str]:
+    """The target spec and patch site to train at: the command line's settings, else the .bfn's
+    (``found``; its lr is dropped when ``--optimizer`` names another optimizer), else the preset's."""
+    from metabp.exceptions import ConfigError
+    from metabp.targets import get_target
+
+    given = {k: getattr(args, k) for k in SETTINGS if getattr(args, k) is not None}
+    spec = get_target(args.target, **given)  # the command line's own mistakes, named as such
+    setting = {k: v for k, v in found.items() if k != "where"}
+    if not setting:
+        return spec, args.where or found.get("where") or spec.where
+    try:
+        if "optimizer" in given and given["optimizer"] != get_target(args.target, **setting).optimizer:
+            found.pop("lr", None)  # that lr was found for another optimizer
+            setting.pop("lr", None)
+        spec = get_target(args.target, **{**setting, **given})
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (in the setting {args.bfn} was found in, {setting}; override it on the "
+                          "command line)") from None
+    return spec, args.where or found.get("where") or spec.where
 
 
 def _lr_source(args: argparse.Namespace, bfn: Any, found: Mapping[str, Any]) -> str:
