@@ -122,3 +122,15 @@ def test_the_checker_accepts_the_truth():
     assert check_span("metabp.MetaNet(hidden=1, act=\"tanh\", *, omega=None, seed=0, table_size=16384)") == []
     assert check_span("metabp.Derivative(name, **kwargs)") == []
     assert check_span("targets/_train.py") == []
+
+
+def test_the_storage_schema_is_documented_key_by_key():
+    from metabp.search import schema
+
+    text = DOC.read_text(encoding="utf-8")
+    spans = set(SPAN.findall(text))
+    keys = {name: value for name, value in vars(schema).items() if name.isupper() and isinstance(value, str)}
+    assert {"CONFIG", "HELDOUT_AULC", "STEP_LOSSES", "HEARTBEAT"} <= set(keys)
+    missing = [f"{name} = {value!r}" for name, value in keys.items()
+               if f"metabp.search.schema.{name}" not in spans and value not in spans]
+    assert not missing, "storage keys docs/ARCHITECTURE.md does not name:\n" + "\n".join(missing)
