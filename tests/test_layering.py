@@ -2,7 +2,10 @@
 
 Importing the core loads neither targets nor search, importing targets never loads search
 (checked in fresh interpreters), and no file outside a package imports its underscore modules
-(checked in the source text; tests may).
+(checked in the source text; tests may). Over the whole library's source: no import cycle (lazy
+imports inside functions count, ``if TYPE_CHECKING:`` blocks do not), no ``globals()``, the upper
+layers (targets, search, analysis, the CLI) import the core through its public names only, and
+analysis has no training loop of its own (it observes ``metabp.targets.train`` through callbacks).
 """
 
 from __future__ import annotations
