@@ -16,7 +16,7 @@ Reading order: ``_load.py`` (study file) -> ``_config.py`` (StudyConfig) -> ``_s
 """
 
 from . import _schema as schema
-from ._botorch import engine_settings
+from ._botorch import EngineSettings
 from ._config import StudyConfig, TargetEntry
 from ._load import load_study
 from ._minimize import MinimizeResult, minimize
@@ -30,5 +30,5 @@ from ._workers import retry_of
 __all__ = [
     "Study", "StudyConfig", "TargetEntry", "load_study", "minimize", "MinimizeResult", "SAMPLERS",
     "make_sampler", "SobolSampler", "get_storage", "Evaluation", "Score", "train_evaluator", "format_heldout",
-    "retry_of", "engine_settings", "schema",
+    "retry_of", "EngineSettings", "schema",
 ]

@@ -6,17 +6,21 @@ Here, per proposal:
 1. inputs normalised to the unit cube (``log x`` for log-scale parameters); outputs (``AULC``,
    minimised) outlier-capped (:func:`cap_outliers`), power-warped (:func:`warp_power`, exponent by
    maximum likelihood: a heavy upper tail of bad candidates is compressed, near-Gaussian values
-   are left alone) and standardised;
-2. ``SingleTaskGP`` (Matern-5/2 ARD kernel, BoTorch's dimension-scaled priors) with a **fixed tiny
-   noise** (``NOISE_VAR``): under common random numbers a candidate's AULC is deterministic, so
-   the function is modelled as noiseless;
-3. hyperparameters by ``fit_gpytorch_mll`` (one intra-op thread: several times faster on 2 cores);
-4. LogEI (``q = 1``, no pending points) or qLogEI (batches, or points other workers still run),
-   maximised over the box with ``optimize_acqf`` (multi-start L-BFGS-B).
+   are left alone) and standardised (``_warps.py``);
+2. ``SingleTaskGP`` (BoTorch's default RBF ARD kernel with dimension-scaled priors) with a
+   **fixed tiny noise** (:attr:`EngineSettings.noise_var`): under common random numbers a
+   candidate's AULC is deterministic, so the function is modelled as noiseless;
+3. hyperparameters by ``fit_gpytorch_mll`` (one intra-op thread), warm-started from the previous
+   fit of the same study when the dimension is unchanged;
+4. LogEI maximised over the box with ``optimize_acqf`` (multi-start L-BFGS-B) on a posterior whose
+   Cholesky factor is computed once (:class:`CachedGP`). Points other workers still run (or
+   earlier members of a batch) are *pending*: the GP is conditioned on them at its own posterior
+   mean ("kriging believer", sequential greedy with fantasies), so the next point moves away from
+   them at the price of one more Cholesky factor. ``acquisition = "qlogei"`` uses BoTorch's
+   Monte-Carlo qLogEI with ``X_pending`` instead.
 
-The fixed choices (``WARP``, ``NOISE_VAR``, ``NUM_RESTARTS``, ``RAW_SAMPLES``) were picked with
-``benchmarks/search_efficiency.py``'s A/B mode (samplers ``botorch:NAME=VALUE``, :func:`engine_settings`)
-on its synthetic functions.
+The choices are an :class:`EngineSettings` value passed to the engine; they were picked with
+``benchmarks/search_efficiency.py``'s A/B mode (samplers ``botorch:NAME=VALUE``) on its functions.
 
 Expected Improvement over the incumbent :math:`f^*` under the posterior
 :math:`\mathcal{N}(\mu(x), \sigma(x)^2)`, with :math:`u = (\mu(x) - f^*)/\sigma(x)`:
@@ -31,235 +35,281 @@ for Bayesian Optimization", NeurIPS 2023); qLogEI is its Monte-Carlo batch form
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import time
+import dataclasses
+import functools
 import warnings
-import zlib
-from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from metabp.exceptions import ConfigError
-from metabp.targets import num_threads
 
-from ._config import ACQUISITIONS
+from ._warps import WARPS, cap_outliers, warp_log1p, warp_power
 
-_log = logging.getLogger(__name__)
-
-WARPS = ("log1p", "power", "cap")
-#: Fixed observation noise on the standardised scale. Small enough to interpolate deterministic
-#: AULCs, large enough to keep the Cholesky factorisation stable with near-duplicate points.
-#: ``None``: inferred by the marginal likelihood (BoTorch's default).
-NOISE_VAR: float | None = 1e-4
-#: Outputs beyond ``Q3 + OUTLIER_IQR * IQR`` are capped there before standardising, so one
-#: diverged candidate's penalty AULC does not flatten every other difference.
-OUTLIER_IQR = 3.0
-#: Output warp before standardising: "power" (:func:`warp_power`), "log1p" (:func:`warp_log1p`) or
-#: "cap" (outlier cap only).
-WARP = "power"
-#: optimize_acqf settings: L-BFGS-B restarts and the raw samples they are picked from.
-NUM_RESTARTS = 5
-RAW_SAMPLES = 256
-#: Monte-Carlo samples of qLogEI.
-MC_SAMPLES = 256
-#: The fixed choices above that :func:`engine_settings` may change (for A/B benchmarks).
-SETTINGS = ("NOISE_VAR", "OUTLIER_IQR", "WARP", "NUM_RESTARTS", "RAW_SAMPLES", "MC_SAMPLES")
+__all__ = ["EngineSettings", "DEFAULT", "fit_gp", "CachedGP", "maximize_acquisition", "WARPS",
+           "cap_outliers", "warp_log1p", "warp_power"]
 
 
-@contextlib.contextmanager
-def engine_settings(**changes: Any) -> Iterator[dict[str, Any]]:
-    """Run the block with some of the engine's fixed choices changed; yields all of them.
+@dataclass(frozen=True)
+class EngineSettings:
+    """The engine's fixed choices, passed by value (``make_sampler(..., engine=...)``,
+    ``minimize(..., engine=...)``). ``replace(**changes)`` gives a changed copy.
 
-    Example::
-
-        with engine_settings(WARP="log1p", NUM_RESTARTS=10):
-            minimize(f, bounds, 30)
+    Attributes:
+        noise_var: observation noise on the standardised scale; small enough to interpolate
+            deterministic values, large enough to keep the Cholesky factor of near-duplicate points
+            stable. ``None``: inferred by the marginal likelihood (BoTorch's default).
+        outlier_iqr: outputs beyond ``Q3 + outlier_iqr * IQR`` are capped before standardising.
+        warp: ``"power"``, ``"log1p"`` or ``"cap"`` (see ``_warps.py``).
+        num_restarts, raw_samples: L-BFGS-B starts of ``optimize_acqf`` and the Sobol points
+            they are picked from.
+        maxiter: L-BFGS-B iterations per acquisition optimisation.
+        mc_samples: Monte-Carlo samples of qLogEI.
+        warm_start: start each GP fit from the previous fit's hyperparameters.
     """
-    unknown = sorted(set(changes) - set(SETTINGS))
-    if unknown:
-        raise ConfigError(f"engine_settings({', '.join(unknown)}=...): unknown; the settings are "
-                          f"{', '.join(SETTINGS)}")
-    here = globals()
-    saved = {k: here[k] for k in SETTINGS}
-    here.update(changes)
-    try:
-        yield {k: here[k] for k in SETTINGS}
-    finally:
-        here.update(saved)
+
+    noise_var: float | None = 1e-4
+    outlier_iqr: float = 3.0
+    warp: str = "power"
+    num_restarts: int = 4
+    raw_samples: int = 512
+    maxiter: int = 100
+    mc_samples: int = 128
+    warm_start: bool = True
+
+    def __post_init__(self) -> None:
+        if self.noise_var is not None and not (isinstance(self.noise_var, (int, float))
+                                               and 0 < self.noise_var < 1):
+            raise ConfigError(f"EngineSettings(noise_var={self.noise_var!r}): need None or 0 < noise_var < 1")
+        if self.warp not in WARPS:
+            raise ConfigError(f"EngineSettings(warp={self.warp!r}): choose one of {', '.join(WARPS)}")
+        if not (isinstance(self.outlier_iqr, (int, float)) and self.outlier_iqr > 0):
+            raise ConfigError(f"EngineSettings(outlier_iqr={self.outlier_iqr!r}): need a number > 0")
+        for name in ("num_restarts", "raw_samples", "maxiter", "mc_samples"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"EngineSettings({name}={v!r}): need an integer >= 1")
+
+    def replace(self, **changes: Any) -> EngineSettings:
+        """A copy with ``changes``; an unknown name is a ``ConfigError`` listing the known ones."""
+        known = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(changes) - set(known))
+        if unknown:
+            raise ConfigError(f"EngineSettings({', '.join(unknown)}=...): unknown; the settings are "
+                              f"{', '.join(known)}")
+        return dataclasses.replace(self, **changes)
 
 
-def cap_outliers(y: Tensor) -> Tensor:
-    """Cap values above the upper Tukey fence ``Q3 + OUTLIER_IQR * IQR`` (``y``: ``n x 1``, to minimise).
-
-    Non-finite values become the largest finite one. Order is preserved (monotone map).
-    """
-    y = y.clone()
-    finite = torch.isfinite(y)
-    if not finite.any():
-        return torch.zeros_like(y)
-    y[~finite] = y[finite].max()
-    if y.numel() >= 4:
-        q1, q3 = torch.quantile(y.flatten(), torch.tensor([0.25, 0.75], dtype=y.dtype))
-        iqr = q3 - q1
-        if iqr > 0:
-            y = y.clamp(max=float(q3 + OUTLIER_IQR * iqr))
-    return y
+DEFAULT = EngineSettings()
 
 
-def warp_log1p(y: Tensor) -> Tensor:
-    r"""Monotone output warp for minimisation (``y``: ``n x 1``):
-
-    .. math:: y' = \log\!\left(1 + \frac{y - \min y}{s}\right), \qquad s = \operatorname{median}(y - \min y)
-
-    Near the incumbent differences stay almost linear; a diverged candidate's penalty, orders of
-    magnitude above, is compressed to a few units instead of flattening everything else.
-    """
-    gap = y - y.min()
-    s = gap.median()
-    if not s > 0:
-        s = gap.max() if gap.max() > 0 else torch.ones((), dtype=y.dtype)
-    return torch.log1p(gap / s)
-
-
-def warp_power(y: Tensor) -> Tensor:
-    r"""Yeo-Johnson power warp (``y``: ``n x 1``), its exponent :math:`\lambda` by maximum likelihood
-    (``scipy.stats.yeojohnson``) on the standardised values, as in HEBO (Cowen-Rivers et al. 2022):
-
-    .. math:: \psi_\lambda(z) = ((z + 1)^\lambda - 1)/\lambda \;(z \ge 0), \qquad
-              -((1 - z)^{2 - \lambda} - 1)/(2 - \lambda) \;(z < 0)
-
-    Monotone for every :math:`\lambda`; a heavy upper tail gets :math:`\lambda < 1` (log-like),
-    near-Gaussian values :math:`\lambda \approx 1` (left as they are).
-    """
-    from scipy.stats import yeojohnson
-
-    std = y.std() if y.numel() > 1 else torch.zeros((), dtype=y.dtype)
-    if not std > 0:
-        return torch.zeros_like(y)
-    z = ((y - y.mean()) / std).flatten().numpy()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out, _ = yeojohnson(z)
-    out = torch.as_tensor(out, dtype=y.dtype).reshape(y.shape)
-    return out if torch.isfinite(out).all() else torch.as_tensor(z, dtype=y.dtype).reshape(y.shape)
-
-
-def fit_gp(train_x: Tensor, train_y: Tensor, bounds: Tensor, *, warp: str = WARP):
+def fit_gp(train_x: Tensor, train_y: Tensor, bounds: Tensor, *, settings: EngineSettings = DEFAULT,
+           init: dict[str, Tensor] | None = None):
     """Fit the GP to ``train_x`` (``n x d``, raw units) and ``train_y`` (``n x 1``, to maximise).
 
-    ``warp``: ``"log1p"`` (:func:`warp_log1p` on ``-train_y``), ``"power"`` (:func:`warp_power`) or
-    ``"cap"`` (:func:`cap_outliers` only).
-    Returns ``(model, y_std)``: the model on the unit cube and the standardised outputs.
+    ``init``: hyperparameters (``named_parameters`` of an earlier fit) to start from; ignored where
+    a shape differs. Returns ``(model, y_std)``: the model on the unit cube and the standardised,
+    warped outputs it was fitted to.
     """
     from botorch.fit import fit_gpytorch_mll
     from botorch.models import SingleTaskGP
     from botorch.utils.transforms import normalize
     from gpytorch.mlls import ExactMarginalLogLikelihood
 
-    if warp not in WARPS:
-        raise ConfigError(f"warp={warp!r}: choose one of {', '.join(WARPS)}")
     x = normalize(train_x, bounds=bounds)
-    y = -cap_outliers(-train_y)  # cap the bad tail (minimisation view), keep maximisation sign
-    if warp == "log1p":
+    y = -cap_outliers(-train_y, settings.outlier_iqr)  # minimisation view for the cap, then back
+    if settings.warp == "log1p":
         y = -warp_log1p(-y)
-    elif warp == "power":
+    elif settings.warp == "power":
         y = -warp_power(-y)
     std = y.std() if y.numel() > 1 else torch.ones((), dtype=y.dtype)
     y_std = (y - y.mean()) / (std if std > 0 else 1.0)
-    yvar = None if NOISE_VAR is None else torch.full_like(y_std, NOISE_VAR)
-    model = SingleTaskGP(x, y_std, train_Yvar=yvar)
-    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    yvar = None if settings.noise_var is None else torch.full_like(y_std, settings.noise_var)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit_gpytorch_mll(mll)
+        model = SingleTaskGP(x, y_std, train_Yvar=yvar, outcome_transform=None)
+        if init:
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if name in init and init[name].shape == p.shape:
+                        p.copy_(init[name])
+        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+    model.eval().requires_grad_(False)
     return model, y_std
 
 
-class GPCandidates:
-    """A ``candidates_func`` for optuna-integration's ``BoTorchSampler`` (maximisation).
+class CachedGP:
+    r"""The fitted GP's posterior with its Cholesky factor computed once.
 
-    Called as ``f(train_x, train_obj, train_con, bounds, pending_x)`` with ``train_x`` ``n x d``
-    (raw units; ``log x`` for log-scale parameters), ``train_obj`` ``n x 1``, ``bounds`` ``2 x d``,
-    ``pending_x`` ``m x d`` or ``None``; returns one candidate ``1 x d``. Fewer than two finite
-    values, or a failed fit, give a uniform random point. The GP is reused while the data are
-    unchanged (a greedy batch: each proposal sees the earlier ones as pending points).
+    With :math:`K = k(X, X) + \sigma_n^2 I = L L^\top` and constant mean :math:`c`:
+
+    .. math:: \mu(x) = c + k(x, X)\,K^{-1}(y - c), \qquad
+              \sigma^2(x) = k(x, x) - \lVert L^{-1} k(X, x) \rVert^2
 
     Args:
-        acquisition: ``"logei"`` (qLogEI when points are pending) or ``"qlogei"``.
-        warp: output warp, one of :data:`WARPS` (default :data:`WARP`).
+        model: a fitted ``SingleTaskGP`` (no outcome transform) whose inputs are ``x``.
+        x: ``n x d`` inputs on the unit cube. y: ``n x 1`` standardised outputs.
+        noise: ``n`` noise variances.
     """
 
-    def __init__(self, *, acquisition: str = "logei", warp: str | None = None) -> None:
-        if acquisition not in ACQUISITIONS:
-            raise ConfigError(f"acquisition={acquisition!r}: choose one of {', '.join(ACQUISITIONS)}")
-        warp = warp or WARP
-        if warp not in WARPS:
-            raise ConfigError(f"warp={warp!r}: choose one of {', '.join(WARPS)}")
-        self.acquisition = acquisition
-        self.warp = warp
-        self._cache_key: tuple | None = None
-        self._cache_model = None
-        self.seconds = 0.0  # proposing time spent here (fit + acquisition)
+    def __init__(self, model, x: Tensor, y: Tensor, noise: Tensor) -> None:
+        self.model, self.x, self.y, self.noise = model, x, y, noise
+        self.kernel = model.covar_module
+        self.c = model.mean_module.constant.detach()
+        with torch.no_grad():
+            k = self.kernel(x).to_dense() + torch.diag_embed(noise)
+            jitter = 0.0
+            for _ in range(4):  # jitter only when the factorisation fails
+                self.L, info = torch.linalg.cholesky_ex(k + jitter * torch.eye(len(x), dtype=x.dtype))
+                if int(info) == 0:
+                    break
+                jitter = max(10 * jitter, 1e-8)
+            self.alpha = torch.cholesky_solve(y - self.c, self.L)
 
-    def __call__(
-        self,
-        train_x: Tensor,
-        train_obj: Tensor,
-        train_con: Tensor | None,
-        bounds: Tensor,
-        pending_x: Tensor | None,
-    ) -> Tensor:
-        t0 = time.perf_counter()
-        try:  # seeded by the data: the same history gives the same proposal, whatever the caller's RNG
-            with num_threads(1), torch.random.fork_rng():
-                torch.manual_seed(zlib.crc32(train_obj.double().numpy().tobytes()))
-                return self._propose(train_x.double(), train_obj.double(), bounds.double(), pending_x)
-        finally:
-            self.seconds += time.perf_counter() - t0
+    @classmethod
+    def of(cls, model) -> CachedGP:
+        x, y = model.train_inputs[0], model.train_targets.unsqueeze(-1)
+        return cls(model, x, y, model.likelihood.noise.detach().expand(len(x)).clone())
 
-    def _model(self, train_x: Tensor, train_obj: Tensor, bounds: Tensor):
-        key = (train_x.shape, hash(train_x.numpy().tobytes()), hash(train_obj.numpy().tobytes()))
-        if key != self._cache_key:
-            self._cache_model = fit_gp(train_x, train_obj, bounds, warp=self.warp)
-            self._cache_key = key
-        return self._cache_model
+    def mean_var(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Posterior mean and variance at ``x`` (``b x d``), each ``b``."""
+        kx = self.kernel(x, self.x).to_dense()  # b x n
+        mean = self.c + (kx @ self.alpha).squeeze(-1)
+        v = torch.linalg.solve_triangular(self.L, kx.transpose(-1, -2), upper=False)  # n x b
+        prior = self.kernel(x, x, diag=True)
+        return mean, (prior - (v * v).sum(-2)).clamp_min(1e-12)
 
-    def _propose(self, train_x: Tensor, train_obj: Tensor, bounds: Tensor, pending_x: Tensor | None):
-        from botorch.utils.transforms import normalize, unnormalize
-
-        d = train_x.shape[-1]
-        if int(torch.isfinite(train_obj).sum()) < 2:
-            return unnormalize(torch.rand(1, d, dtype=torch.float64), bounds)
-        try:
-            model, y_std = self._model(train_x, train_obj, bounds)
-        except Exception as exc:  # never let a bad fit stop the study: fall back to a random point
-            _log.warning("GP fit failed (%s); proposing a random point", exc)
-            return unnormalize(torch.rand(1, d, dtype=torch.float64), bounds)
-        pending = None
-        if pending_x is not None and len(pending_x):
-            pending = normalize(pending_x.double(), bounds=bounds)
-        cand = maximize_acquisition(model, y_std.max(), pending, q_form=self.acquisition == "qlogei")
-        return unnormalize(cand, bounds)
+    def with_pending(self, pending: Tensor) -> CachedGP:
+        """The GP also conditioned on ``pending`` (``m x d``) at its posterior mean (same hyperparameters)."""
+        with torch.no_grad():
+            mean, _ = self.mean_var(pending)
+        noise = self.noise.min().clamp_min(1e-6).expand(len(pending))
+        return CachedGP(self.model, torch.cat([self.x, pending]), torch.cat([self.y, mean.unsqueeze(-1)]),
+                        torch.cat([self.noise, noise]))
 
 
-def maximize_acquisition(model, best_f: Tensor, pending: Tensor | None, *, q_form: bool = False) -> Tensor:
-    """One point (``1 x d``, unit cube) maximising LogEI (qLogEI with ``pending`` or ``q_form``):
-    L-BFGS-B (``optimize_acqf``) from ``NUM_RESTARTS`` of ``RAW_SAMPLES`` points."""
-    from botorch.acquisition import LogExpectedImprovement, qLogExpectedImprovement
+@functools.cache
+def _cached_logei_class() -> type:
+    """BoTorch's ``LogExpectedImprovement`` on a :class:`CachedGP`'s posterior (``b x 1 x d`` -> ``b``);
+    built on first use, so importing this module does not import BoTorch."""
+    from botorch.acquisition import LogExpectedImprovement
+
+    class CachedLogEI(LogExpectedImprovement):
+        def __init__(self, gp: CachedGP, best_f: Tensor) -> None:
+            super().__init__(model=gp.model, best_f=best_f)
+            self.gp = gp
+
+        def _mean_and_sigma(self, X: Tensor, compute_sigma: bool = True, min_var: float = 1e-12):
+            mean, var = self.gp.mean_var(X.squeeze(-2))
+            return mean.unsqueeze(-1), var.clamp_min(min_var).sqrt().unsqueeze(-1)
+
+    return CachedLogEI
+
+
+def maximize_acquisition(gp: CachedGP, best_f: Tensor, pending: Tensor | None, *,
+                         settings: EngineSettings = DEFAULT, q_form: bool = False) -> Tensor:
+    """One point (``1 x d``, unit cube) maximising LogEI on ``gp`` conditioned on ``pending``
+    (``m x d``; kriging believer), or BoTorch's qLogEI with ``X_pending`` when ``q_form``.
+    L-BFGS-B (``optimize_acqf``) from ``num_restarts`` of ``raw_samples`` points."""
+    from botorch.acquisition import qLogExpectedImprovement
     from botorch.optim import optimize_acqf
     from botorch.sampling import SobolQMCNormalSampler
 
-    if pending is None and not q_form:
-        acqf = LogExpectedImprovement(model, best_f=best_f)
-    else:
-        acqf = qLogExpectedImprovement(model, best_f=best_f, X_pending=pending,
-                                       sampler=SobolQMCNormalSampler(torch.Size([MC_SAMPLES])))
-    d = model.train_inputs[0].shape[-1]
+    if q_form:
+        acqf = qLogExpectedImprovement(gp.model, best_f=best_f, X_pending=pending,
+                                       sampler=SobolQMCNormalSampler(torch.Size([settings.mc_samples])))
+    else:  # the believed values count as observations: the incumbent is the best of both
+        if pending is not None and len(pending):
+            gp = gp.with_pending(pending)
+        acqf = _cached_logei_class()(gp, torch.maximum(best_f, gp.y.max()))
+    d = gp.x.shape[-1]
     unit = torch.stack([torch.zeros(d), torch.ones(d)]).double()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cand, _ = optimize_acqf(acqf, bounds=unit, q=1, num_restarts=NUM_RESTARTS, raw_samples=RAW_SAMPLES)
+        cand, _ = optimize_acqf(acqf, bounds=unit, q=1, num_restarts=settings.num_restarts,
+                                raw_samples=settings.raw_samples, options={"maxiter": settings.maxiter})
     return cand.detach()
+
+
+class Proposer:
+    """One candidate from the data: ``f(train_x, train_obj, bounds, pending_x) -> 1 x d`` (maximisation).
+
+    ``train_x`` ``n x d`` (raw units; ``log x`` for log-scale parameters), ``train_obj`` ``n x 1``,
+    ``bounds`` ``2 x d``, ``pending_x`` ``m x d`` or ``None``. The GP is refitted only when the data
+    change (a batch or a worker's pending points reuse it), warm-started from the previous fit.
+    Seeded by the data and the pending points: the same history gives the same proposal.
+    Rows with a non-finite parameter are dropped; fewer than two finite values, a failed fit, or a
+    proposal at an existing or pending point (``max |dx| < 1e-6`` on the unit cube) give a uniform
+    random point instead.
+
+    Args:
+        acquisition: ``"logei"`` (kriging believer for pending points) or ``"qlogei"``.
+        settings: the :class:`EngineSettings`.
+    """
+
+    def __init__(self, *, acquisition: str = "logei", settings: EngineSettings = DEFAULT) -> None:
+        from ._config import ACQUISITIONS
+
+        if acquisition not in ACQUISITIONS:
+            raise ConfigError(f"acquisition={acquisition!r}: choose one of {', '.join(ACQUISITIONS)}")
+        if not isinstance(settings, EngineSettings):
+            raise ConfigError(f"engine={settings!r}: need an EngineSettings value")
+        self.acquisition, self.settings = acquisition, settings
+        self._key: tuple | None = None
+        self._fit: tuple | None = None  # (model, y_std, CachedGP)
+        self._init: dict[str, Tensor] | None = None
+        self.seconds = 0.0  # proposing time spent here (fit + acquisition)
+
+    def __call__(self, train_x: Tensor, train_obj: Tensor, bounds: Tensor,
+                 pending_x: Tensor | None = None) -> Tensor:
+        import time
+        import zlib
+
+        from metabp.targets import num_threads
+
+        t0 = time.perf_counter()
+        x, obj, b = train_x.double(), train_obj.double(), bounds.double()
+        pend = None if pending_x is None or not len(pending_x) else pending_x.double()
+        seed = zlib.crc32(obj.numpy().tobytes() + (b"" if pend is None else pend.numpy().tobytes()))
+        try:  # seeded by the data: whatever the caller's RNG
+            with num_threads(1), torch.random.fork_rng():
+                torch.manual_seed(seed)
+                return self._propose(x, obj, b, pend)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def _model(self, x: Tensor, obj: Tensor, bounds: Tensor) -> tuple:
+        key = (x.shape, hash(x.numpy().tobytes()), hash(obj.numpy().tobytes()))
+        if key != self._key:
+            init = self._init if self.settings.warm_start else None
+            model, y_std = fit_gp(x, obj, bounds, settings=self.settings, init=init)
+            self._fit = (model, y_std, CachedGP.of(model))
+            self._init = {k: p.detach().clone() for k, p in model.named_parameters()}
+            self._key = key
+        return self._fit
+
+    def _propose(self, x: Tensor, obj: Tensor, bounds: Tensor, pending: Tensor | None) -> Tensor:
+        from botorch.utils.transforms import normalize, unnormalize
+
+        d = bounds.shape[-1]
+        keep = torch.isfinite(x).all(-1)
+        x, obj = x[keep], obj[keep]
+        if int(torch.isfinite(obj).sum()) < 2:
+            return unnormalize(torch.rand(1, d, dtype=torch.float64), bounds)
+        try:
+            _, y_std, gp = self._model(x, obj, bounds)
+        except Exception as exc:  # never let a bad fit stop the study: fall back to a random point
+            import logging
+
+            logging.getLogger(__name__).warning("GP fit failed (%s); proposing a random point", exc)
+            return unnormalize(torch.rand(1, d, dtype=torch.float64), bounds)
+        if pending is not None:
+            pending = normalize(pending[torch.isfinite(pending).all(-1)], bounds=bounds).clamp(0, 1)
+        cand = maximize_acquisition(gp, y_std.max(), pending, settings=self.settings,
+                                    q_form=self.acquisition == "qlogei")
+        taken = gp.x if pending is None else torch.cat([gp.x, pending])
+        if (cand - taken).abs().amax(-1).min() < 1e-6:  # e.g. a box corner already run
+            cand = torch.rand(1, d, dtype=torch.float64)
+        return unnormalize(cand, bounds)

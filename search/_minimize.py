@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import optuna
 import torch
 from torch import Tensor
 
 from metabp.exceptions import ConfigError
 
+from ._botorch import EngineSettings
 from ._samplers import SAMPLERS, make_sampler
 
 
@@ -34,7 +37,7 @@ class MinimizeResult:
 
 def minimize(
     f: Callable[[Tensor], float],
-    bounds: Tensor | list[list[float]],
+    bounds: Tensor | Sequence[Sequence[float]],
     n_trials: int,
     seed: int = 0,
     sampler: str = "botorch",
@@ -42,64 +45,132 @@ def minimize(
     n_initial: int | None = None,
     acquisition: str = "logei",
     log: Sequence[bool] | None = None,
+    q: int = 1,
+    engine: EngineSettings | None = None,
+    verbose: bool = False,
 ) -> MinimizeResult:
     """Minimise ``f`` over the box ``bounds`` with ``n_trials`` evaluations.
 
     Args:
-        f: takes a 1-D float64 tensor of ``d`` values, returns a float.
-        bounds: ``2 x d``: lower bounds in row 0, upper in row 1.
+        f: takes a 1-D float64 tensor of ``d`` values, returns a number (non-finite: a failed
+            evaluation, which the samplers skip).
+        bounds: the box, one of (see :func:`as_box`):
+            ``[(lo, hi), ...]``, one pair per dimension; or a ``2 x d`` tensor / array, lower bounds
+            in row 0 and upper bounds in row 1; or a ``2 x d`` nested list. A 2 x 2 nested list
+            that is a valid box read both ways is refused: pass tuples or a tensor.
         n_trials: number of evaluations.
-        seed: the sampler's seed.
+        seed: the sampler's seed, in ``[0, 2**32)``.
         sampler: a name in :data:`SAMPLERS` (``botorch``, ``random``, ``tpe``, ``gp``, ``cmaes``).
         n_initial: initial (Sobol / random) points; default ``max(2, min(2 d + 1, n_trials // 4))``.
         acquisition: ``logei`` or ``qlogei`` (botorch only).
         log: one bool per dimension, True where it is searched on a log scale (bounds > 0).
+        q: points proposed together before any of them is evaluated (each seeing the earlier
+            ones as pending), ``1 <= q <= n_trials``.
+        engine: the botorch engine's :class:`EngineSettings` (default ``DEFAULT``).
+        verbose: keep Optuna's one INFO line per trial (default quiet).
 
     Raises:
-        ConfigError: a bad argument (named, with its value and what is allowed), or ``f`` never
-            returned a finite value.
+        ConfigError: a bad argument (named, with its value and what is allowed), ``f`` returned
+            something that is not a number, or ``f`` never returned a finite value.
 
     Example::
 
-        r = minimize(lambda x: float(((x - 0.3) ** 2).sum()), [[-1.0, -1.0], [1.0, 1.0]], 20)
+        r = minimize(lambda x: float(((x - 0.3) ** 2).sum()), [(-1.0, 1.0), (-1.0, 1.0)], 20)
         r.best_value, r.best_x          # about 0 at (0.3, 0.3); 20 evaluations take a few seconds
     """
-    b = torch.as_tensor(bounds, dtype=torch.float64)
-    if b.dim() != 2 or b.shape[0] != 2 or not (b[0] < b[1]).all():
-        raise ConfigError(f"minimize(bounds={b.tolist()}): need a 2 x d tensor with lower < upper row-wise")
-    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
-        raise ConfigError(f"minimize(n_trials={n_trials!r}): must be an integer >= 1")
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"minimize(sampler={sampler!r}): choose one of {', '.join(SAMPLERS)}")
-    d = b.shape[1]
+    if not callable(f):
+        raise ConfigError(f"minimize(f={f!r}): f must be a callable taking a tensor and returning a number")
+    box = as_box(bounds)
+    _check_counts(n_trials, seed, q, sampler)
+    d = len(box)
     if n_initial is None:
         n_initial = max(2, min(2 * d + 1, n_trials // 4))
     names = [f"x_{i}" for i in range(d)]
-    box = [(float(lo), float(hi)) for lo, hi in b.T.tolist()]
-    study = optuna.create_study(
-        sampler=make_sampler(sampler, bounds=box, names=names, n_initial=n_initial, seed=seed,
-                             acquisition=acquisition, log=log),
-        direction="minimize",
-    )
-    log = list(log) if log is not None else [False] * d
-    values: list[float] = []
-    xs: list[list[float]] = []
-
-    def objective(trial: optuna.Trial) -> float:
-        x = [trial.suggest_float(n, lo, hi, log=lg) for n, (lo, hi), lg in zip(names, box, log, strict=True)]
-        v = float(f(torch.tensor(x, dtype=torch.float64)))
-        xs.append(x)
-        values.append(v)
-        return v if math.isfinite(v) else float("nan")  # non-finite -> FAIL, ignored by samplers
-
-    study.optimize(objective, n_trials=n_trials, catch=())
+    smp = make_sampler(sampler, bounds=box, names=names, n_initial=n_initial, seed=seed,
+                       acquisition=acquisition, log=log, engine=engine)
+    logs = list(log) if log is not None else [False] * d
+    dists = {n: optuna.distributions.FloatDistribution(lo, hi, log=lg)
+             for n, (lo, hi), lg in zip(names, box, logs, strict=True)}
+    before = optuna.logging.get_verbosity()
+    if not verbose:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        xs, values = _run(f, optuna.create_study(sampler=smp, direction="minimize"), dists, n_trials, q)
+    finally:
+        optuna.logging.set_verbosity(before)
     finite = [i for i, v in enumerate(values) if math.isfinite(v)]
     if not finite:
         raise ConfigError("minimize: f returned no finite value")
     best = min(finite, key=lambda i: values[i])
-    return MinimizeResult(
-        best_x=torch.tensor(xs[best], dtype=torch.float64),
-        best_value=values[best],
-        values=values,
-        xs=torch.tensor(xs, dtype=torch.float64),
-    )
+    return MinimizeResult(best_x=torch.tensor(xs[best], dtype=torch.float64), best_value=values[best],
+                          values=values, xs=torch.tensor(xs, dtype=torch.float64))
+
+
+def _run(f: Callable, study: optuna.Study, dists: dict, n_trials: int, q: int) -> tuple[list, list]:
+    """Ask ``q`` trials, evaluate and tell them, until ``n_trials``; the points and values in order."""
+    xs: list[list[float]] = []
+    values: list[float] = []
+    while len(values) < n_trials:
+        batch = [study.ask(dists) for _ in range(min(q, n_trials - len(values)))]
+        for trial in batch:
+            x = [trial.params[n] for n in dists]
+            v = _number(f(torch.tensor(x, dtype=torch.float64)), x)
+            xs.append(x)
+            values.append(v)
+            study.tell(trial, v if math.isfinite(v) else None,
+                       state=None if math.isfinite(v) else optuna.trial.TrialState.FAIL)
+    return xs, values
+
+
+def _number(v: Any, x: list[float]) -> float:
+    """``f``'s return as a float; anything but a number (or a one-element tensor) is a ConfigError."""
+    if isinstance(v, (bool, str, bytes)) or v is None:
+        raise ConfigError(f"minimize: f returned {v!r} at x={x}; f must return a number")
+    try:
+        return float(v)
+    except (TypeError, ValueError, RuntimeError):
+        raise ConfigError(f"minimize: f returned {v!r} at x={x}; f must return a number") from None
+
+
+def _check_counts(n_trials: Any, seed: Any, q: Any, sampler: Any) -> None:
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise ConfigError(f"minimize(n_trials={n_trials!r}): must be an integer >= 1")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ConfigError(f"minimize(seed={seed!r}): must be an integer in [0, 2**32)")
+    if isinstance(q, bool) or not isinstance(q, int) or not 1 <= q <= n_trials:
+        raise ConfigError(f"minimize(q={q!r}): must be an integer with 1 <= q <= n_trials ({n_trials})")
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
+        raise ConfigError(f"minimize(sampler={sampler!r}): choose one of {', '.join(SAMPLERS)}")
+
+
+def as_box(bounds: Any) -> list[tuple[float, float]]:
+    """``bounds`` as one ``(lo, hi)`` per dimension (finite, ``lo < hi``).
+
+    A tensor or array is ``2 x d`` (lower row, upper row); a sequence of tuples is ``(lo, hi)``
+    pairs; a nested list is pairs when it is ``d x 2`` and rows when it is ``2 x d``. A ``2 x 2``
+    nested list is read the one way that gives a valid box; valid both ways it is ambiguous.
+    """
+    bad = ConfigError(f"minimize(bounds={bounds!r}): need [(lo, hi), ...] pairs or a 2 x d tensor "
+                      "(lower bounds in row 0, upper in row 1), finite, with lo < hi")
+    if isinstance(bounds, (str, bytes)) or bounds is None:
+        raise bad
+    try:
+        b = torch.as_tensor(np.asarray(bounds, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise bad from None
+    if b.dim() != 2 or 2 not in b.shape or not torch.isfinite(b).all() or b.numel() == 0:
+        raise bad
+    rows, pairs = b, b.T  # both 2 x d
+    if isinstance(bounds, (Tensor, np.ndarray)):
+        readings = [rows]
+    elif all(isinstance(p, tuple) for p in bounds):
+        readings = [pairs]
+    else:
+        readings = [r for r, ok in ((pairs, b.shape[1] == 2), (rows, b.shape[0] == 2)) if ok]
+    valid = [r for r in readings if r.shape[0] == 2 and (r[0] < r[1]).all()]
+    if len(valid) == 2 and not torch.equal(valid[0], valid[1]):
+        raise ConfigError(f"minimize(bounds={bounds!r}): ambiguous with 2 dimensions (rows or (lo, hi) "
+                          "pairs both make a box); pass tuples [(lo, hi), (lo, hi)] or a 2 x 2 tensor")
+    if not valid:
+        raise bad
+    return [(float(lo), float(hi)) for lo, hi in valid[0].T.tolist()]

@@ -7,9 +7,9 @@ with ``FloatDistribution(lo, hi, log=True)``, which Optuna's samplers and ``BoTo
 GP sees ``log x``) honour, and :class:`SobolSampler` spreads its points uniformly in ``log x``:
 
 ========  ==================================================================================
-botorch   Sobol start (``n_initial`` points), then a GP + LogEI/qLogEI proposal (``_botorch``)
-          through optuna-integration's ``BoTorchSampler``; trials other workers still run are
-          pending points.
+botorch   Sobol start (``n_initial`` points), then a GP + LogEI proposal (``_botorch.py``) by
+          :class:`EngineSampler` (``_gp_sampler.py``); points other workers still run are pending
+          points, and workers propose one at a time (no two start the same point).
 random    ``optuna.samplers.RandomSampler``: uniform in the box.
 tpe       ``optuna.samplers.TPESampler`` (multivariate, constant liar for parallel workers).
 gp        ``optuna.samplers.GPSampler`` (Optuna's own GP + LogEI), deterministic objective.
@@ -34,7 +34,9 @@ from optuna.trial import FrozenTrial
 
 from metabp.exceptions import ConfigError
 
+from ._botorch import EngineSettings
 from ._config import ACQUISITIONS
+from ._es import es_sampler
 
 Bounds = Sequence[tuple[float, float]]
 SamplerFactory = Callable[..., BaseSampler]
@@ -105,7 +107,7 @@ def _check(bounds: Bounds, names: Sequence[str], log: Sequence[bool] | None) -> 
             raise ConfigError(f"bounds[{n!r}]=({lo}, {hi}): need finite lo < hi")
     if log is None:
         return [False] * len(names)
-    log = list(log)
+    log = list(log) if isinstance(log, (list, tuple, np.ndarray)) else [log]
     if len(log) != len(names) or not all(isinstance(v, (bool, np.bool_)) for v in log):
         raise ConfigError(f"log={log!r}: need one bool per name ({len(names)} names)")
     for n, (lo, _), is_log in zip(names, bounds, log, strict=True):
@@ -115,21 +117,13 @@ def _check(bounds: Bounds, names: Sequence[str], log: Sequence[bool] | None) -> 
 
 
 def _botorch(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int, acquisition: str = "logei",
-             log: Sequence[bool] | None = None):
-    from optuna_integration import BoTorchSampler
+             log: Sequence[bool] | None = None, engine: EngineSettings | None = None):
+    from ._botorch import DEFAULT, Proposer
+    from ._gp_sampler import EngineSampler
 
-    from ._botorch import GPCandidates
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = BoTorchSampler(
-            candidates_func=GPCandidates(acquisition=acquisition),
-            n_startup_trials=n_initial,
-            consider_running_trials=True,
-            independent_sampler=SobolSampler(bounds=bounds, names=names, seed=seed, log=log),
-            seed=seed,
-        )
-    return sampler
+    return EngineSampler(proposer=Proposer(acquisition=acquisition, settings=engine or DEFAULT),
+                         independent_sampler=SobolSampler(bounds=bounds, names=names, seed=seed, log=log),
+                         n_startup_trials=n_initial)
 
 
 def _random(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int, acquisition: str = "logei",
@@ -170,6 +164,7 @@ SAMPLERS: dict[str, SamplerFactory] = {
     "tpe": _tpe,
     "gp": _gp,
     "cmaes": _cmaes,
+    "es": es_sampler,  # antithetic evolution strategies, state replayed from storage (_es.py)
 }
 
 
@@ -182,6 +177,7 @@ def make_sampler(
     seed: int = 0,
     acquisition: str = "logei",
     log: Sequence[bool] | None = None,
+    engine: EngineSettings | None = None,
 ) -> BaseSampler:
     """Build the sampler ``name`` from :data:`SAMPLERS`.
 
@@ -193,18 +189,23 @@ def make_sampler(
         seed: the sampler's seed.
         acquisition: ``"logei"`` or ``"qlogei"`` (``botorch`` only; others accept and ignore it).
         log: one bool per name, True where the parameter is searched on a log scale (bound > 0).
+        engine: the GP engine's :class:`EngineSettings` (``botorch`` only; default ``DEFAULT``).
 
     Raises:
         ConfigError: naming the bad argument, its value and what is allowed.
     """
-    if name not in SAMPLERS:
+    if not isinstance(name, str) or name not in SAMPLERS:
         raise ConfigError(f"sampler={name!r}: unknown sampler; choose one of {', '.join(SAMPLERS)}")
     if acquisition not in ACQUISITIONS:
         raise ConfigError(f"acquisition={acquisition!r}: choose one of {', '.join(ACQUISITIONS)}")
     if isinstance(n_initial, bool) or not isinstance(n_initial, int) or n_initial < 1:
         raise ConfigError(f"n_initial={n_initial!r}: must be an integer >= 1")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ConfigError(f"seed={seed!r}: must be an integer")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed={seed!r}: must be an integer in [0, 2**32)")
+    if engine is not None and (name != "botorch" or not isinstance(engine, EngineSettings)):
+        raise ConfigError(f"engine={engine!r}: an EngineSettings value, for sampler 'botorch' only "
+                          f"(sampler={name!r})")
     log = _check(bounds, names, log)
+    extra = {} if engine is None else {"engine": engine}
     return SAMPLERS[name](bounds=bounds, names=names, n_initial=n_initial, seed=int(seed),
-                          acquisition=acquisition, log=log)
+                          acquisition=acquisition, log=log, **extra)

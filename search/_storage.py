@@ -13,11 +13,20 @@ An RDB storage records Optuna's own heartbeat: a RUNNING trial whose worker has 
 ``grace_period`` seconds is failed by ``optuna.storages.fail_stale_trials`` and its point queued
 again (``RetryHeartbeatStaleTrialCallback``). A journal file has no heartbeat in Optuna; workers on
 it are watched by ``_workers.py``.
+
+Workers propose one at a time: :func:`proposal_lock` holds a study-wide lock while a worker reads
+the pending points and writes its own proposal (a lock file beside a journal file, a PostgreSQL
+advisory lock, a process lock for the rest), so two workers never propose from the same pending set.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import warnings
+import weakref
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -31,8 +40,18 @@ HEARTBEAT_S = 15
 HEARTBEAT_GRACE_S = 120
 
 
-def get_storage(url: str | BaseStorage | None, *, grace_period: int = HEARTBEAT_GRACE_S) -> BaseStorage:
-    """Open the storage at ``url`` (see the module table); ``grace_period``: RDB heartbeat grace."""
+#: journal storages opened by :func:`get_storage` -> their lock file for :func:`proposal_lock`
+_LOCK_FILES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_THREAD_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def get_storage(url: str | BaseStorage | None, *, grace_period: int = HEARTBEAT_GRACE_S,
+                create: bool = True) -> BaseStorage:
+    """Open the storage at ``url`` (see the module table); ``grace_period``: RDB heartbeat grace.
+
+    ``create=False`` only reads: a journal file that does not exist is not created (an empty
+    in-memory storage stands for it, holding no study).
+    """
     if isinstance(url, BaseStorage):
         return url
     if url is None or url in ("memory", ":memory:"):
@@ -46,11 +65,15 @@ def get_storage(url: str | BaseStorage | None, *, grace_period: int = HEARTBEAT_
     path = Path(url)
     if path.is_dir():
         raise ConfigError(f"storage={url!r} is a directory; give a journal file path such as study.journal")
+    if not create and not path.exists():
+        return optuna.storages.InMemoryStorage()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        return JournalStorage(JournalFileBackend(str(path)))
+        storage = JournalStorage(JournalFileBackend(str(path)))
+        _LOCK_FILES[storage] = str(path) + ".propose.lock"
+        return storage
     except OSError as exc:
         raise ConfigError(f"storage={url!r}: cannot open the journal file ({exc.strerror or exc})") from None
 
@@ -85,3 +108,51 @@ def _cannot_open(url: str, exc: BaseException) -> ConfigError:
         f"storage={url!r}: cannot open ({type(exc).__name__}: {exc}); check the URL, that the server "
         "runs and the driver is installed (postgresql+psycopg needs `pip install metabp[postgres]`)"
     )
+
+
+@contextlib.contextmanager
+def proposal_lock(storage: BaseStorage, study_name: str) -> Iterator[None]:
+    """Hold ``study_name``'s proposal lock in ``storage`` while the block runs (see the module text).
+
+    Journal file (opened by :func:`get_storage`): ``flock`` on ``<journal>.propose.lock``;
+    PostgreSQL: ``pg_advisory_lock`` on a key from the study name; otherwise a lock of this process.
+    """
+    thread_lock = _THREAD_LOCKS.setdefault(storage, threading.Lock())
+    with thread_lock:
+        lock_file = _LOCK_FILES.get(storage)
+        if lock_file is not None:
+            with _flock(lock_file):
+                yield
+            return
+        engine = getattr(storage, "engine", None)
+        if engine is not None and engine.dialect.name == "postgresql":
+            with _pg_advisory_lock(engine, zlib.crc32(study_name.encode())):
+                yield
+            return
+        yield
+
+
+@contextlib.contextmanager
+def _flock(path: str) -> Iterator[None]:
+    import fcntl
+
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _pg_advisory_lock(engine, key: int) -> Iterator[None]:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            conn.commit()

@@ -1,13 +1,16 @@
-"""search/_botorch.py: output warps and the candidates function BoTorchSampler calls."""
+"""search/_botorch.py and _warps.py: output warps, the cached posterior, the proposer and its settings."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
 
-import metabp.search._botorch as engine
 from metabp.exceptions import ConfigError
-from metabp.search._botorch import GPCandidates, cap_outliers, warp_log1p, warp_power
+from metabp.search import EngineSettings
+from metabp.search._botorch import CachedGP, Proposer, fit_gp
+from metabp.search._warps import cap_outliers, warp_log1p, warp_power
 
 
 def test_warp_is_monotone_and_compresses_the_penalty():
@@ -45,7 +48,7 @@ def test_cap_outliers_keeps_order_and_replaces_nonfinite():
 def _data(n=8, d=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(n, d, generator=g, dtype=torch.float64) * 4 - 2
-    y = -((x - 0.5) ** 2).sum(-1, keepdim=True)  # BoTorchSampler passes values to maximise
+    y = -((x - 0.5) ** 2).sum(-1, keepdim=True)  # the proposer maximises
     bounds = torch.tensor([[-2.0] * d, [2.0] * d], dtype=torch.float64)
     return x, y, bounds
 
@@ -55,12 +58,33 @@ def _inside(c, bounds):
         (c >= bounds[0]) & (c <= bounds[1])).all()
 
 
-def test_candidate_in_bounds_and_pending_points_move_it():
+def test_cached_posterior_equals_botorchs():
+    x, y, bounds = _data(n=20)
+    model, _ = fit_gp(x, y, bounds)
+    gp = CachedGP.of(model)
+    test = torch.rand(7, 3, dtype=torch.float64)
+    post = model.posterior(test)
+    mean, var = gp.mean_var(test)
+    assert torch.allclose(mean, post.mean.squeeze(-1), atol=1e-8)
+    assert torch.allclose(var, post.variance.squeeze(-1), atol=1e-8)
+
+
+def test_a_pending_point_is_believed_at_the_posterior_mean():
+    x, y, bounds = _data(n=20)
+    gp = CachedGP.of(fit_gp(x, y, bounds)[0])
+    p = torch.tensor([[0.3, 0.6, 0.2]], dtype=torch.float64)
+    mean0, var0 = gp.mean_var(p)
+    mean1, var1 = gp.with_pending(p).mean_var(p)
+    assert torch.allclose(mean0, mean1, atol=1e-6) and var1 < 2e-4 < var0  # about the noise, 1e-4
+
+
+@pytest.mark.parametrize("acquisition", ["logei", "qlogei"])
+def test_candidate_in_bounds_and_pending_points_move_it(acquisition):
     x, y, bounds = _data()
-    f = GPCandidates(acquisition="qlogei")
-    c1 = f(x, y, None, bounds, None)
+    f = Proposer(acquisition=acquisition)
+    c1 = f(x, y, bounds)
     assert _inside(c1, bounds)
-    c2 = f(x, y, None, bounds, c1)  # the first is now pending: the second must differ
+    c2 = f(x, y, bounds, c1)  # the first is now pending: the second must differ
     assert _inside(c2, bounds) and (c1 - c2).abs().max() > 1e-3
     assert f.seconds > 0
 
@@ -68,15 +92,24 @@ def test_candidate_in_bounds_and_pending_points_move_it():
 def test_same_data_same_candidate():
     x, y, bounds = _data()
     torch.manual_seed(0)
-    a = GPCandidates()(x, y, None, bounds, None)
+    a = Proposer()(x, y, bounds)
     torch.manual_seed(1)
-    b = GPCandidates()(x, y, None, bounds, None)
+    b = Proposer()(x, y, bounds)
     assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_warm_started_fit_proposes_what_a_cold_fit_proposes():
+    x, y, bounds = _data(n=16)
+    warm = Proposer()
+    warm(x[:15], y[:15], bounds)  # fitted once: the next fit starts from these hyperparameters
+    a = warm(x, y, bounds)
+    b = Proposer(settings=EngineSettings(warm_start=False))(x, y, bounds)
+    assert (a - b).abs().max() < 0.02 * 4  # within 2% of the box width
 
 
 def test_proposal_moves_towards_the_minimum():
     x, y, bounds = _data(n=12)
-    c = GPCandidates()(x, y, None, bounds, None)
+    c = Proposer()(x, y, bounds)
     assert (c - 0.5).norm() < (x[y.argmax()] - 0.5).norm() + 0.3
 
 
@@ -84,15 +117,23 @@ def test_proposal_moves_towards_the_minimum():
     torch.zeros(8, 1, dtype=torch.float64),  # all equal
     torch.tensor([[float("nan")]] * 4 + [[1.0]] * 4, dtype=torch.float64),
     torch.tensor([[float("nan")]] * 7 + [[1.0]], dtype=torch.float64),  # one finite value
+    torch.tensor([[float("inf")]] * 3 + [[float("-inf")]] + [[1.0]] * 4, dtype=torch.float64),
 ])
 def test_degenerate_data_give_a_point_in_the_box(y):
     x, _, bounds = _data()
-    assert _inside(GPCandidates()(x, y, None, bounds, None), bounds)
+    assert _inside(Proposer()(x, y, bounds), bounds)
+
+
+def test_nan_parameters_are_dropped():
+    x, y, bounds = _data(n=10)
+    x[2, 1] = float("nan")
+    pending = torch.tensor([[float("nan"), 0.0, 0.0], [0.1, 0.2, 0.3]], dtype=torch.float64)
+    assert _inside(Proposer()(x, y, bounds, pending), bounds)
 
 
 def test_fewer_than_two_points_give_a_point_in_the_box():
     x, y, bounds = _data(n=1)
-    assert _inside(GPCandidates()(x, y, None, bounds, None), bounds)
+    assert _inside(Proposer()(x, y, bounds), bounds)
 
 
 def test_a_diverged_candidate_does_not_flatten_the_rest():
@@ -100,33 +141,37 @@ def test_a_diverged_candidate_does_not_flatten_the_rest():
     x, y, bounds = _data(n=12)
     y_bad = torch.cat([y, torch.tensor([[-1e9]], dtype=torch.float64)])
     x_bad = torch.cat([x, torch.tensor([[-1.9, 1.9, -1.9]], dtype=torch.float64)])
-    c = GPCandidates()(x_bad, y_bad, None, bounds, None)
+    c = Proposer()(x_bad, y_bad, bounds)
     assert _inside(c, bounds)
     assert (c - 0.5).norm() < (x[y.argmax()] - 0.5).norm() + 0.3
 
 
-def test_unknown_acquisition_or_warp_is_an_error():
+def test_unknown_acquisition_or_setting_is_an_error():
     with pytest.raises(ConfigError, match=r"acquisition='ei'.*logei, qlogei"):
-        GPCandidates(acquisition="ei")
+        Proposer(acquisition="ei")
     with pytest.raises(ConfigError, match=r"warp='exp'.*log1p, power, cap"):
-        GPCandidates(warp="exp")
+        EngineSettings(warp="exp")
+    with pytest.raises(ConfigError, match=r"num_restarts=0.*integer >= 1"):
+        EngineSettings(num_restarts=0)
+    with pytest.raises(ConfigError, match=r"noise_var=2.*0 < noise_var < 1"):
+        EngineSettings(noise_var=2)
+    with pytest.raises(ConfigError, match=r"EngineSettings\(FOO=...\): unknown; the settings are noise_var"):
+        EngineSettings().replace(FOO=1)
+    with pytest.raises(ConfigError, match=r"engine=.*EngineSettings"):
+        Proposer(settings={"warp": "cap"})
 
 
-def test_inferred_noise_path(monkeypatch):
-    monkeypatch.setattr(engine, "NOISE_VAR", None)
+def test_settings_are_a_frozen_value():
+    s = EngineSettings()
+    changed = s.replace(warp="log1p", num_restarts=2)
+    assert (s.warp, changed.warp, changed.num_restarts) == ("power", "log1p", 2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.warp = "cap"
+
+
+def test_inferred_noise_path():
     x, y, bounds = _data()
-    model, _ = engine.fit_gp(x, y, bounds)
+    settings = EngineSettings(noise_var=None)
+    model, _ = fit_gp(x, y, bounds, settings=settings)
     assert model.likelihood.noise.item() > 0
-    assert _inside(GPCandidates()(x, y, None, bounds, None), bounds)
-
-
-def test_engine_settings_change_only_inside_the_block_and_name_unknown_settings():
-    from metabp.search import engine_settings
-
-    before = engine.WARP
-    with engine_settings(WARP="log1p", NUM_RESTARTS=2) as current:
-        assert engine.WARP == "log1p" and current["NUM_RESTARTS"] == 2
-    assert engine.WARP == before
-    with pytest.raises(ConfigError, match=r"engine_settings\(FOO=...\): unknown; the settings are NOISE"):
-        with engine_settings(FOO=1):
-            pass
+    assert _inside(Proposer(settings=settings)(x, y, bounds), bounds)
