@@ -63,8 +63,10 @@ class BatchedSequential(nn.Module):
                 self.add_module(name, holder)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits ``K x B x C`` of every copy (float32); ``x`` is ``B x *in_shape`` or
-        ``K x B x *in_shape``."""
+        """Logits ``K x B x C`` of every copy (float32 under ``amp``); ``x`` is ``B x *in_shape``
+        or ``K x B x *in_shape``."""
+        if self.amp is None:
+            return self._forward(x)
         with autocast(x, self.amp):
             logits = self._forward(x)
         return logits.float()

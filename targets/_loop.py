@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metabp.targets._optim import zero_copies
+
 EVAL_CHUNK = 2048  # test examples per forward pass when measuring accuracy
 CHECK_EVERY = 50  # on an accelerator: steps between reading the losses back (one sync each)
 
@@ -180,19 +182,6 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
     return copy_accuracies(model, x, y)[0]
 
 
-def _zero_copies(dead: list[int], opt: torch.optim.Optimizer) -> None:
-    """Make the copies ``dead`` inert: zero their weights, gradients and optimizer state."""
-    with torch.no_grad():
-        for group in opt.param_groups:
-            for p in group["params"]:
-                p[dead] = 0.0
-                if p.grad is not None:
-                    p.grad[dead] = 0.0
-                for value in opt.state.get(p, {}).values():
-                    if torch.is_tensor(value) and value.shape[:1] == p.shape[:1] and value.dim() == p.dim():
-                        value[dead] = 0.0
-
-
 def _record(values: list[float], alive: Tensor, curves: Curves, max_loss: float) -> list[int]:
     """Append each alive copy's loss to its curve; the copies that diverge at this step."""
     newly = []
@@ -237,7 +226,7 @@ class _Watch:
             self.alive[_record(values, self.alive, self.curves, self.max_loss)] = False
         if not torch.equal(before, self.alive):
             if self.alive.any():
-                _zero_copies((~self.alive).nonzero().flatten().tolist(), optimizer)
+                zero_copies(optimizer, (~self.alive).nonzero().flatten().tolist())
             self.mask = self.alive.to(device)
 
     def total(self, losses: Tensor) -> Tensor:
@@ -270,7 +259,7 @@ def _check_now(watch: _Watch, losses: Tensor, optimizer: torch.optim.Optimizer, 
     alive[newly] = False
     if not alive.any():
         return None
-    _zero_copies((~alive).nonzero().flatten().tolist(), optimizer)
+    zero_copies(optimizer, (~alive).nonzero().flatten().tolist())
     return loss_fn(x, y)
 
 
@@ -305,7 +294,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable[[T
                              watch.alive.clone()))
             optimizer.step()
             if watch.every == 1 and not watch.alive.all():
-                _zero_copies((~watch.alive).nonzero().flatten().tolist(), optimizer)
+                zero_copies(optimizer, (~watch.alive).nonzero().flatten().tolist())
             step += 1
             if len(watch.pending) >= watch.every:
                 watch.flush(optimizer)

@@ -28,7 +28,7 @@ import functools
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -47,7 +47,15 @@ from metabp.targets._args import (
     check_spec,
 )
 from metabp.targets._data import Data
-from metabp.targets._loop import Callback, copy_accuracies, copy_batches, fit, model_losses, steps_per_epoch
+from metabp.targets._loop import (
+    Callback,
+    copy_accuracies,
+    copy_batches,
+    fit,
+    gather_batches,
+    model_losses,
+    steps_per_epoch,
+)
 from metabp.targets._optim import PerCopyLR, make_optimizer
 from metabp.targets._spec import DEFAULT_MAX_LOSS, TargetSpec, build_model, load_data
 from metabp.targets._threads import num_threads, resolve_threads
@@ -132,12 +140,6 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, desc=desc, unit="epoch", leave=False)
 
 
-def _epochs(data: Data, order: Iterable[list[Tensor]], device: torch.device) -> Iterator[Iterator]:
-    """Per epoch, its batches ``(x, y)``, each gathered when the loop reaches it."""
-    for epoch in order:
-        yield ((data.x_train[i], data.y_train[i]) for i in (idx.to(device) for idx in epoch))
-
-
 def on_device(data: Data, device: torch.device) -> Data:
     """``data`` on ``device``, its inputs in torch's default dtype (the dtype of a model built now)."""
     data, dtype = data.to(device), torch.get_default_dtype()
@@ -170,7 +172,7 @@ def train_copies(spec: TargetSpec, data: Data, model: nn.Module, seeds: Sequence
     else:
         loss_fn = functools.partial(model_losses, model)
     n = len(data.y_train)
-    epochs = _epochs(data, copy_batches(n, spec.batch_size, spec.epochs, seeds), device)
+    epochs = gather_batches(data.x_train, data.y_train, copy_batches(n, spec.batch_size, spec.epochs, seeds))
     bar = _progress(spec.epochs, progress, spec.name if K == 1 else f"{spec.name} x{K}")
     try:
         curves = fit(model, opt, loss_fn, epochs, copies=K, max_loss=spec.max_loss, callbacks=callbacks,

@@ -127,7 +127,8 @@ def fit_copies(spec, bfns, seeds, fit_fn=None, device="cpu", **kw):
 def per_step_reference(model, optimizer, loss_fn, epochs, *, copies, max_loss):
     """The loop as it was before checks could wait: every step reads the losses back, a diverged
     copy is zeroed at once and the step's losses computed again."""
-    from metabp.targets._loop import Curves, _zero_copies, is_diverged
+    from metabp.targets._loop import Curves, is_diverged
+    from metabp.targets._optim import zero_copies
 
     curves = Curves([[] for _ in range(copies)], [[] for _ in range(copies)])
     alive = torch.ones(copies, dtype=torch.bool)
@@ -143,13 +144,13 @@ def per_step_reference(model, optimizer, loss_fn, epochs, *, copies, max_loss):
                 alive[newly] = False
                 if not alive.any():
                     break
-                _zero_copies((~alive).nonzero().flatten().tolist(), optimizer)
+                zero_copies(optimizer, (~alive).nonzero().flatten().tolist())
                 losses = loss_fn(x, y)
             optimizer.zero_grad(set_to_none=True)
             (losses.sum() if alive.all() else losses[alive].sum()).backward()
             optimizer.step()
             if not alive.all():
-                _zero_copies((~alive).nonzero().flatten().tolist(), optimizer)
+                zero_copies(optimizer, (~alive).nonzero().flatten().tolist())
         if not alive.any():
             break
         for k in alive.nonzero().flatten().tolist():
