@@ -15,7 +15,7 @@ from typing import Any
 
 from metabp.exceptions import ConfigError
 
-SAMPLER_NAMES = ("botorch", "random", "tpe", "gp", "cmaes")
+SAMPLER_NAMES = ("botorch", "random", "tpe", "gp", "cmaes", "es")
 ACQUISITIONS = ("logei", "qlogei")
 #: Largest seed accepted (training, validation and sampler seeds): numpy's and torch's range.
 MAX_SEED = 2**32 - 1
@@ -72,7 +72,10 @@ class StudyConfig:
         data_dir: dataset directory passed to ``train`` (``None``: the targets' default).
         hidden, act: the meta-network's shape (``metabp.MetaNet(hidden, act)``).
         bounds: one ``(lo, hi)`` per meta-network weight, ``3*hidden+1`` of them.
-        sampler, acquisition, q, n_initial, n_trials, sampler_seed: the search.
+        sampler, acquisition, q, n_initial, n_trials, sampler_seed: the search. With
+            ``sampler = "es"``, ``q`` is the population (a generation trains as one batch).
+        population, sigma, step_size: ``sampler = "es"`` only (``search/_es.py``); ``None``: its
+            defaults.
         storage: Optuna storage URL or journal path; ``None``: ``<study file stem>.journal`` beside it.
         path: the study file this came from (``None`` when built in code).
     """
@@ -100,6 +103,9 @@ class StudyConfig:
     validate_seeds: tuple[int, ...] = ()
     validate_top_k: int = 5
     compile: bool = False
+    population: int | None = None
+    sigma: float | None = None
+    step_size: float | None = None
 
     def __post_init__(self) -> None:
         at = f" in {self.path}" if self.path else ""
@@ -146,12 +152,31 @@ class StudyConfig:
             raise ConfigError(f"[search] acquisition = {self.acquisition!r}{at}: unknown acquisition; "
                               f"choose one of {', '.join(ACQUISITIONS)}")
         check_int("[search] q", self.q, 1, 1024, at)
-        if self.q > 1 and self.acquisition != "qlogei":
+        self._check_es(at)
+        if self.q > 1 and self.acquisition != "qlogei" and self.sampler != "es":
             raise ConfigError(f"[search] q = {self.q}{at} needs acquisition = \"qlogei\" "
                               f"(acquisition = {self.acquisition!r} proposes one point at a time)")
         check_int("[search] n_initial", self.n_initial, 1, MAX_TRIALS, at)
         check_int("[search] n_trials", self.n_trials, 1, MAX_TRIALS, at)
         check_int("[search] seed", self.sampler_seed, 0, MAX_SEED, at)
+
+    def _check_es(self, at: str) -> None:
+        """ES settings: only with ``sampler = "es"``, validated, defaults filled; ``q`` set to the
+        population (the study file may not give another ``q``: ``_load.py`` checks that)."""
+        from ._es import DEFAULTS, check_es
+
+        given = {k: getattr(self, k) for k in DEFAULTS}
+        if self.sampler != "es":
+            extra = [k for k, v in given.items() if v is not None]
+            if extra:
+                raise ConfigError(f"[search] {extra[0]} = {given[extra[0]]!r}{at}: only used by "
+                                  f'sampler = "es" (sampler = {self.sampler!r})')
+            return
+        pick = {k: DEFAULTS[k] if v is None else v for k, v in given.items()}
+        population, sigma, step_size = check_es(pick["population"], pick["sigma"], pick["step_size"], at)
+        for key, value in (("population", population), ("sigma", sigma), ("step_size", step_size),
+                           ("q", population)):
+            object.__setattr__(self, key, value)
 
     @property
     def seed(self) -> int:
@@ -212,6 +237,8 @@ class StudyConfig:
             "act": self.act,
             "bounds": [list(b) for b in self.bounds],
             "lr_bounds": list(self.lr_bounds) if self.lr_bounds else None,
+            **({"es": {"population": self.population, "sigma": self.sigma, "step_size": self.step_size}}
+               if self.sampler == "es" else {}),
         }))
 
 

@@ -17,7 +17,7 @@ A study file overrides only what differs from the defaults (like nanoGPT's ``con
     act = "tanh"
 
     [search]
-    sampler = "botorch"            # botorch | random | tpe | gp | cmaes
+    sampler = "botorch"            # botorch | random | tpe | gp | cmaes | es
     acquisition = "logei"          # logei (one proposal at a time) | qlogei (batches of q)
     q = 1
     n_initial = 8                  # Sobol points before the GP takes over
@@ -26,6 +26,9 @@ A study file overrides only what differs from the defaults (like nanoGPT's ``con
     lr = [1e-3, 1.0]               # optional: the targets' lr joins omega in the box (log scale)
     seed = 0                       # the sampler's seed
     storage = "quickstart.journal" # Optuna storage URL or journal file; default beside the study file
+    population = 8                 # sampler = "es" only: points per generation (even; q = population)
+    sigma = 0.1                    # es: perturbation, a fraction of each parameter's range
+    step_size = 0.05               # es: Adam step on the ES gradient, same units
 
     [validate]                     # optional: after the search, the top_k on held-out seeds
     seeds = [100, 101, 102, 103, 104]
@@ -55,6 +58,7 @@ from ._config import (
     check_number,
     check_seeds,
 )
+from ._es import POPULATION
 
 try:
     import tomllib
@@ -64,7 +68,8 @@ except ModuleNotFoundError:  # Python 3.10
 _TOP_KEYS = {"name", "where", "seed", "seeds", "device", "data_dir", "compile", "target", "targets",
              "metanet", "search", "validate"}
 _METANET_KEYS = {"hidden", "act"}
-_SEARCH_KEYS = {"sampler", "acquisition", "q", "n_initial", "n_trials", "bounds", "seed", "storage", "lr"}
+_SEARCH_KEYS = {"sampler", "acquisition", "q", "n_initial", "n_trials", "bounds", "seed", "storage", "lr",
+                "population", "sigma", "step_size"}
 _VALIDATE_KEYS = {"seeds", "top_k"}
 _STRING_FIELDS = ("dataset", "network", "optimizer", "init", "activation", "feedback", "trainable")
 _INT_FIELDS = {"epochs": 100_000, "batch_size": 10_000_000, "train_size": 1_000_000_000}
@@ -126,6 +131,7 @@ def study_config_from_dict(doc: Mapping[str, Any], *, path: str | None = None) -
             raise ConfigError(f"{key} = {doc[key]!r}{at}: must be a string")
     targets = _targets(doc, at)
     hidden = check_int("[metanet] hidden", metanet.get("hidden", 1), 1, MAX_HIDDEN, at)
+    _es_batch(search, at)
     return StudyConfig(
         name=doc.get("name", Path(path).stem if path else None),
         target=targets[0].preset,
@@ -146,6 +152,9 @@ def study_config_from_dict(doc: Mapping[str, Any], *, path: str | None = None) -
         n_trials=search.get("n_trials", 40),
         sampler_seed=search.get("seed", 0),
         lr_bounds=search.get("lr"),
+        population=search.get("population"),
+        sigma=search.get("sigma"),
+        step_size=search.get("step_size"),
         storage=_storage(search.get("storage"), path, at),
         validate_seeds=check_seeds("[validate] seeds", validate.get("seeds", []), at, allow_empty=True)
         if validate else (),
@@ -276,6 +285,14 @@ def _storage(value: Any, path: str | None, at: str) -> str | None:
     if "://" not in value and Path(value).is_dir():
         raise ConfigError(f"[search] storage = {value!r}{at}: is a directory; give a journal file path")
     return value
+
+
+def _es_batch(search: Mapping[str, Any], at: str) -> None:
+    """With ``sampler = "es"`` a batch is one population: a ``q`` that differs is an error."""
+    population = search.get("population", POPULATION)
+    if search.get("sampler") == "es" and "q" in search and search["q"] not in (1, population):
+        raise ConfigError(f"[search] q = {search['q']!r}{at}: with sampler = \"es\" a batch is one "
+                          f"population ({population!r}); leave q out")
 
 
 def _choice_str(key: str, value: Any, at: str) -> str:

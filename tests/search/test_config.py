@@ -26,6 +26,9 @@ bounds = [-2, 2]
 """
 
 
+ES = GOOD + 'sampler = "es"\n'
+
+
 def _write(tmp_path: Path, text: str) -> Path:
     p = tmp_path / "s.toml"
     p.write_text(text)
@@ -150,6 +153,16 @@ BAD = [
     (GOOD.replace("bounds = [-2, 2]", "bounds = [-2, 1e300]"), r"bounds\[1\] = 1e\+300"),
     (GOOD.replace('where = "act2"', "[x]\n" * 1), "unknown key 'x'"),
     ("a = " + "[" * 2000 + "]" * 2000 + "\n", "nested too deeply|not valid TOML"),
+    # sampler = "es": population, sigma, step_size
+    (ES + "population = 1\n", r"\[search\] population = 1 .*even integer in \[2, 1024\]"),
+    (ES + "population = 7\n", r"population = 7 .*even integer"),
+    (ES + "population = true\n", r"population = True .*even integer"),
+    (ES + "sigma = 0\n", r"\[search\] sigma = 0 .*number in \(0, 1\]"),
+    (ES + "sigma = -0.1\n", r"sigma = -0.1 .*\(0, 1\]"),
+    (ES + "sigma = nan\n", r"sigma = nan "),
+    (ES + "step_size = 2.0\n", r"\[search\] step_size = 2.0 .*\(0, 1\]"),
+    (ES + "q = 3\n", r"q = 3 .*one population \(8\); leave q out"),
+    (GOOD + "population = 8\n", r"population = 8 .*only used by sampler = \"es\""),
 ]
 
 
@@ -160,6 +173,16 @@ def test_bad_file_names_its_mistake(tmp_path, text, match):
         load_study(p)
     if "TOML" not in (match or ""):
         assert str(p) in str(err.value)  # the file is named
+
+
+def test_es_settings_and_defaults(tmp_path):
+    cfg = load_study(_write(tmp_path, GOOD + 'sampler = "es"\n'))
+    assert (cfg.population, cfg.sigma, cfg.step_size, cfg.q) == (8, 0.1, 0.05, 8)
+    assert cfg.identity()["es"] == {"population": 8, "sigma": 0.1, "step_size": 0.05}
+    text = GOOD + 'sampler = "es"\npopulation = 4\nsigma = 0.2\nstep_size = 0.1\n'
+    cfg = load_study(_write(tmp_path, text))
+    assert (cfg.population, cfg.sigma, cfg.step_size, cfg.q) == (4, 0.2, 0.1, 4)
+    assert "es" not in load_study(_write(tmp_path, GOOD)).identity()
 
 
 def test_missing_file():

@@ -73,7 +73,7 @@ SCALARS = st.one_of(
     st.booleans(),
     st.text(max_size=12),
     st.sampled_from(["", "cuda", "cuda:3", "bogus", "act1", "act9", "*", "fc2", "relu", "tanh", "sgd",
-                     "digits-mlp", "mnist1d-mlp", "x", "memory", "/", ".", "..", "qlogei", "cmaes"]),
+                     "digits-mlp", "mnist1d-mlp", "x", "memory", "/", ".", "..", "qlogei", "cmaes", "es"]),
 )
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4), max_leaves=8)
 
@@ -176,7 +176,8 @@ def test_tables_and_keys_added_removed_renamed(data):
             doc.pop(table, None)
         elif op == "add-key":
             where[data.draw(st.sampled_from(["seed", "seeds", "targets", "name", "lr", "k", "where",
-                                             "compile", "top_k", "storage"]))] = data.draw(SCALARS)
+                                             "compile", "top_k", "storage", "sampler", "population",
+                                             "sigma", "step_size"]))] = data.draw(SCALARS)
         elif op == "rename" and name in where:
             where[name + data.draw(st.sampled_from(["s", "_", "x"]))] = where.pop(name)
         elif op == "table-as-value" and table is not None:
