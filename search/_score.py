@@ -10,18 +10,19 @@ With several targets :math:`T` it is the mean ratio to plain backprop on the sam
           \frac{\mathrm{AULC}_t(g; s)}{\mathrm{AULC}_t(\mathrm{backprop}; s)},
 
 so each target weighs the same whatever its loss scale (backprop scores 1). Candidates x seeds
-train as one batched model (``train_many`` with one seed per copy), one call per target and
-learning rate. A diverged run is scored by the targets layer's finite penalty AULC.
+train as one batched model (``train_many`` with one seed and one learning rate per copy): one
+call per target for a whole batch, whatever the candidates' lrs. A diverged run is scored by the
+targets layer's finite penalty AULC.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
+import numbers
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from metabp import BFunction
 from metabp.exceptions import ConfigError
@@ -41,10 +42,28 @@ class Evaluation:
     seconds: float = 0.0
 
 
-#: Trains copies: ``evaluate(gs, seeds, target=i, lr=lr) -> runs``, one Run-like object per copy;
-#: copy ``k`` is ``gs[k]`` (``None``: plain backprop) on seed ``seeds[k]`` of target ``i``, with the
-#: target's lr replaced by ``lr`` unless it is ``None``.
-Evaluator = Callable[..., Sequence[Any]]
+class RunLike(Protocol):
+    """What an evaluator returns per copy (``metabp.targets.Run`` and :class:`Evaluation` are such).
+    Only ``aulc`` is required; ``step_losses``, ``test_accuracy``, ``diverged`` and ``seconds`` are
+    read when present."""
+
+    aulc: float
+
+
+LR = float | Sequence[float | None] | None
+
+
+class Evaluator(Protocol):
+    """Trains copies: ``evaluate(gs, seeds, target=i, lr=lr) -> runs``, one :class:`RunLike` per copy.
+
+    Copy ``k`` is ``gs[k]`` (``None``: plain backprop) on seed ``seeds[k]`` of target ``i``, at
+    learning rate ``lr[k]`` (``lr`` ``None``, or an entry ``None``: the target's own lr; one float:
+    every copy). An evaluator that cannot train plain backprop (a seed-free objective, see
+    :class:`CandidatesOnly`) has ``trains_backprop = False``; the study then keeps no baseline.
+    """
+
+    def __call__(self, gs: Sequence[BFunction | None], seeds: Sequence[int], *, target: int = 0,
+                 lr: LR = None) -> Sequence[RunLike]: ...
 
 
 @dataclass
@@ -80,35 +99,42 @@ def summarize(values: Sequence[float], seeds: Sequence[int]) -> dict[str, Any]:
 
 
 def train_evaluator(cfg: StudyConfig) -> Evaluator:
-    """The default evaluator: ``metabp.targets.train_many`` with one seed per copy."""
-    from metabp.targets import get_target, train_many
+    """The default evaluator: one ``metabp.targets.train_many`` call, one seed and lr per copy."""
+    from metabp.targets import train_many
 
     from ._load import check_device_exists
 
     check_device_exists(cfg.device)
     specs = [cfg.target_spec(i) for i in range(len(cfg.targets))]
 
-    def evaluate(gs: list[BFunction | None], seeds: list[int], *, target: int = 0,
-                 lr: float | None = None) -> Sequence[Any]:
-        spec = specs[target] if lr is None else get_target(specs[target], lr=float(lr))
-        return train_many(spec, gs, where=cfg.targets[target].where, seed=list(seeds), device=cfg.device,
-                          data_dir=cfg.data_dir, compile=cfg.compile)
+    def evaluate(gs: Sequence[BFunction | None], seeds: Sequence[int], *, target: int = 0,
+                 lr: LR = None) -> Sequence[Any]:
+        spec = specs[target]
+        if lr is not None and not isinstance(lr, numbers.Real):
+            lr = [spec.lr if a is None else a for a in lr]
+        return train_many(spec, list(gs), where=cfg.targets[target].where, seed=list(seeds), lr=lr,
+                          device=cfg.device, data_dir=cfg.data_dir, compile=cfg.compile)
 
     return evaluate
 
 
-def as_evaluator(f: Evaluator) -> tuple[Evaluator, bool]:
-    """``(evaluator, full)``: a one-argument function ``f(gs) -> runs`` (a seed-free objective, as in
-    tests and benchmarks) is wrapped to the full signature; ``full`` is False for it (such a function
-    cannot train plain backprop, so the study keeps no backprop baseline)."""
-    try:
-        params = [p for p in inspect.signature(f).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
-    except (TypeError, ValueError):
-        return f, True
-    if len(params) == 1 and params[0].kind != params[0].VAR_POSITIONAL:
-        return (lambda gs, seeds, *, target=0, lr=None: f(gs)), False
-    return f, True
+class CandidatesOnly:
+    """An :class:`Evaluator` from a seed-free objective ``f(gs) -> runs`` (tests, benchmarks): it
+    ignores seeds, targets and lrs, and cannot train plain backprop (``trains_backprop = False``)."""
+
+    trains_backprop = False
+
+    def __init__(self, f: Callable[[list], Sequence[RunLike]]) -> None:
+        self.f = f
+
+    def __call__(self, gs: Sequence[BFunction | None], seeds: Sequence[int], *, target: int = 0,
+                 lr: LR = None) -> Sequence[RunLike]:
+        return self.f(list(gs))
+
+
+def trains_backprop(evaluate: Evaluator) -> bool:
+    """Whether ``evaluate`` can train plain backprop (its ``trains_backprop``, default True)."""
+    return bool(getattr(evaluate, "trains_backprop", True))
 
 
 def backprop_aulcs(cfg: StudyConfig, evaluate: Evaluator, seeds: Sequence[int]) -> dict[str, list[float]]:
@@ -136,22 +162,21 @@ def score(cfg: StudyConfig, evaluate: Evaluator, gs: Sequence[BFunction | None],
     AULC per seed (needed with several targets, else only recorded beside each run)."""
     if cfg.multi_target and backprop is None:
         raise ConfigError("several targets: scores are ratios to backprop, which was not measured")
-    seeds = list(seeds)
+    seeds, n = list(seeds), len(seeds)
     rows: list[list[dict[str, Any]]] = [[] for _ in gs]
     curves: list[list[float | None]] = [[] for _ in gs]
     secs = [0.0] * len(gs)
+    copy_lrs = None if all(a is None for a in lrs) else [lrs[i] for i in range(len(gs)) for _ in seeds]
     for ti, entry in enumerate(cfg.targets):
-        for lr, idx in _by_lr(lrs).items():
-            copies = [gs[i] for i in idx for _ in seeds]
-            runs = _call(evaluate, copies, [s for _ in idx for s in seeds], ti, lr)
-            for j, i in enumerate(idx):
-                for k, seed in enumerate(seeds):
-                    run = runs[j * len(seeds) + k]
-                    base = backprop[entry.name][k] if backprop else None
-                    rows[i].append(_row(entry.name, seed, run, base))
-                    secs[i] += float(getattr(run, "seconds", 0.0) or 0.0)
-                    if ti == 0 and k == 0:
-                        curves[i] = _finite_list(getattr(run, "step_losses", None))
+        runs = _call(evaluate, [g for g in gs for _ in seeds], seeds * len(gs), ti, copy_lrs)
+        for i in range(len(gs)):
+            for k, seed in enumerate(seeds):
+                run = runs[i * n + k]
+                base = backprop[entry.name][k] if backprop else None
+                rows[i].append(_row(entry.name, seed, run, base))
+                secs[i] += float(getattr(run, "seconds", 0.0) or 0.0)
+                if ti == 0 and k == 0:
+                    curves[i] = _finite_list(getattr(run, "step_losses", None))
     return [_score(cfg, r, seeds, c, s) for r, c, s in zip(rows, curves, secs, strict=True)]
 
 
@@ -174,7 +199,7 @@ def _row(target: str, seed: int, run: Any, base: float | None) -> dict[str, Any]
             "test_accuracy": acc if math.isfinite(acc) else None}
 
 
-def _call(evaluate: Evaluator, gs: list, seeds: list[int], target: int, lr: float | None) -> list:
+def _call(evaluate: Evaluator, gs: list, seeds: list[int], target: int, lr: list | None) -> list:
     runs = list(evaluate(gs, seeds, target=target, lr=lr))
     if len(runs) != len(gs):
         raise RuntimeError(f"evaluator returned {len(runs)} runs for {len(gs)} copies")
@@ -185,16 +210,9 @@ def _call(evaluate: Evaluator, gs: list, seeds: list[int], target: int, lr: floa
     return runs
 
 
-def _by_lr(lrs: Sequence[float | None]) -> dict[float | None, list[int]]:
-    groups: dict[float | None, list[int]] = {}
-    for i, lr in enumerate(lrs):
-        groups.setdefault(lr, []).append(i)
-    return groups
-
-
 def _finite_list(xs: Sequence[float] | None) -> list[float | None]:
     return [float(x) if math.isfinite(float(x)) else None for x in (xs or [])]
 
 
-__all__ = ["Evaluation", "Score", "score", "train_evaluator", "backprop_aulcs", "backprop_summary",
-           "summarize", "as_evaluator"]
+__all__ = ["Evaluation", "Evaluator", "RunLike", "CandidatesOnly", "Score", "score", "train_evaluator",
+           "trains_backprop", "backprop_aulcs", "backprop_summary", "summarize"]

@@ -26,7 +26,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,24 +40,12 @@ from metabp.exceptions import ConfigError
 
 from ._config import StudyConfig
 from ._load import load_study
+from ._progress import PROPOSE, progress_bar, quiet_optuna, split_line, time_split
 from ._samplers import make_sampler
-from ._score import Evaluator, as_evaluator, backprop_aulcs, backprop_summary, score, train_evaluator
+from ._score import Evaluator, backprop_aulcs, backprop_summary, score, train_evaluator, trains_backprop
 from ._storage import HEARTBEAT_GRACE_S, get_storage
-from ._validate import HELDOUT, format_heldout, validate
+from ._validate import HELDOUT, Candidate, ValidationRun, format_heldout, heldout_verdict, validate
 from ._workers import CHECKED, Workers, duplicate_of
-
-_PROPOSE = "metabp:propose_seconds"
-
-
-@contextlib.contextmanager
-def quiet_optuna() -> Iterator[None]:
-    """Optuna's log level at WARNING while the block runs, restored after."""
-    before = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(before)
 
 
 class Study:
@@ -67,7 +55,8 @@ class Study:
         config: a :class:`StudyConfig` or the path of a study file.
         storage: storage URL or object; default ``config.storage``, else a journal file beside the
             study file (safe for several worker processes on one machine).
-        evaluate: trains copies (default :func:`train_evaluator`); tests pass cheap functions.
+        evaluate: an :class:`~metabp.search._score.Evaluator` (default :func:`train_evaluator`);
+            tests pass cheap ones, a seed-free objective wrapped in ``CandidatesOnly``.
         heartbeat_grace: seconds after which a silent worker's RUNNING trial counts as dead.
         create: create the study if the storage lacks it (``False``: raise ``ConfigError``).
 
@@ -97,7 +86,7 @@ class Study:
                 **({} if exists else {"direction": "minimize", "load_if_exists": True}))
         self._check_identity()
         self.workers = Workers(self.optuna_study, self.storage, grace=heartbeat_grace)
-        self._evaluate, self.can_train_backprop = as_evaluator(evaluate) if evaluate else (None, True)
+        self._evaluate, self.can_train_backprop = evaluate, evaluate is None or trains_backprop(evaluate)
         self.last_time_split: dict[str, float] = {}
 
     def _check_identity(self) -> None:
@@ -178,10 +167,12 @@ class Study:
         """The trial's meta-network, ``meta`` filled with its provenance (and held-out score)."""
         cfg = self.config
         g = MetaNet(cfg.hidden, cfg.act, omega=self.omega_of(trial))
-        g.meta = {"study": self.name, "trial": trial.number, "aulc": trial.value, "score": trial.value,
+        g.meta = {"study": self.name, "trial": trial.number, "score": trial.value,
                   "target": cfg.target, "targets": [t.preset for t in cfg.targets],
                   "overrides": dict(cfg.overrides), "where": cfg.where, "search_seeds": list(cfg.seeds),
-                  "sampler": cfg.sampler, "study_file": cfg.path}
+                  "sampler": cfg.sampler, "study_file": Path(cfg.path).name if cfg.path else None}
+        if not cfg.multi_target:  # one target: the score is a mean AULC (several: a ratio to backprop)
+            g.meta["aulc"] = trial.value
         if cfg.lr_bounds:
             g.meta["lr"] = self.lr_of(trial)
         held = trial.user_attrs.get("heldout_aulc")
@@ -215,9 +206,7 @@ class Study:
 
     def time_split(self, trials: Sequence[FrozenTrial] | None = None) -> dict[str, float]:
         """Seconds spent training and proposing, summed over ``trials`` (default all)."""
-        trials = self.trials if trials is None else trials
-        return {"training": sum(float(t.user_attrs.get("seconds") or 0.0) for t in trials),
-                "proposing": sum(float(t.system_attrs.get(_PROPOSE) or 0.0) for t in trials)}
+        return time_split(self.trials if trials is None else trials)
 
     def reap_stale(self) -> list[int]:
         """Fail RUNNING trials of dead workers and queue their points again; returns their numbers."""
@@ -257,7 +246,7 @@ class Study:
 
     def _run(self, cap: float, progress: bool) -> None:
         cfg, t_start, ran = self.config, time.perf_counter(), []
-        bar = _progress(total=cfg.n_trials, enabled=progress, name=self.name)
+        bar = progress_bar(total=cfg.n_trials, enabled=progress, name=self.name)
         self._update_bar(bar)
         try:
             with self.workers.heartbeat():
@@ -288,8 +277,28 @@ class Study:
 
     def validate(self, *, progress: bool = True) -> dict[str, Any]:
         """Train the top candidates and the controls on the held-out seeds (see ``_validate.py``)."""
+        cfg, done = self.config, self.completed()
+        top = [Candidate(t.number, t.value, self.bfn_of(t), self.lr_of(t))
+               for t in sorted(done, key=lambda t: (t.value, t.number))[: cfg.validate_top_k]]
         with quiet_optuna():
-            return validate(self, progress=progress)
+            base = (self.ensure_backprop() or {}).get("per_target") if cfg.lr_bounds else None
+            validate(ValidationRun(
+                cfg, self.evaluator, top,
+                self._held(done), self.heldout_controls, base, self.storage, self.optuna_study.set_user_attr),
+                progress=progress)
+        return {"trials": self._held(self.completed()), **self.heldout_controls}
+
+    @staticmethod
+    def _held(trials: Sequence[FrozenTrial]) -> dict[int, dict[str, Any]]:
+        return {t.number: t.user_attrs["heldout_aulc"] for t in trials if "heldout_aulc" in t.user_attrs}
+
+    def heldout_verdict(self) -> str | None:
+        """One line: the best held-out candidate against the better control on the held-out seeds
+        (``None`` before validation)."""
+        best, controls = self.best_heldout_trial(), self.heldout_controls
+        if best is None or "backprop" not in controls:
+            return None
+        return heldout_verdict(best.number, best.user_attrs["heldout_aulc"], controls)
 
     def _occupied(self) -> tuple[int, int]:
         """(completed, completed + running + waiting) trial counts."""
@@ -323,7 +332,7 @@ class Study:
                 break
             for name, (lo, hi), log in zip(cfg.param_names, cfg.search_bounds, cfg.search_log, strict=True):
                 trial.suggest_float(name, lo, hi, log=log)
-            self.workers.set_system_attr(trial.number, _PROPOSE, time.perf_counter() - t0)
+            self.workers.set_system_attr(trial.number, PROPOSE, time.perf_counter() - t0)
             twin = self._duplicate_of(trial)
             if twin is not None:  # another worker proposed the same point at the same moment
                 self.workers.set_system_attr(trial.number, "metabp:duplicate_of", twin)
@@ -383,16 +392,4 @@ class Study:
         other = max(wall - split["training"] - split["proposing"], 0.0)
         self.last_time_split = {**split, "other": other, "wall": wall, "trials": len(mine)}
         if progress and mine and wall > 0:
-            pct = {k: 100 * v / wall for k, v in split.items()}
-            print(f"{self.name}: {len(mine)} trials in {wall:.1f} s: training {split['training']:.1f} s "
-                  f"({pct['training']:.0f}%), proposing {split['proposing']:.1f} s "
-                  f"({pct['proposing']:.0f}%), other {other:.1f} s; {self._best_text()}", file=sys.stderr)
-
-
-def _progress(*, total: int, enabled: bool, name: str):
-    from tqdm.auto import tqdm
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return tqdm(total=total, disable=not enabled, desc=name, unit="trial", dynamic_ncols=True,
-                    file=sys.stderr)
+            print(f"{split_line(self.name, self.last_time_split)}; {self._best_text()}", file=sys.stderr)

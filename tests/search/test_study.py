@@ -14,6 +14,7 @@ import metabp
 from metabp._cli import main
 from metabp.exceptions import ConfigError
 from metabp.search import Evaluation, Study, StudyConfig
+from metabp.search._score import CandidatesOnly
 
 TARGET = torch.tensor([0.5, -0.5, 1.0, 0.0], dtype=torch.float64)
 HELD = torch.tensor([-0.5, 0.5, 0.0, 1.0], dtype=torch.float64)  # held-out seeds (>= 100) prefer this
@@ -26,17 +27,19 @@ def cfg(**kw) -> StudyConfig:
 
 class Quadratic:
     """Cheap evaluator with the full signature. Copy ``k``: ``|omega - TARGET|^2 + 0.1 seed`` (held-out
-    seeds >= 100: ``HELD`` in place of ``TARGET``), times ``2`` on target 1, plus ``(log10 lr)^2``
-    when an lr is given; backprop (``None``) scores ``1 + 0.1 seed``. ``omega_0 > diverge_above``
-    diverges (penalty ``1e3``); ``omega_1 > nan_above`` returns a NaN AULC."""
+    seeds >= 100: ``HELD`` in place of ``TARGET``), times ``2`` on target 1, plus ``(log10 lr_k)^2``
+    when copy ``k`` has an lr; backprop (``None``) scores ``1 + 0.1 seed``. ``omega_0 > diverge_above``
+    diverges (penalty ``1e3``); ``omega_1 > nan_above`` returns a NaN AULC. ``calls``: one
+    ``(copies, seeds, target, lr)`` per call."""
 
     def __init__(self, diverge_above: float = math.inf, nan_above: float = math.inf):
         self.calls: list[tuple[int, tuple[int, ...], int, float | None]] = []
         self.diverge_above, self.nan_above = diverge_above, nan_above
 
     def __call__(self, gs, seeds, *, target=0, lr=None):
-        self.calls.append((len(gs), tuple(seeds), target, lr))
-        return [self.one(g, s, target, lr) for g, s in zip(gs, seeds, strict=True)]
+        self.calls.append((len(gs), tuple(seeds), target, None if lr is None else tuple(lr)))
+        lrs = [None] * len(gs) if lr is None else list(lr)
+        return [self.one(g, s, target, a) for g, s, a in zip(gs, seeds, lrs, strict=True)]
 
     def one(self, g, seed, target, lr):
         extra = 0.1 * (seed % 100) + (0.0 if lr is None else math.log10(lr) ** 2)
@@ -81,13 +84,14 @@ def test_runs_to_budget_and_records_everything(capsys):
     assert "complete, 6/6 trials" in err and "0 trials in" not in err
 
 
-def test_one_argument_evaluator_still_works():
+def test_a_seed_free_objective_is_declared_not_sniffed():
     def objective(gs):
         return [Evaluation(aulc=float(g.omega.abs().sum())) for g in gs]
 
-    study = Study(cfg(sampler="random"), storage="memory", evaluate=objective)
+    study = Study(cfg(sampler="random"), storage="memory", evaluate=CandidatesOnly(objective))
     study.optimize(progress=False)
-    assert len(study.completed()) == 6 and study.backprop is None
+    assert len(study.completed()) == 6 and study.backprop is None and not study.can_train_backprop
+    assert Study(cfg(sampler="random"), storage="memory", evaluate=Quadratic()).can_train_backprop
 
 
 def test_n_trials_caps_one_call_and_resume_continues(tmp_path):
@@ -141,8 +145,31 @@ def test_lr_joins_the_box_on_a_log_scale():
     assert isinstance(dist, optuna.distributions.FloatDistribution) and dist.log
     assert (dist.low, dist.high) == (1e-3, 1.0)
     lrs = [c[3] for c in ev.calls[1:]]
-    assert lrs == [pytest.approx(t.params["lr"]) for t in study.completed()]
+    assert lrs == [pytest.approx((t.params["lr"],)) for t in study.completed()]  # one seed
     assert study.lr_of(t) == t.params["lr"] and study.bfn_of(t).meta["lr"] == t.params["lr"]
+
+
+def test_lr_searched_with_q_candidates_trains_once_per_batch_per_target():
+    """Whatever the candidates' lrs, a batch of q candidates x seeds is one trainer call per target."""
+    from metabp.search import TargetEntry
+
+    ev = Quadratic()
+    targets = (TargetEntry("gaussians-mlp3", (), "act2"), TargetEntry("digits-mlp"))
+    c = cfg(acquisition="qlogei", q=4, n_trials=8, n_initial=4, seeds=(0, 1), lr_bounds=(1e-3, 1.0),
+            targets=targets)
+    study = Study(c, storage="memory", evaluate=ev)
+    study.optimize(progress=False)
+    search = [call for call in ev.calls if call[3] is not None]
+    assert [(n, target) for n, _, target, _ in search] == [(8, 0), (8, 1)] * 2  # 2 batches x 2 targets
+    done = study.completed()
+    for b, batch in enumerate((done[:4], done[4:])):
+        want = tuple(t.params["lr"] for t in batch for _ in (0, 1))
+        assert search[2 * b][3] == pytest.approx(want) and len(set(want)) == 4
+        assert search[2 * b][1] == (0, 1) * 4
+    for t in done:  # each candidate scored at its own lr
+        d = float(((study.omega_of(t) - TARGET) ** 2).sum()) + math.log10(t.params["lr"]) ** 2
+        want = [((d + 0.1 * k) * 1 / (1 + 0.1 * k) + (d + 0.1 * k) * 2 / (2 + 0.2 * k)) / 2 for k in (0, 1)]
+        assert t.value == pytest.approx(sum(want) / 2)
 
 
 def test_several_targets_score_the_mean_ratio_to_backprop():
@@ -301,10 +328,15 @@ def test_default_evaluator_passes_seeds_lr_device_and_compile(monkeypatch):
 
     monkeypatch.setattr(metabp.targets, "train_many", fake_train_many)
     c = cfg(overrides=(("epochs", 3),), where="act1", compile=True, data_dir="/data")
-    train_evaluator(c)([None, None], [4, 5], target=0, lr=0.25)
+    evaluate = train_evaluator(c)
+    evaluate([None, None], [4, 5], target=0, lr=0.25)
     assert seen["seed"] == [4, 5] and seen["where"] == "act1" and seen["compile"] is True
-    assert seen["spec"].lr == 0.25 and seen["spec"].epochs == 3
+    assert seen["lr"] == 0.25 and seen["spec"].epochs == 3
     assert seen["device"] == "cpu" and seen["data_dir"] == "/data"
+    evaluate([None, None], [4, 5], target=0, lr=[0.25, None])  # None: the target's own lr
+    assert seen["lr"] == [0.25, seen["spec"].lr]
+    evaluate([None], [4], target=0)
+    assert seen["lr"] is None
 
 
 def test_a_really_diverging_candidate_is_recorded():

@@ -13,6 +13,8 @@ from test_study import HELD, Quadratic, cfg
 import metabp
 from metabp.exceptions import ConfigError
 from metabp.search import Evaluation, Study, TargetEntry, get_storage
+from metabp.search._score import CandidatesOnly
+from metabp.search._validate import log_grid, tune_grid
 
 
 def test_validation_at_the_end_and_export_by_heldout_score(tmp_path, capsys):
@@ -108,13 +110,66 @@ def test_tuned_lr_resumes_its_sub_study(tmp_path):
     with pytest.raises(Interrupted):
         Study(c, storage=url, evaluate=DiesAfterTwo()).validate(progress=False)
     sub = optuna.load_study(study_name="t:tuned_lr", storage=get_storage(url))
-    assert [t.state for t in sub.trials] == [TrialState.COMPLETE] * 2 + [TrialState.RUNNING]
+    assert [t.state for t in sub.trials] == [TrialState.COMPLETE] * 2  # stored as measured
     ev = Quadratic()
     Study(c, storage=url, evaluate=ev).validate(progress=False)
     tuning = [call for call in ev.calls if call[3] is not None and call[1] == (0,)]
-    assert len(tuning) == 3  # 5 trials in all: 2 kept, the killed one failed and redone
+    assert len(tuning) == 3  # 5 trials in all: 2 kept
     states = [t.state for t in optuna.load_study(study_name="t:tuned_lr", storage=get_storage(url)).trials]
-    assert states.count(TrialState.COMPLETE) == 5 and states.count(TrialState.FAIL) == 1
+    assert states == [TrialState.COMPLETE] * 5
+
+
+def test_batched_lr_tuning_spends_exactly_its_budget_and_resumes_after_a_kill(tmp_path):
+    """q = 4: the tuning trains q lrs x seeds per call; n_trials lrs in all, each once, also across
+    a kill; the tuned lr is the best of them."""
+    url = str(tmp_path / "b.journal")
+    c = cfg(n_trials=10, seeds=(0, 1), lr_bounds=(1e-2, 10.0), validate_seeds=(100,), validate_top_k=1,
+            acquisition="qlogei", q=4, n_initial=4)
+    Study(c, storage=url, evaluate=Quadratic()).optimize(progress=False, validate=False)
+
+    class DiesOnTheSecondChunk(Quadratic):
+        def __call__(self, gs, seeds, *, target=0, lr=None):
+            if lr is not None and gs[0] is None and seeds[0] == 0 and any(
+                    c[3] is not None and c[1][0] == 0 for c in self.calls):
+                raise Interrupted
+            return super().__call__(gs, seeds, target=target, lr=lr)
+
+    killed = DiesOnTheSecondChunk()
+    with pytest.raises(Interrupted):
+        Study(c, storage=url, evaluate=killed).validate(progress=False)
+    ev = Quadratic()
+    study = Study(c, storage=url, evaluate=ev)
+    study.validate(progress=False)
+    chunks = [call for call in killed.calls + ev.calls if call[3] is not None and call[1][0] == 0]
+    assert [n for n, *_ in chunks] == [8, 2, 8, 2]  # 5 grid lrs, 5 refined: chunks of 4 lrs x 2 seeds
+    lrs = [a for *_, lr in chunks for a in lr[::2]]
+    assert len(lrs) == len(set(lrs)) == 10 and all(1e-2 <= a <= 10.0 for a in lrs)
+    sub = optuna.load_study(study_name="t:tuned_lr", storage=get_storage(url))
+    assert sorted(t.params["lr"] for t in sub.trials) == sorted(lrs)
+    tuned = study.heldout_controls["tuned_lr"]["lr"]
+    assert tuned == min(lrs, key=lambda a: math.log10(a) ** 2)  # Quadratic: best at lr = 1
+
+
+def test_tune_grid_budget_refinement_and_stored_points():
+    calls = []
+
+    def measure(xs):
+        calls.append(list(xs))
+        return [(math.log10(x) + 2.2) ** 2 for x in xs]
+
+    best, value, hist = tune_grid(measure, low=1e-4, high=1.0, budget=9, batch=3)
+    assert [len(c) for c in calls] == [3, 2, 3, 1] and len(hist) == 9 == len({x for x, _ in hist})
+    assert hist[:5] == [(x, pytest.approx((math.log10(x) + 2.2) ** 2)) for x in log_grid(1e-4, 1.0, 5)]
+    assert all(1e-3 < x < 1e-1 for x, _ in hist[5:])  # around the grid's best, 1e-2
+    assert value == min(v for _, v in hist) and abs(math.log10(best) + 2.2) < 0.2
+    calls.clear()
+    again = tune_grid(measure, low=1e-4, high=1.0, budget=9, batch=3, done=dict(hist[:6]))
+    assert again == (best, value, hist) and [len(c) for c in calls] == [3]
+    assert tune_grid(measure, low=0.5, high=2.0, budget=1, batch=4)[0] == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="need 0 < low < high"):
+        tune_grid(measure, low=1.0, high=0.1, budget=2, batch=1)
+    with pytest.raises(ConfigError, match="budget=0"):
+        tune_grid(measure, low=0.1, high=1.0, budget=0, batch=1)
 
 
 def test_several_targets_validate_as_ratios():
@@ -131,10 +186,31 @@ def test_several_targets_validate_as_ratios():
     assert study.heldout_controls["backprop"]["per_target"]["digits-mlp"] == pytest.approx([2.0, 2.2])
 
 
-def test_a_one_argument_evaluator_cannot_validate():
+def test_a_seed_free_objective_cannot_validate():
     study = Study(cfg(validate_seeds=(100,), sampler="random"), storage="memory",
-                  evaluate=lambda gs: [Evaluation(aulc=1.0) for _ in gs])
+                  evaluate=CandidatesOnly(lambda gs: [Evaluation(aulc=1.0) for _ in gs]))
     study.optimize(progress=False, validate=False)
     with pytest.raises(ConfigError, match="trains plain backprop"):
         study.validate(progress=False)
     assert math.isfinite(study.best_trial.value) and torch.is_tensor(study.omega_of(study.best_trial))
+
+
+def test_heldout_verdict_line_and_bfn_meta(tmp_path):
+    targets = (TargetEntry("gaussians-mlp3", (), "act2"), TargetEntry("digits-mlp"))
+    c = cfg(seeds=(0,), targets=targets, validate_seeds=(100, 101, 102), validate_top_k=2, sampler="random")
+    study = Study(c, storage="memory", evaluate=Quadratic())
+    assert study.heldout_verdict() is None
+    study.optimize(progress=False)
+    best = study.best_heldout_trial()
+    held, bp = best.user_attrs["heldout_aulc"], study.heldout_controls["backprop"]
+    line = study.heldout_verdict()
+    head = f"held-out verdict: g (trial {best.number}) {held['mean']:.5g} vs backprop 1 on 3 seeds: "
+    assert line.startswith(head)
+    d = [a - b for a, b in zip(held["values"], bp["values"], strict=True)]
+    assert (f"g (trial {best.number}) wins" if sum(d) < 0 else "backprop wins") in line and "\n" not in line
+    g = study.bfn_of(best)  # several targets: the score is a ratio, so no "aulc"
+    assert "aulc" not in g.meta and g.meta["score"] == best.value and g.meta["study_file"] is None
+    one = Study(cfg(sampler="random", path=str(tmp_path / "sub" / "s.toml")), storage="memory",
+                evaluate=Quadratic()).optimize(progress=False)
+    meta = one.bfn_of(one.best_trial).meta
+    assert meta["aulc"] == meta["score"] == one.best_trial.value and meta["study_file"] == "s.toml"
