@@ -33,3 +33,15 @@ def test_compiled_runs_equal_eager_and_new_candidates_do_not_recompile():
     h.omega = metabp.MetaNet(hidden=1, seed=10).omega
     close(train_many(spec, [h, g, g], seed=[7, 8, 9], compile=True)[0], train(spec, h, seed=7))
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_compiled_runs_replay_cuda_graphs_and_equal_eager():
+    spec = get_target("digits-mlp", epochs=2)
+    bfns = [None, metabp.MetaNet(hidden=1, seed=2), metabp.MetaNet(hidden=1, seed=3)]
+    eager = train_many(spec, bfns, seed=[0, 1, 2], device="cuda")
+    for _ in range(2):  # the second run replays the graphs recorded by the first
+        for run, ref in zip(train_many(spec, bfns, seed=[0, 1, 2], device="cuda", compile=True), eager,
+                            strict=True):
+            close(run, ref)
