@@ -29,7 +29,7 @@ def test_backprop_beating_g_is_said_in_words():
     line = heldout_verdict(_study([0.21, 0.22, 0.23], [0.20, 0.22, 0.22]))
     # g - backprop = [0.01, 0, 0.01]: mean 0.00667, SE 0.00333 -> +2.0 SE
     assert line == ("held-out verdict on seeds [10, 11, 12]: g did not help; trial 7 (what `metabp export` "
-                    "saves) 0.22 against plain backprop 0.21333 (g - it = +2.0 SE)")
+                    "saves) 0.22 against plain backprop 0.21333 (g higher by 2.0 SE)")
 
 
 @pytest.mark.parametrize("g, words", [
@@ -38,7 +38,7 @@ def test_backprop_beating_g_is_said_in_words():
 ])
 def test_g_ahead_of_every_control(g, words):
     line = heldout_verdict(_study(g, [0.20, 0.22, 0.22], tuned=[0.21, 0.23, 0.22]))
-    assert f": {words}; trial 7 " in line and ", backprop with its lr tuned alone 0.22 (g - it = " in line
+    assert f": {words}; trial 7 " in line and ", backprop with its lr tuned alone 0.22 (g lower by " in line
 
 
 def test_a_study_without_validation_says_its_scores_are_biased():

@@ -43,13 +43,12 @@ CONTROLS = ((schema.CONTROL_BACKPROP, "plain backprop"),
 
 def _z(h: dict, c: dict) -> float:
     """Paired difference ``h - c`` over the shared held-out seeds, in standard errors (NaN: none)."""
+    from metabp.analysis import paired
+
     a, b = h.get("values") or [], c.get("values") or []
     if h.get("seeds") != c.get("seeds") or len(a) != len(b) or len(a) < 2:
         return math.nan
-    d = [x - y for x, y in zip(a, b, strict=True)]
-    mean = math.fsum(d) / len(d)
-    se = math.sqrt(math.fsum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
-    return mean / se if se > 0 else math.nan
+    return paired(a, b).z
 
 
 def heldout_verdict(study: Any) -> str:
@@ -66,7 +65,8 @@ def heldout_verdict(study: Any) -> str:
                 "scores above are on the search seeds, and the best of many is biased low")
     h = held.user_attrs[schema.HELDOUT_AULC]
     zs = [_z(h, c) for _, c in controls]
-    parts = [f"{label} {c['mean']:.5g}" + (f" (g - it = {z:+.1f} SE)" if math.isfinite(z) else "")
+    parts = [f"{label} {c['mean']:.5g}" + (f" (g {'lower' if z < 0 else 'higher'} by {abs(z):.1f} SE)"
+                                           if math.isfinite(z) else "")
              for (label, c), z in zip(controls, zs, strict=True)]
     if any(h["mean"] >= c["mean"] for _, c in controls):
         words = "g did not help"
