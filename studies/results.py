@@ -147,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name}", file=sys.stderr)
         summary = run_study(name, search=args.search)
         (OUT / name / "summary.json").write_text(json.dumps(summary, indent=1))
-    results = [json.loads(p.read_text()) for p in (OUT / n / "summary.json" for n in STUDIES) if p.exists()]
-    text = write_results(results, OUT, [n for n in STUDIES if not (OUT / n / "summary.json").exists()])
+    stored = {n: json.loads(p.read_text()) for n in STUDIES if (p := OUT / n / "summary.json").exists()}
+    results = [s for s in stored.values() if "sweep_verdict" in s]  # older summaries lack the lr sweep
+    text = write_results(results, OUT, [n for n in STUDIES if n not in {r["name"] for r in results}])
     (HERE / "RESULTS.md").write_text(re.sub(r"\n{3,}", "\n\n", text))
     print(f"wrote {HERE / 'RESULTS.md'}", file=sys.stderr)
     return 0

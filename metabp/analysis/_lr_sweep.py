@@ -65,11 +65,14 @@ class LrSweep:
             return f"g beats {ref} at none of the {n} swept lrs: no win that survives an lr sweep."
         run = _longest_run(wins)
         lo, hi = self.lrs[run[0]], self.lrs[run[-1]]
-        span = (f"lr in [{lo:.4g}, {hi:.4g}] ({len(run)} neighbouring of {n} swept lrs, a factor of "
+        span = (f"lr {lo:.4g} (1 of {n} swept lrs)" if len(run) == 1 else
+                f"lr in [{lo:.4g}, {hi:.4g}] ({len(run)} neighbouring of {n} swept lrs, a factor of "
                 f"{hi / lo:.3g})")
+        half_step = math.sqrt(self.lrs[1] / self.lrs[0])
+        own = "" if lo / half_step <= self.g_lr <= hi * half_step else " (not around g's own lr)"
         if len(run) >= ROBUST_POINTS:
-            return f"g beats {ref} over {span}: robust to the lr in that range."
-        return f"g beats {ref} only at {span}: a narrow lr range, fragile to the lr."
+            return f"g beats {ref} over {span}{own}: robust to the lr in that range."
+        return f"g beats {ref} only at {span}{own}: a narrow lr range, fragile to the lr."
 
 
 def _mean(values: Sequence[float]) -> float:

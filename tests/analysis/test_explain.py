@@ -91,10 +91,12 @@ def test_narrow_and_robust_lr_verdicts():
     bp = [[1.0, 1.1, 1.2]] * 4
     g = [[1.0, 1.1, 1.2], [0.5, 0.61, 0.7], [1.0, 1.1, 1.2], [2.0, 2, 2]]
     narrow = LrSweep(lrs, [1, 2, 3], g, bp, 0.002)
-    assert narrow.wins() == [1] and "only at lr in [0.002, 0.002]" in narrow.verdict()
+    assert narrow.wins() == [1] and "only at lr 0.002 (1 of 4 swept lrs):" in narrow.verdict()
     assert "narrow lr range" in narrow.verdict()
     wide = LrSweep(lrs, [1, 2, 3], [[0.5, 0.61, 0.7]] * 3 + [[2.0, 2, 2]], bp, 0.002)
     assert "robust to the lr" in wide.verdict() and "[0.001, 0.004]" in wide.verdict()
+    elsewhere = LrSweep(lrs, [1, 2, 3], g, bp, 0.008)
+    assert "(not around g's own lr)" in elsewhere.verdict()
     none = LrSweep(lrs, [1, 2, 3], [[2.0, 2.1, 2.2]] * 4, bp, 0.002)
     assert "at none of the 4 swept lrs" in none.verdict()
 
