@@ -16,7 +16,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-PROPOSE = "metabp:propose_seconds"
+from . import _schema as schema
+
+PROPOSE = schema.PROPOSE_SECONDS
 
 
 @contextlib.contextmanager
@@ -42,7 +44,7 @@ def progress_bar(*, total: int, enabled: bool, name: str) -> Any:
 
 def time_split(trials: Sequence[FrozenTrial]) -> dict[str, float]:
     """Seconds spent training and proposing, summed over ``trials``."""
-    return {"training": sum(float(t.user_attrs.get("seconds") or 0.0) for t in trials),
+    return {"training": sum(float(t.user_attrs.get(schema.SECONDS) or 0.0) for t in trials),
             "proposing": sum(float(t.system_attrs.get(PROPOSE) or 0.0) for t in trials)}
 
 

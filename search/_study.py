@@ -38,13 +38,14 @@ from optuna.trial import FrozenTrial, TrialState
 from metabp import MetaNet
 from metabp.exceptions import ConfigError
 
+from . import _schema as schema
 from ._config import StudyConfig
 from ._load import load_study
-from ._progress import PROPOSE, progress_bar, quiet_optuna, split_line, time_split
+from ._progress import progress_bar, quiet_optuna, split_line, time_split
 from ._samplers import make_sampler
 from ._score import Evaluator, backprop_aulcs, backprop_summary, score, train_evaluator, trains_backprop
 from ._storage import HEARTBEAT_GRACE_S, get_storage
-from ._validate import HELDOUT, Candidate, ValidationRun, format_heldout, heldout_verdict, validate
+from ._validate import Candidate, ValidationRun, format_heldout, heldout_verdict, validate
 from ._workers import CHECKED, Workers, duplicate_of
 
 
@@ -90,12 +91,12 @@ class Study:
         self.last_time_split: dict[str, float] = {}
 
     def _check_identity(self) -> None:
-        key = "metabp:config"
+        key = schema.CONFIG
         ident = self.config.identity()
         stored = self.optuna_study.user_attrs.get(key)
         if stored is None:
             self.optuna_study.set_user_attr(key, ident)
-            self.optuna_study.set_user_attr("metabp:sampler", self.config.sampler)
+            self.optuna_study.set_user_attr(schema.SAMPLER, self.config.sampler)
             return
         for k, v in ident.items():
             if stored.get(k) != v:
@@ -121,10 +122,10 @@ class Study:
         attrs = self.optuna_study.user_attrs
         out = []
         for t in self.optuna_study.get_trials(deepcopy=False):
-            held = attrs.get(f"{HELDOUT}{t.number}")
+            held = attrs.get(schema.heldout_key(t.number))
             if held is not None:
                 t = copy.copy(t)
-                t.user_attrs = {**t.user_attrs, "heldout_aulc": held}
+                t.user_attrs = {**t.user_attrs, schema.HELDOUT_AULC: held}
             out.append(t)
         return out
 
@@ -141,27 +142,28 @@ class Study:
 
     def best_heldout_trial(self) -> FrozenTrial | None:
         """The validated trial with the lowest held-out score (``None`` if none is validated)."""
-        held = [t for t in self.completed() if "heldout_aulc" in t.user_attrs]
-        return min(held, key=lambda t: (t.user_attrs["heldout_aulc"]["mean"], t.number)) if held else None
+        key = schema.HELDOUT_AULC
+        held = [t for t in self.completed() if key in t.user_attrs]
+        return min(held, key=lambda t: (t.user_attrs[key]["mean"], t.number)) if held else None
 
     @property
     def backprop(self) -> dict[str, Any] | None:
         """Backprop's score on the search seeds ``{mean, std, seeds, values, per_target}``, if measured."""
-        return self.optuna_study.user_attrs.get("backprop")
+        return self.optuna_study.user_attrs.get(schema.BACKPROP)
 
     @property
     def heldout_controls(self) -> dict[str, Any]:
         """The controls' held-out scores: ``backprop`` and (lr searched) ``tuned_lr``."""
-        return dict(self.optuna_study.user_attrs.get("heldout_controls") or {})
+        return dict(self.optuna_study.user_attrs.get(schema.HELDOUT_CONTROLS) or {})
 
     def omega_of(self, trial: FrozenTrial | optuna.Trial) -> torch.Tensor:
         """The trial's ``omega`` (float64, ``num_params``)."""
-        return torch.tensor([trial.params[f"omega_{i}"] for i in range(self.config.num_params)],
+        return torch.tensor([trial.params[schema.omega(i)] for i in range(self.config.num_params)],
                             dtype=torch.float64)
 
     def lr_of(self, trial: FrozenTrial | optuna.Trial) -> float | None:
         """The trial's learning rate (``None``: the targets' own)."""
-        return float(trial.params["lr"]) if self.config.lr_bounds else None
+        return float(trial.params[schema.LR]) if self.config.lr_bounds else None
 
     def bfn_of(self, trial: FrozenTrial) -> MetaNet:
         """The trial's meta-network, ``meta`` filled with its provenance (and held-out score)."""
@@ -175,7 +177,7 @@ class Study:
             g.meta["aulc"] = trial.value
         if cfg.lr_bounds:
             g.meta["lr"] = self.lr_of(trial)
-        held = trial.user_attrs.get("heldout_aulc")
+        held = trial.user_attrs.get(schema.HELDOUT_AULC)
         if held is not None:
             g.meta.update(heldout_aulc={"mean": held["mean"], "std": held["std"]}, seeds=list(held["seeds"]))
         return g
@@ -272,7 +274,7 @@ class Study:
             return None
         aulcs = backprop_aulcs(self.config, self.evaluator, self.config.seeds)
         summary = backprop_summary(self.config, aulcs, self.config.seeds)
-        self.optuna_study.set_user_attr("backprop", summary)
+        self.optuna_study.set_user_attr(schema.BACKPROP, summary)
         return summary
 
     def validate(self, *, progress: bool = True) -> dict[str, Any]:
@@ -290,15 +292,16 @@ class Study:
 
     @staticmethod
     def _held(trials: Sequence[FrozenTrial]) -> dict[int, dict[str, Any]]:
-        return {t.number: t.user_attrs["heldout_aulc"] for t in trials if "heldout_aulc" in t.user_attrs}
+        key = schema.HELDOUT_AULC
+        return {t.number: t.user_attrs[key] for t in trials if key in t.user_attrs}
 
     def heldout_verdict(self) -> str | None:
         """One line: the best held-out candidate against the better control on the held-out seeds
         (``None`` before validation)."""
         best, controls = self.best_heldout_trial(), self.heldout_controls
-        if best is None or "backprop" not in controls:
+        if best is None or schema.CONTROL_BACKPROP not in controls:
             return None
-        return heldout_verdict(best.number, best.user_attrs["heldout_aulc"], controls)
+        return heldout_verdict(best.number, best.user_attrs[schema.HELDOUT_AULC], controls)
 
     def _occupied(self) -> tuple[int, int]:
         """(completed, completed + running + waiting) trial counts."""
@@ -316,7 +319,7 @@ class Study:
         before = sum(1 for t in self.optuna_study.get_trials(deepcopy=False)
                      if t.number < trial.number and t.state in live)
         if before >= self.config.n_trials:  # a race with another worker: give the number back unused
-            self.workers.set_system_attr(trial.number, "metabp:surplus", True)
+            self.workers.set_system_attr(trial.number, schema.SURPLUS, True)
             self.optuna_study.tell(trial, state=TrialState.FAIL)
             self.workers.release(trial.number)
             return None
@@ -332,10 +335,10 @@ class Study:
                 break
             for name, (lo, hi), log in zip(cfg.param_names, cfg.search_bounds, cfg.search_log, strict=True):
                 trial.suggest_float(name, lo, hi, log=log)
-            self.workers.set_system_attr(trial.number, PROPOSE, time.perf_counter() - t0)
+            self.workers.set_system_attr(trial.number, schema.PROPOSE_SECONDS, time.perf_counter() - t0)
             twin = self._duplicate_of(trial)
             if twin is not None:  # another worker proposed the same point at the same moment
-                self.workers.set_system_attr(trial.number, "metabp:duplicate_of", twin)
+                self.workers.set_system_attr(trial.number, schema.DUPLICATE_OF, twin)
                 self.optuna_study.tell(trial, state=TrialState.FAIL)
                 self.workers.release(trial.number)
                 continue
@@ -358,15 +361,15 @@ class Study:
             for trial in batch:
                 with contextlib.suppress(Exception):
                     error = f"{type(exc).__name__}: {exc}"[:2000]
-                    self.workers.set_system_attr(trial.number, "metabp:error", error)
+                    self.workers.set_system_attr(trial.number, schema.ERROR, error)
                     self.optuna_study.tell(trial, state=TrialState.FAIL)
                 self.workers.release(trial.number)
             raise
         for trial, s in zip(batch, scores, strict=True):
-            trial.set_user_attr("per_seed", s.per_seed)
-            trial.set_user_attr("step_losses", s.step_losses)
-            trial.set_user_attr("diverged", s.diverged)
-            trial.set_user_attr("seconds", s.seconds)
+            trial.set_user_attr(schema.PER_SEED, s.per_seed)
+            trial.set_user_attr(schema.STEP_LOSSES, s.step_losses)
+            trial.set_user_attr(schema.DIVERGED, s.diverged)
+            trial.set_user_attr(schema.SECONDS, s.seconds)
             self.optuna_study.tell(trial, s.value)
             self.workers.release(trial.number)
 
@@ -375,7 +378,7 @@ class Study:
         if not self.completed():
             return "no completed trial yet"
         best = self.best_trial
-        text = f"best {best.value:.5g}" + (" (diverged)" if best.user_attrs.get("diverged") else "")
+        text = f"best {best.value:.5g}" + (" (diverged)" if best.user_attrs.get(schema.DIVERGED) else "")
         if self.backprop is not None:
             text += f", backprop {self.backprop['mean']:.5g}"
         return text

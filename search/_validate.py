@@ -41,11 +41,12 @@ from optuna.trial import TrialState
 from metabp import BFunction
 from metabp.exceptions import ConfigError
 
+from . import _schema as schema
 from ._config import StudyConfig
 from ._score import Evaluator, backprop_aulcs, backprop_summary, score, trains_backprop
 
-HELDOUT = "heldout_aulc:"
-CONTROLS = (("backprop", "backprop"), ("tuned_lr", "backprop, tuned lr"))  # key, label
+HELDOUT = schema.HELDOUT_PREFIX
+CONTROLS = ((schema.CONTROL_BACKPROP, "backprop"), (schema.CONTROL_TUNED_LR, "backprop, tuned lr"))
 
 
 @dataclass(frozen=True)
@@ -93,23 +94,24 @@ def validate(run: ValidationRun, *, progress: bool = True) -> dict[str, Any]:
         raise ConfigError(f"study {cfg.name!r} has no completed trial yet; run `metabp search` first")
     if not trains_backprop(run.evaluate):
         raise ConfigError("validation trains plain backprop; this study's evaluator takes candidates only")
-    if (controls.get("backprop") or {}).get("seeds") != seeds:
-        controls["backprop"] = backprop_summary(cfg, backprop_aulcs(cfg, run.evaluate, seeds), seeds)
-        run.save("heldout_controls", controls)
-    base = controls["backprop"]["per_target"]
-    if cfg.lr_bounds and (controls.get("tuned_lr") or {}).get("seeds") != seeds:
+    if (controls.get(schema.CONTROL_BACKPROP) or {}).get("seeds") != seeds:
+        aulcs = backprop_aulcs(cfg, run.evaluate, seeds)
+        controls[schema.CONTROL_BACKPROP] = backprop_summary(cfg, aulcs, seeds)
+        run.save(schema.HELDOUT_CONTROLS, controls)
+    base = controls[schema.CONTROL_BACKPROP]["per_target"]
+    if cfg.lr_bounds and (controls.get(schema.CONTROL_TUNED_LR) or {}).get("seeds") != seeds:
         lr = tune_lr(run, progress=progress)
         s = score(cfg, run.evaluate, [None], [lr], seeds, base)[0]
-        controls["tuned_lr"] = {**s.summary(seeds), "lr": lr}
-        run.save("heldout_controls", controls)
+        controls[schema.CONTROL_TUNED_LR] = {**s.summary(seeds), "lr": lr}
+        run.save(schema.HELDOUT_CONTROLS, controls)
     held = {c.number: h for c in run.top if (h := run.heldout.get(c.number)) and h.get("seeds") == seeds}
     todo = [c for c in run.top if c.number not in held]
     for at in range(0, len(todo), cfg.q):  # a search batch's size per trainer call
         chunk = todo[at:at + cfg.q]
         scores = score(cfg, run.evaluate, [c.bfn for c in chunk], [c.lr for c in chunk], seeds, base)
         for c, s in zip(chunk, scores, strict=True):
-            held[c.number] = {**s.summary(seeds), "per_seed": s.per_seed}
-            run.save(f"{HELDOUT}{c.number}", held[c.number])
+            held[c.number] = {**s.summary(seeds), schema.PER_SEED: s.per_seed}
+            run.save(schema.heldout_key(c.number), held[c.number])
     return {"trials": held, **controls}
 
 
@@ -120,14 +122,15 @@ def tune_lr(run: ValidationRun, *, progress: bool = True) -> float:
     sub = optuna.create_study(study_name=f"{cfg.name}:tuned_lr", storage=run.storage, direction="minimize",
                               load_if_exists=True)
     dist = FloatDistribution(*cfg.lr_bounds, log=True)
-    done = {float(t.params["lr"]): float(t.value)
-            for t in sub.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "lr" in t.params}
+    done = {float(t.params[schema.LR]): float(t.value)
+            for t in sub.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if schema.LR in t.params}
 
     def measure(lrs: list[float]) -> list[float]:
         values = [s.value for s in score(cfg, run.evaluate, [None] * len(lrs), lrs, cfg.seeds,
                                          run.search_backprop)]
         for lr, v in zip(lrs, values, strict=True):
-            sub.add_trial(optuna.trial.create_trial(params={"lr": lr}, distributions={"lr": dist}, value=v))
+            sub.add_trial(optuna.trial.create_trial(params={schema.LR: lr}, distributions={schema.LR: dist},
+                                                    value=v))
         return values
 
     from tqdm.auto import tqdm
@@ -220,10 +223,10 @@ def format_heldout(study: Any) -> str:
     """Lines: each validated trial's and each control's held-out score (mean ± std) of ``study``
     (a :class:`~metabp.search.Study`; its public ``name``, ``completed()``, ``heldout_controls``)."""
     controls = study.heldout_controls
-    seeds = (controls.get("backprop") or {}).get("seeds", [])
+    seeds = (controls.get(schema.CONTROL_BACKPROP) or {}).get("seeds", [])
     lines = [f"{study.name}: held-out seeds {seeds}"]
     for t in sorted(study.completed(), key=lambda t: t.number):
-        h = t.user_attrs.get("heldout_aulc")
+        h = t.user_attrs.get(schema.HELDOUT_AULC)
         if h is not None:
             lines.append(f"  trial {t.number:>4}  search {t.value:.5g}  "
                          f"held-out {h['mean']:.5g} ± {h['std']:.2g}")
