@@ -11,10 +11,12 @@ The front door::
 from metabp._activations import ACTIVATION_MODULES, Activation, activation_of, get_activation
 from metabp._artifact import load, save
 from metabp._batch_manhattan import BatchManhattan
-from metabp._bfunctions import BFunction, Derivative, MetaNet, Scaled
+from metabp._bfunctions import BFunction, Derivative, Scaled
 from metabp._feedback import LayerAlignment, alignment, feedback, feedbacks, unfeedback
 from metabp._implicit_lr import SCALE_INVARIANT, SCALE_NOTE, implicit_lr
-from metabp._patch import activations, patch, patched, replace_derivative, stack, unpatch
+from metabp._metanet import MetaNet
+from metabp._patch import activations, patch, patched, replace_derivative, unpatch
+from metabp._stacked import stack
 from metabp._synthetic import (
     SyntheticGradient,
     remove_synthetic_gradients,

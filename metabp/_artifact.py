@@ -26,12 +26,14 @@ from safetensors.torch import save as dump_tensors
 from torch import Tensor
 
 from metabp._activations import get_activation
-from metabp._bfunctions import KINDS, BFunction, Derivative, MetaNet, Scaled
+from metabp._bfunctions import BFunction, Derivative, Scaled
+from metabp._metanet import MetaNet
 from metabp.exceptions import ArtifactError, ConfigError, MetabpError
 
 FORMAT = "metabp.bfn"
 VERSION = "1"
 MAX_BYTES = 16 * 2**20  # a .bfn is a few KiB; nothing larger is read
+KINDS: dict[str, type[BFunction]] = {c.kind: c for c in (MetaNet, Derivative, Scaled)}  # what a file names
 TABLE_SIZES = (MetaNet.table_sizes[0], 2**15)  # MetaNet table_size range a file may ask for (int16 index)
 #: The largest ``|g(z)|`` a saved or loaded b-function may reach at any ``z``. Each patched layer
 #: scales the backward's ``delta`` by at most this where backprop scales it by ``|sigma'| <= 1.2``,
@@ -166,6 +168,9 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
         data = path.read_bytes()
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot read the .bfn file ({exc.strerror or exc})") from None
+    if len(data) > 8 and data[8:9] != b"{":  # safetensors: 8 bytes of length, then a JSON object
+        raise ArtifactError(f"{path}: not a .bfn file (a .bfn file is safetensors with metabp's JSON "
+                            f"header; this one starts with {data[:12]!r})")
     n = struct.unpack("<Q", data[:8])[0] if len(data) >= 8 else -1
     if not 2 <= n <= len(data) - 8:
         raise ArtifactError(

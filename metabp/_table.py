@@ -7,12 +7,14 @@ Evaluating a meta-network ``g_omega`` on every element of every backward pass co
 .. math:: g(z) \\approx g(x_{k(z)}), \\qquad
           k(z) = \\lfloor \\mathrm{clamp}(z / h + (1/2 - lo / h),\\ 0,\\ n - 1) \\rfloor
 
-(:func:`grid_index`: mul, add, two clamps, a cast and a clamp; then one gather). On CPU the
+(:func:`grid_index`: mul, add, clamp, NaN to 0, cast; then one gather). On CPU the
 gather costs about four elementwise passes, so one gather of a fine table beats linear
 interpolation (two gathers). Under ``torch.compile`` inductor fuses the passes into one loop.
 
 The scale ``1/h`` and shift ``1/2 - lo/h`` enter as 0-d tensors, not Python numbers, so a
 compiled graph takes them as inputs: a new table of the same size is new data, not a new graph.
+The index is computed in float32 (float64 for float64 inputs) whatever the input's dtype: in
+bfloat16 ``z / h`` rounds by up to 64 cells, and the last cell ``n - 1 = 16383`` rounds to 16384.
 
 Error: on ``[lo, hi]``, ``|g(x_k) - g(z)| <= h / 2 * sup|g'|``; outside it the end values are
 held (``g(lo)`` below, ``g(hi)`` above). MetaNet uses ``n = 16384``: 64 KiB, which leaves most of
@@ -23,9 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+from metabp.exceptions import PatchError
+
+_INDEX_FLOATS = (torch.float32, torch.float64)
 
 
 def index_dtype(size: int) -> torch.dtype:
@@ -34,19 +41,37 @@ def index_dtype(size: int) -> torch.dtype:
     return torch.int16 if size <= 2**15 else torch.int32
 
 
-def grid_index(z: Tensor, scale: Tensor | float, shift: Tensor | float, last: Tensor | int,
+def index_float(dtype: torch.dtype) -> torch.dtype:
+    """The float type the index of an input of ``dtype`` is computed in: float64 for float64,
+    else float32 (half types would round the index by many cells)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+class TableArgs(NamedTuple):
+    """A tabulated b-function's table for inputs ``z`` of one device and dtype:
+    ``lookup(z, args)`` is ``g(z)``. Tensors are replaced, never changed in place, when g changes."""
+
+    values: Tensor  #: ``(n,)`` in z's dtype; a stack's ``K`` tables end to end, ``(K n,)``
+    scale: Tensor  #: ``1/h``: 0-d, or ``K x 1 x ...`` (one per copy); in ``index_float(z.dtype)``
+    shift: Tensor  #: ``1/2 - lo/h``, shaped like ``scale``
+    offset: Tensor | None  #: int32 start of each copy's table, ``K x 1 x ...``; None for one table
+    last: int  #: ``n - 1``, the last cell of every table
+    index_dtype: torch.dtype  #: integer type of the saved index (:func:`index_dtype`)
+
+
+def grid_index(z: Tensor, scale: Tensor | float, shift: Tensor | float, last: int,
                dtype: torch.dtype) -> Tensor:
     """``floor(clamp(z * scale + shift, 0, last))`` as integers of ``dtype``, the shape of ``z``.
 
-    ``scale``, ``shift`` and ``last`` are numbers or tensors that broadcast against ``z`` (one
-    value per copy for stacked tables). Floats are clamped before the cast (``+-inf`` and huge
-    ``z`` go to the ends); NaN passes the clamps and casts to an integer that the final clamp at
-    0 catches, so a NaN pre-activation never makes an out-of-range index (its NaN reaches the
-    loss through the forward pass anyway). clamp_min_/clamp_max_ (unlike clamp_) have vmap
-    batching rules.
+    ``scale`` and ``shift`` are numbers or tensors that broadcast against ``z`` (one value per
+    copy for stacked tables). The index is computed in float32 for half-precision ``z``. Floats
+    are clamped before the cast (``+-inf`` and huge ``z`` go to the ends) and NaN becomes cell 0,
+    so no input makes an out-of-range index (a NaN reaches the loss through the forward pass).
     """
-    t = z.mul(scale).add_(shift).clamp_min_(0).clamp_max_(last)
-    return t.to(dtype).clamp_min_(0)  # t >= 0, so truncation is floor
+    if z.dtype not in _INDEX_FLOATS:
+        z = z.float()
+    t = z.mul(scale).add_(shift).clamp_min_(0).clamp_max_(last).nan_to_num_(0.0)  # vmap has rules for these
+    return t.to(dtype)  # t >= 0, so truncation is floor
 
 
 @dataclass(frozen=True)
@@ -98,24 +123,33 @@ class Table:
 
     def read(self, index: Tensor) -> Tensor:
         """``g`` at the grid points ``index`` (from :meth:`index`); the shape of ``index``."""
+        _check_device(self.values, index)
         return read(self.values, index)
 
     def lookup(self, z: Tensor) -> Tensor:
-        """``g(z)`` from the table; any shape in, same shape out."""
-        return self.read(self.index(z))
+        """``g(z)`` from the table; any shape in, same shape out, on the table's device."""
+        _check_device(self.values, z)
+        return read(self.values, self.index(z))
+
+
+def _check_device(values: Tensor, z: Tensor) -> None:
+    if values.device != z.device:
+        raise PatchError(f"the table is on {values.device} but the input is on {z.device}; "
+                         f"move the table first (table.to({str(z.device)!r}))")
 
 
 def read(values: Tensor, index: Tensor, offset: Tensor | None = None) -> Tensor:
     """``values[index + offset]``, the shape of ``index`` (``offset`` broadcasts: per-copy starts
     of tables laid end to end)."""
-    flat = index.to(torch.int32)
+    flat = index.to(torch.int32)  # index_select takes int32 or int64
     if offset is not None:
         flat = flat.add_(offset)
     return values.index_select(0, flat.reshape(-1)).view(index.shape)
 
 
-def lookup(z: Tensor, values: Tensor, scale: Tensor | float, shift: Tensor | float,
-           offset: Tensor | None, last: Tensor | int, dtype: torch.dtype) -> Tensor:
-    """``read(values, grid_index(z, scale, shift, last, dtype), offset)``: ``g(z)`` from the
-    arguments ``table_args(z)`` of a tabulated b-function, the shape of ``z``."""
-    return read(values, grid_index(z, scale, shift, last, dtype), offset)
+def lookup(z: Tensor, args: TableArgs) -> Tensor:
+    """``g(z)`` from the :class:`TableArgs` of a tabulated b-function, the shape of ``z``, in the
+    table's dtype; :class:`~metabp.exceptions.PatchError` if the table is on another device."""
+    _check_device(args.values, z)
+    return read(args.values, grid_index(z, args.scale, args.shift, args.last, args.index_dtype),
+                args.offset)

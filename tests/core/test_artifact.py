@@ -123,7 +123,7 @@ def test_pickle_file_is_refused_without_running_it(tmp_path: Path):
             return (exec, (f"open({str(tmp_path / 'pwned')!r}, 'w').write('ran')",))
 
     (tmp_path / "evil.bfn").write_bytes(pickle.dumps(Boom()))
-    with pytest.raises(ArtifactError, match="not a readable"):
+    with pytest.raises(ArtifactError, match=r"evil\.bfn: not a \.bfn file"):
         metabp.load(tmp_path / "evil.bfn")
     assert not (tmp_path / "pwned").exists()
 
@@ -372,3 +372,10 @@ def test_softplus_threshold_bound_is_tight():
     assert torch.isnan(Derivative("softplus", beta=42.0, threshold=90.0)(z)).any()
     z = torch.linspace(-3, 3, 600001) * 30
     assert torch.isfinite(Derivative("softplus", beta=1.0, threshold=88.0)(z)).all()
+
+
+def test_text_file_is_not_a_bfn_file(tmp_path: Path):
+    path = tmp_path / "notes.bfn"
+    path.write_text("hello world, this is text\n")
+    with pytest.raises(ArtifactError, match=r"notes\.bfn: not a \.bfn file .*starts with b'hello world,'"):
+        metabp.load(path)

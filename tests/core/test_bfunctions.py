@@ -9,7 +9,7 @@ import torch
 
 import metabp
 from metabp import ConfigError, Derivative, MetaNet, Scaled
-from metabp._table import Table
+from metabp._table import Table, TableArgs, grid_index, read
 
 
 def test_metanet_equation_and_layout():
@@ -80,12 +80,12 @@ def test_table_index_is_compact():
 
 def test_table_rebuilt_after_omega_changes():
     g = MetaNet(1, "tanh", omega=[1.0, 0.0, 1.0, 0.0])
-    first, (values, scale, _) = g.table, g.tensors_for(torch.device("cpu"), torch.float32)
+    first, (values, scale) = g.table, g.tensors_for(torch.device("cpu"), torch.float32)[:2]
     g.omega = [1.0, 0.0, 2.0, 0.0]
     assert g.table is not first
     assert torch.allclose(g.table.values, 2 * first.values)
     # new tensors: the old ones (held by a pending backward) keep the old table
-    new_values, new_scale, _ = g.tensors_for(torch.device("cpu"), torch.float32)
+    new_values, new_scale = g.tensors_for(torch.device("cpu"), torch.float32)[:2]
     assert torch.equal(values, first.values) and torch.equal(new_values, g.table.values)
     assert float(scale) == pytest.approx(1 / first.step)
     assert float(new_scale) == pytest.approx(1 / g.table.step)
@@ -95,16 +95,17 @@ def test_stacked_index_equals_each_table_index():
     gs = [MetaNet(2, "tanh", seed=0), MetaNet(1, "relu", seed=1, table_size=1000)]
     z = torch.randn(2, 50, 7) * 20
     s = metabp.stack(gs)
-    values, scale, shift, offset, last, dtype = s.table_args(z)
-    from metabp._table import grid_index
-    index = grid_index(z, scale, shift, last, dtype)
-    for k, g in enumerate(gs):
-        assert torch.equal(index[k].long(), g.table.index(z[k]).long())
+    args = s.table_args(z)
+    assert isinstance(args, TableArgs) and args.last == 16383  # the shorter table is padded
+    index = grid_index(z, args.scale, args.shift, args.last, args.index_dtype)
+    for k, g in enumerate(gs):  # padding holds the end value: clamping at 999 reads the same
+        assert torch.equal(read(args.values, index, args.offset)[k], g.table.lookup(z[k]))
+    assert torch.equal(index[0].long(), gs[0].table.index(z[0]).long())
     gs[1].omega = [2.0, 0.0, 1.0, 0.0]  # a member's new omega reaches the stack
-    index = grid_index(z, *s.table_args(z)[1:3], last, dtype)
-    assert torch.equal(index[1].long(), gs[1].table.index(z[1]).long())
-    new_values = s.table_args(z)[0]
-    assert torch.equal(new_values[-1000:], gs[1].table.values) and not torch.equal(new_values, values)
+    new = s.table_args(z)
+    assert torch.equal(read(new.values, index, new.offset)[1], gs[1].table.lookup(z[1]))
+    assert torch.equal(new.values[16384:17384], gs[1].table.values)
+    assert not torch.equal(new.values, args.values)  # new tensors; the old ones unchanged
 
 
 def test_derivative_values():
@@ -187,9 +188,9 @@ def test_implicit_lr_paper_eq4():
 def test_doctests_of_core_modules():
     import doctest
 
-    from metabp import _activations, _artifact, _bfunctions, _implicit_lr, _patch, _table
+    from metabp import _activations, _artifact, _bfunctions, _implicit_lr, _metanet, _patch, _stacked, _table
 
-    for module in (_activations, _artifact, _bfunctions, _implicit_lr, _patch, _table):
+    for module in (_activations, _artifact, _bfunctions, _implicit_lr, _metanet, _patch, _stacked, _table):
         result = doctest.testmod(module, extraglobs={"torch": torch, "metabp": metabp})
         assert result.failed == 0, module.__name__
 
@@ -200,4 +201,4 @@ def test_pickled_stack_follows_its_members():
     s = pickle.loads(pickle.dumps(metabp.stack([MetaNet(1, seed=0), MetaNet(2, seed=1)])))
     assert pickle.loads(pickle.dumps(s.bfns[0])).omega.tolist() == s.bfns[0].omega.tolist()
     s.bfns[0].omega = [3.0, 0.0, 1.0, 0.0]
-    assert torch.equal(s.table_args(torch.zeros(2, 1))[0][:16384], s.bfns[0].table.values)
+    assert torch.equal(s.table_args(torch.zeros(2, 1)).values[:16384], s.bfns[0].table.values)

@@ -31,7 +31,7 @@ def cnn() -> nn.Module:
 def grads(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     model.zero_grad(set_to_none=True)
     out = model(x)
-    (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+    (out * torch.linspace(-1, 1, out.shape[-1], device=out.device)).sum().backward()
     return [p.grad.clone() for p in model.parameters()]
 
 

@@ -1,0 +1,83 @@
+"""metabp/_table.py through the patched backward: mixed precision, any input scale, wrong device,
+and the path that the patched backward takes equals the table read by hand."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import metabp
+from metabp import MetaNet
+from metabp._table import TableArgs, index_dtype, lookup
+
+torch.set_num_threads(1)
+HALF = [torch.bfloat16, torch.float16]
+
+
+def _grad_z(z: torch.Tensor, g: metabp.BFunction, grad: torch.Tensor) -> torch.Tensor:
+    z = z.detach().requires_grad_()
+    metabp.replace_derivative(z, g, "relu").backward(grad)
+    return z.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, *HALF])
+def test_backward_is_the_table_read_in_float32_times_grad(dtype):
+    """grad_z = grad * values[k(z)], k computed in float32 from the half-precision z, in z's dtype."""
+    g = MetaNet(2, "tanh", seed=4)
+    z = (torch.randn(64, 33) * 6).to(dtype)
+    grad = torch.randn(64, 33).to(dtype)
+    got = _grad_z(z, g, grad)
+    index = g.table.index(z.to(torch.promote_types(dtype, torch.float32))).long()
+    want = g.table.values[index].to(dtype) * grad
+    assert got.dtype == dtype and torch.equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("scale", [1.0, 10.0, 1e3, 1e30, float("inf")])
+def test_autocast_on_cpu_never_indexes_past_the_table(dtype, scale):
+    """A 16-64-10 MLP patched with a MetaNet, under autocast, inputs at any scale: no IndexError
+    (in bfloat16 the index of 16383 rounds to 16384); gradients in float32 parameters."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 10))
+    metabp.patch(model, MetaNet(1, "tanh", omega=[1.0, 0.0, 2.0, 0.5]))
+    x = torch.randn(32, 16) * scale
+    with torch.autocast("cpu", dtype=dtype):
+        loss = model(x).float().square().mean()
+    loss.backward()
+    assert model[0].weight.grad.dtype == torch.float32
+    if scale <= 10:
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_half_inputs_at_the_table_ends(dtype):
+    g = MetaNet(1, "tanh", omega=[1.0, 0.0, 2.0, 0.5])
+    lo, hi = g.table_range()
+    z = torch.tensor([hi, hi * 0.999, 1e30, float("inf"), lo, -float("inf"), float("nan")]).to(dtype)
+    got = _grad_z(z, g, torch.ones_like(z))
+    ends = g.table.values[[-1, 0]].to(dtype)
+    assert got[0] == got[2] == got[3] == ends[0] and got[4] == got[5] == ends[1]
+    assert got[6] == g.table.values[0].to(dtype)  # NaN reads cell 0, never out of range
+
+
+def test_table_args_is_a_named_tuple():
+    g = MetaNet(1, "tanh", table_size=1000)
+    args = g.table_args(torch.zeros(3, dtype=torch.bfloat16))
+    assert isinstance(args, TableArgs) and args._fields == (
+        "values", "scale", "shift", "offset", "last", "index_dtype")
+    assert args.values.dtype == torch.bfloat16 and args.scale.dtype == torch.float32
+    assert args.offset is None and args.last == 999 and args.index_dtype == index_dtype(1000)
+    assert g.table_args(torch.zeros(3, dtype=torch.bfloat16)) is args  # made once per dtype
+    assert g.table_args(torch.zeros(3, dtype=torch.float64)).scale.dtype == torch.float64
+
+
+def test_wrong_device_is_a_named_error():
+    g = MetaNet(1, "tanh")
+    z = torch.zeros(4, device="meta")
+    with pytest.raises(metabp.PatchError, match=r"the table is on cpu but the input is on meta"):
+        g.table.lookup(z)
+    with pytest.raises(metabp.PatchError, match=r"the table is on cpu but the input is on meta"):
+        lookup(z, g.table_args(torch.zeros(1)))
+    with pytest.raises(metabp.PatchError, match=r"table is on cpu"):
+        g.table.read(torch.zeros(4, dtype=torch.int16, device="meta"))
