@@ -21,14 +21,14 @@ from ._config import StudyConfig, TargetEntry
 from ._load import load_study
 from ._minimize import MinimizeResult, minimize
 from ._samplers import SAMPLERS, SobolSampler, make_sampler
-from ._score import Evaluation, Score, train_evaluator
+from ._score import CandidatesOnly, Evaluation, Evaluator, Score, train_evaluator
 from ._storage import get_storage
 from ._study import Study
-from ._validate import format_heldout
+from ._validate import format_heldout, tune_grid
 from ._workers import retry_of
 
 __all__ = [
     "Study", "StudyConfig", "TargetEntry", "load_study", "minimize", "MinimizeResult", "SAMPLERS",
     "make_sampler", "SobolSampler", "get_storage", "Evaluation", "Score", "train_evaluator", "format_heldout",
-    "retry_of", "EngineSettings", "schema",
+    "retry_of", "EngineSettings", "schema", "Evaluator", "CandidatesOnly", "tune_grid",
 ]

@@ -3,10 +3,13 @@ r"""Tuning the baselines of :func:`metabp.analysis.compare`: a learning rate per
 Each baseline gets ``budget`` trials, the number of candidates the study scored; a trial trains
 on every tuning seed (the study's search seeds) and scores the mean AULC over them, as a study
 candidate does, so every method spends the same number of training runs. The learning rate is
-searched log-uniformly by Optuna's TPE:
+searched on a log scale by :func:`metabp.search.tune_grid` (a log grid of half the budget, then a
+finer grid around its best point), the study's held-out control's method:
 
-.. math:: \mathrm{lr}^\star = \arg\min_{\mathrm{lr} \in [lo, hi]}
+.. math:: \mathrm{lr}^\star = \arg\min_{\mathrm{lr} \in G_1 \cup G_2}
           \frac{1}{|S|} \sum_{s \in S} \mathrm{AULC}_s(\mathrm{lr}).
+
+The trials train in batches: ``batch`` lrs x the seeds per ``train_many`` call, one lr per copy.
 """
 
 from __future__ import annotations
@@ -59,43 +62,44 @@ def tune_lr(
     name: str = "lr",
     progress: Callable[[], None] | None = None,
 ) -> tuple[float, float, list[tuple[float, float]]]:
-    """Minimise ``objective(x)`` over ``x`` log-uniform in ``[low, high]`` with Optuna's TPE.
+    """Minimise ``objective(x)`` over ``x`` in ``[low, high]`` (log scale), ``budget`` evaluations,
+    with :func:`metabp.search.tune_grid` (one point at a time; :func:`tune_methods` batches them).
 
     Args:
         objective: one trial at ``x``, returning its score (mean AULC).
         low, high: the range, ``0 < low < high``.
         budget: number of evaluations (trials).
-        seed: the sampler's seed.
-        name: the parameter's name in the Optuna study.
+        seed: unused (the grid is deterministic); kept so that existing calls still work.
+        name: the parameter's name, in error messages.
         progress: called after each evaluation (e.g. a tqdm bar's ``update``).
 
     Returns:
         ``(best_x, best_value, [(x, value), ...])`` in evaluation order.
     """
-    import optuna
+    from metabp.search import tune_grid
+
+    def measure(xs: list[float]) -> list[float]:
+        values = [float(objective(x)) for x in xs]
+        for _ in xs:
+            if progress is not None:
+                progress()
+        return values
 
     if not 0 < low < high:
         raise ConfigError(f"tuning range [{low}, {high}] for {name}: need 0 < low < high")
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise ConfigError(f"budget={budget!r}: tuning needs an int >= 1 of trials")
-    history: list[tuple[float, float]] = []
+    return tune_grid(measure, low=low, high=high, budget=budget, batch=1)
 
-    def _f(trial: optuna.Trial) -> float:
-        x = trial.suggest_float(name, low, high, log=True)
-        value = float(objective(x))
-        history.append((x, value))
-        if progress is not None:
-            progress()
-        return value if math.isfinite(value) else 1e300
 
-    before = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no per-trial lines; restored below
-    try:
-        study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
-        study.optimize(_f, n_trials=budget)
-    finally:
-        optuna.logging.set_verbosity(before)
-    return float(study.best_params[name]), float(study.best_value), history
+def batch_aulcs(spec: Any, lrs: Sequence[float], seeds: Sequence[int], *, device: str,
+                data_dir: Any) -> list[float]:
+    """Plain backprop's mean AULC over ``seeds`` at each of ``lrs``: one ``train_many`` call of
+    ``len(lrs) x len(seeds)`` copies, copy ``(i, s)`` at ``lrs[i]`` on seed ``s``."""
+    from metabp.targets import train_many
+
+    n = len(seeds)
+    runs = train_many(spec, [None] * (len(lrs) * n), None, seed=[s for _ in lrs for s in seeds],
+                      lr=[a for a in lrs for _ in seeds], device=device, data_dir=data_dir)
+    return [math.fsum(r.aulc for r in runs[i * n:(i + 1) * n]) / n for i in range(len(lrs))]
 
 
 def mean_aulc(spec: Any, bfn: Any, where: str | None, seeds: Sequence[int], *, device: str,
@@ -117,10 +121,14 @@ def tune_methods(
     device: str = "cpu",
     data_dir: Any = None,
     bar: Any = None,
+    batch: int = 8,
 ) -> list[Tuned]:
     """"lr tuned alone" (``spec``'s optimizer, lr in ``lr_range``, default ``spec.lr`` times
     ``MULTIPLIER_RANGE``) and each of ``optimizers`` with its lr in ``LR_RANGES``, ``budget``
-    trials each over ``seeds``; ``bar.update()`` after each trial."""
+    trials each over ``seeds``, ``batch`` lrs per ``train_many`` call; ``bar.update(n)`` after
+    each call of ``n`` trials."""
+    from metabp.search import tune_grid
+
     step = bar.update if bar is not None else None
     lo, hi = lr_range if lr_range is not None else tuple(spec.lr * m for m in MULTIPLIER_RANGE)
     jobs = [("lr tuned alone", "control", spec.optimizer, lo, hi)]
@@ -129,10 +137,10 @@ def tune_methods(
     for label, kind, optimizer, low, high in jobs:
         if bar is not None:
             bar.set_postfix_str(f"tuning {label}")
-        best, _, _ = tune_lr(
-            lambda lr, o=optimizer: mean_aulc(dataclasses.replace(spec, optimizer=o, lr=lr), None, None,
-                                              seeds, device=device, data_dir=data_dir),
-            low=low, high=high, budget=budget, seed=seeds[0], progress=step)
+        best, _, _ = tune_grid(
+            lambda lrs, o=optimizer: batch_aulcs(dataclasses.replace(spec, optimizer=o), lrs, seeds,
+                                                 device=device, data_dir=data_dir),
+            low=low, high=high, budget=budget, batch=batch, progress=step)
         tuned = dataclasses.replace(spec, optimizer=optimizer, lr=best)
         out.append(Tuned(label, kind, tuned, None, budget, f"lr in [{low:.3g}, {high:.3g}]"))
     return out

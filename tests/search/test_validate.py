@@ -214,3 +214,26 @@ def test_heldout_verdict_line_and_bfn_meta(tmp_path):
                 evaluate=Quadratic()).optimize(progress=False)
     meta = one.bfn_of(one.best_trial).meta
     assert meta["aulc"] == meta["score"] == one.best_trial.value and meta["study_file"] == "s.toml"
+
+
+def test_compare_tunes_each_baseline_in_batches_with_exactly_its_budget(monkeypatch):
+    """metabp.analysis.tune_methods: budget lrs per method, batch lrs x seeds copies per call."""
+    import metabp.targets
+    from metabp.analysis import tune_methods
+    from metabp.targets import get_target
+
+    calls = []
+
+    def fake_train_many(spec, bfns, where=None, seed=0, *, lr=None, **kw):
+        calls.append((spec.optimizer, list(seed), list(lr)))
+        return [Evaluation(aulc=math.log10(a) ** 2 + 0.01 * s) for s, a in zip(seed, lr, strict=True)]
+
+    monkeypatch.setattr(metabp.targets, "train_many", fake_train_many)
+    rows = tune_methods(get_target("gaussians-mlp3"), optimizers=["sgd"], budget=5, seeds=[0, 1], batch=2)
+    assert [(o, len(s)) for o, s, _ in calls] == [("adam", 4), ("adam", 2), ("adam", 4)] + [
+        ("sgd", 4), ("sgd", 2), ("sgd", 4)]  # grid of 3 lrs, then 2 refined: chunks of 2 lrs x 2 seeds
+    assert all(s == [0, 1] * (len(s) // 2) and lr[::2] == lr[1::2] for _, s, lr in calls)
+    for row, job in zip(rows, (calls[:3], calls[3:]), strict=True):
+        lrs = [a for *_, lr in job for a in lr[::2]]
+        assert len(set(lrs)) == 5 and row.tuning_runs == 5
+        assert row.spec.lr == min(lrs, key=lambda a: math.log10(a) ** 2)
