@@ -12,7 +12,7 @@ from metabp.targets._init import initialize
 def test_presets_listed_and_valid():
     names = list_targets()
     for expected in ("gaussians-mlp3", "digits-mlp", "mnist1d-mlp", "mnist1d-cnn", "fashion-mlp",
-                     "fashion-lenet", "mnist-mlp", "mnist-lenet", "cifar10-simplenet"):
+                     "fashion-lenet", "mnist-mlp", "mnist-lenet", "cifar10-simplenet", "fashion-simplenet"):
         assert expected in names
     for name in names:
         assert get_target(name) == PRESETS[name]
