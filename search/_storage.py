@@ -124,7 +124,8 @@ def proposal_lock(storage: BaseStorage, study_name: str) -> Iterator[None]:
             with _flock(lock_file):
                 yield
             return
-        engine = getattr(storage, "engine", None)
+        rdb = getattr(storage, "_backend", storage)  # Optuna wraps an RDBStorage in a cache
+        engine = getattr(rdb, "engine", None)
         if engine is not None and engine.dialect.name == "postgresql":
             with _pg_advisory_lock(engine, zlib.crc32(study_name.encode())):
                 yield
