@@ -23,6 +23,7 @@ The three steps are separate functions: :func:`~metabp.analysis._tuning.tune_met
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -53,7 +54,8 @@ def evaluate(methods: Sequence[Tuned], seeds: Sequence[int], *, where: str | Non
     return rows
 
 
-def _check(optimizers: Sequence[str] | None, seeds: Sequence[int], tune_seeds: Any, budget: Any):
+def _check(optimizers: Sequence[str] | None, seeds: Sequence[int], tune_seeds: Any, budget: Any,
+           lr_sweep: Any):
     optimizers = list(BASELINES if optimizers is None else optimizers)
     unknown = [o for o in optimizers if o not in BASELINES]
     if unknown:
@@ -64,7 +66,18 @@ def _check(optimizers: Sequence[str] | None, seeds: Sequence[int], tune_seeds: A
             raise ConfigError(f"{key}={list(value)!r}: give a non-empty list of ints >= 0")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ConfigError(f"budget={budget!r}: give the trials each baseline may spend tuning, an int >= 1")
+    if isinstance(lr_sweep, bool) or not isinstance(lr_sweep, int) or lr_sweep == 1 or lr_sweep < 0:
+        raise ConfigError(f"lr_sweep={lr_sweep!r}: give the number of swept lrs, an int >= 2 (0: no sweep)")
     return optimizers, [int(s) for s in seeds], tune_seeds
+
+
+def _fixed_rows(spec: Any, bfn: BFunction | None, bfn_lr: float | None, label: str) -> list[Tuned]:
+    """Plain backprop and (when given) ``bfn``, at ``bfn_lr`` when it was searched with it."""
+    rows = [Tuned("plain backprop", "plain", spec)]
+    if bfn is not None:
+        g_spec = spec if bfn_lr is None else dataclasses.replace(spec, lr=float(bfn_lr))
+        rows.append(Tuned(label, "bfn", g_spec, bfn, note="lr searched with g" if bfn_lr is not None else ""))
+    return rows
 
 
 def compare(
@@ -108,30 +121,23 @@ def compare(
     Returns:
         :class:`Comparison`.
     """
-    import dataclasses
-
     from tqdm.auto import tqdm
 
-    optimizers, seeds, tune_seeds = _check(optimizers, seeds, tune_seeds, budget)
-    if isinstance(lr_sweep, bool) or not isinstance(lr_sweep, int) or lr_sweep == 1 or lr_sweep < 0:
-        raise ConfigError(f"lr_sweep={lr_sweep!r}: give the number of swept lrs, an int >= 2 (0: no sweep)")
+    optimizers, seeds, tune_seeds = _check(optimizers, seeds, tune_seeds, budget, lr_sweep)
     methods = 1 + (bfn is not None) + 1 + len(optimizers)
     sweep_runs = 2 * lr_sweep * len(seeds) if bfn is not None else 0
     bar = tqdm(total=budget * (len(optimizers) + 1) + methods * len(seeds) + sweep_runs, desc="compare",
                unit="run", disable=not progress)
-    rows = [Tuned("plain backprop", "plain", spec)]
-    if bfn is not None:
-        g_spec = spec if bfn_lr is None else dataclasses.replace(spec, lr=float(bfn_lr))
-        rows.append(Tuned(label, "bfn", g_spec, bfn, note="lr searched with g" if bfn_lr is not None else ""))
+    rows = _fixed_rows(spec, bfn, bfn_lr, label)
     rows += tune_methods(spec, optimizers=optimizers, budget=budget, seeds=tune_seeds, lr_range=lr_range,
                          device=device, data_dir=data_dir, bar=bar)
     results = evaluate(rows, seeds, where=where, device=device, data_dir=data_dir, bar=bar)
     sweep = None
     if lr_sweep and bfn is not None:
-        control = next(r for r in results if r.kind == "control")
-        g_row = next(r for r in results if r.kind == "bfn")
-        sweep = run_sweep(spec, bfn, g_lr=g_row.lr, tuned_lr=control.lr, seeds=seeds, tune_seeds=tune_seeds,
-                          n=lr_sweep, where=where, device=device, data_dir=data_dir, bar=bar)
+        lrs = {r.kind: r.lr for r in results}
+        sweep = run_sweep(spec, bfn, g_lr=lrs["bfn"], tuned_lr=lrs["control"], seeds=seeds,
+                          tune_seeds=tune_seeds, n=lr_sweep, where=where, device=device, data_dir=data_dir,
+                          bar=bar)
     bar.close()
     results.sort(key=lambda r: (r.aulc[0], r.label))
     result = Comparison(results, spec.optimizer, seeds, budget, tune_seeds, getattr(spec, "name", "target"),
