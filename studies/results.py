@@ -49,6 +49,8 @@ STUDIES = ["quickstart", "digits", "digits-sgd", "mnist1d", "multi", "mnist1d-wi
            "mnist1d-cnn", "fashion-mlp"]
 #: Targets a found g is transferred to: every target that trains on a CPU without data files.
 CPU_TARGETS = ["gaussians-mlp3", "digits-mlp", "mnist1d-mlp"]
+#: Also a winning g's (one that beats the best tuned baseline): the slower targets.
+WINNER_TARGETS = ["mnist1d-cnn", "fashion-mlp"]
 #: Baseline optimizers tuned in the comparison (each includes the target's own optimizer).
 COMPARE_OPTIMIZERS = ["sgd", "momentum", "adam", "amsgrad"]
 #: Fewer for the slowest targets (a Fashion-MNIST run is ~10x an MNIST-1D MLP's on a CPU): the
@@ -112,7 +114,8 @@ def run_study(name: str, search: bool = False) -> dict:
     if z < -2:
         summary.update(_explain(g, spec, where, cfg, g_row.lr, cmp.seeds, best, out))
     targets = summary["targets"]
-    others = [t for t in CPU_TARGETS if t not in targets or len(targets) > 1]
+    candidates = CPU_TARGETS + (WINNER_TARGETS if z < -2 else [])
+    others = [t for t in candidates if t not in targets or len(targets) > 1]
     if others:
         moved = transfer(g, others, seeds=TRANSFER_SEEDS, progress=True)
         summary["transfer_md"] = _body(write_transfer(moved, out / "transfer")["markdown"].read_text())

@@ -95,7 +95,7 @@ def section(r: dict) -> list[str]:
                   f"![explain](results/{n}/explain/explain.png)", "",
                   f"Each form is saved as a `.bfn` in `results/{n}/explain/forms/`.", ""]
     if r["transfer_md"]:
-        lines += ["### Transfer to the other CPU targets", "", r["transfer_md"], "",
+        lines += ["### Transfer to the other targets", "", r["transfer_md"], "",
                   f"![transfer](results/{n}/transfer/transfer.png)", ""]
     return lines
 

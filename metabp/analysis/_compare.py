@@ -113,13 +113,9 @@ def compare(
             ``spec.lr`` times ``MULTIPLIER_RANGE``.
         output: folder for ``compare.md``, ``compare.csv``, ``compare_loss.png``.
         label: the row name of ``bfn``.
-        lr_sweep: train ``bfn`` and plain backprop at this many lrs around the tuned ones, on
-            ``seeds`` only (:mod:`metabp.analysis._lr_sweep`); 0: no sweep.
+        lr_sweep: this many lrs around the tuned ones for ``bfn`` and backprop on ``seeds`` (0: none).
         device, data_dir: passed to ``metabp.targets.train_many``.
         progress: a tqdm bar over every training run.
-
-    Returns:
-        :class:`Comparison`.
     """
     from tqdm.auto import tqdm
 
@@ -132,12 +128,10 @@ def compare(
     rows += tune_methods(spec, optimizers=optimizers, budget=budget, seeds=tune_seeds, lr_range=lr_range,
                          device=device, data_dir=data_dir, bar=bar)
     results = evaluate(rows, seeds, where=where, device=device, data_dir=data_dir, bar=bar)
-    sweep = None
-    if lr_sweep and bfn is not None:
-        lrs = {r.kind: r.lr for r in results}
-        sweep = run_sweep(spec, bfn, g_lr=lrs["bfn"], tuned_lr=lrs["control"], seeds=seeds,
-                          tune_seeds=tune_seeds, n=lr_sweep, where=where, device=device, data_dir=data_dir,
-                          bar=bar)
+    lrs = {r.kind: r.lr for r in results}
+    sweep = None if not lr_sweep or bfn is None else run_sweep(
+        spec, bfn, g_lr=lrs["bfn"], tuned_lr=lrs["control"], seeds=seeds, tune_seeds=tune_seeds, n=lr_sweep,
+        where=where, device=device, data_dir=data_dir, bar=bar)
     bar.close()
     results.sort(key=lambda r: (r.aulc[0], r.label))
     result = Comparison(results, spec.optimizer, seeds, budget, tune_seeds, getattr(spec, "name", "target"),
