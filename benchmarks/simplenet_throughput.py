@@ -183,6 +183,8 @@ def main() -> None:
     args = parser.parse_args()
     if len(args.steps) != 2 or not 0 < args.steps[0] < args.steps[1]:
         parser.error(f"--steps {args.steps}: give two counts n1 < n2, e.g. 10,30")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: this machine has no CUDA device")
     if args.synthetic:
         args.data_dir = synthetic_dir(args.steps[1] * get_target(TARGET).batch_size, args.test_size)
     load_data(get_target(TARGET), args.data_dir)  # a missing dataset fails here, with where to put it
