@@ -18,6 +18,7 @@ Reading order: ``_load.py`` (study file) -> ``_config.py`` (StudyConfig) -> ``_s
 from . import _schema as schema
 from ._botorch import EngineSettings
 from ._config import StudyConfig, TargetEntry
+from ._hypergrad import HyperGrad, hypergrad
 from ._load import load_study
 from ._minimize import MinimizeResult, minimize
 from ._samplers import SAMPLERS, SobolSampler, make_sampler
@@ -31,4 +32,5 @@ __all__ = [
     "Study", "StudyConfig", "TargetEntry", "load_study", "minimize", "MinimizeResult", "SAMPLERS",
     "make_sampler", "SobolSampler", "get_storage", "Evaluation", "Score", "train_evaluator", "format_heldout",
     "retry_of", "EngineSettings", "schema", "Evaluator", "CandidatesOnly", "tune_grid",
+    "hypergrad", "HyperGrad",
 ]
