@@ -1,6 +1,8 @@
 """fashion-simplenet, the paper's SimpleNet protocol on Fashion-MNIST padded to 32x32: its data,
 its copies batched (grouped convolutions, batch norm per copy), and the amp / channels_last options."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -136,3 +138,21 @@ def test_on_cuda_batched_simplenet_equals_each_copy_and_the_cpu(fashion_dir, opt
     for g, s, run in zip(CANDIDATES, SEEDS, many, strict=True):
         _close(run, train(spec, g, seed=s, device="cuda", data_dir=fashion_dir), tol=1e-3)
         _close(run, train(spec, g, seed=s, data_dir=fashion_dir), tol=1e-2 if options.get("amp") else 1e-3)
+
+
+def test_study_files_set_amp_and_channels_last_through_the_target_overrides(tmp_path):
+    from metabp.search import load_study
+
+    text = (Path(__file__).parents[2] / "studies" / "simplenet-gpu.toml").read_text()
+    assert load_study_text(load_study, tmp_path, text).target_spec() == get_target("fashion-simplenet")
+    on = text.replace("# channels_last", "channels_last").replace("# amp", "amp")
+    spec = load_study_text(load_study, tmp_path, on).target_spec()
+    assert (spec.amp, spec.channels_last) == ("bf16", True)
+    with pytest.raises(ConfigError, match=r"\[target\] fashion-simplenet in .*amp='fp8' is not known"):
+        load_study_text(load_study, tmp_path, on.replace('amp = "bf16"', 'amp = "fp8"'))
+
+
+def load_study_text(load_study, tmp_path, text):
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return load_study(path, check_device=False)
