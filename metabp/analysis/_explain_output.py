@@ -105,7 +105,7 @@ def write(result: Explanation, output: str | os.PathLike) -> dict[str, Path]:
         meta = {**keep, "form": f.name, "fitted": f.text, "lr": result.lr}
         metabp.save(f.bfn, out / "forms" / f"{slug(f.name)}.bfn", meta=meta)
     zmax = result.description.zmax * 1.25
-    curves = {"g": result.g, **{f"{f.name}: {f.text}": f.bfn for f in result.forms}}
+    curves = {"g": result.g, **{f.name: f.bfn for f in result.forms}}  # numbers: in explain.md
     styles = {"g": {"lw": 3.0, "color": "k"}}
     png = plot_bfunctions(curves, result.activation, out / "explain.png",
                           z=torch.linspace(-zmax, zmax, 801, dtype=torch.float64), styles=styles,
