@@ -42,25 +42,31 @@ def test_errors_use_torch_optim_wording():
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
-def test_per_copy_lr_steps_like_separate_optimizers_at_their_lr(name):
-    """PerCopyLR: copy k of a K x ... tensor steps as optimizer `name` at lrs[k] alone (float64)."""
+@pytest.mark.parametrize("exact", [True, False], ids=["exact", "scaled"])
+def test_per_copy_lr_steps_like_separate_optimizers_at_their_lr(name, exact):
+    """PerCopyLR: copy k of a K x ... tensor steps as optimizer `name` at lrs[k] alone: bit for bit
+    (exact, float32), or up to rounding (scaled, float64)."""
+    dtype = torch.float32 if exact else torch.float64
     gen = torch.Generator().manual_seed(1)
-    init = torch.randn(3, 4, 5, generator=gen, dtype=torch.float64)
-    grads = [torch.randn(3, 4, 5, generator=gen, dtype=torch.float64) for _ in range(5)]
-    lrs = [0.003, 0.05, 2.0]
+    init = torch.randn(4, 4, 5, generator=gen, dtype=dtype)
+    grads = [torch.randn(4, 4, 5, generator=gen, dtype=dtype) for _ in range(5)]
+    lrs = [0.003, 0.05, 0.05, 2.0]
     stacked = init.clone().requires_grad_()
-    opt = PerCopyLR(name, [stacked], lrs)
-    singles = [init[k].clone().requires_grad_() for k in range(3)]
+    opt = PerCopyLR(name, [stacked], lrs, exact=exact)
+    singles = [init[k].clone().requires_grad_() for k in range(4)]
     opts = [make_optimizer(name, [p], lr=a) for p, a in zip(singles, lrs, strict=True)]
     for g in grads:
         stacked.grad = g.clone()
         opt.step()
-        for k in range(3):
+        for k in range(4):
             singles[k].grad = g[k].clone()
             opts[k].step()
-    for k in range(3):
-        torch.testing.assert_close(stacked[k].detach(), singles[k].detach(), rtol=1e-13, atol=1e-13)
-    assert opt.param_groups[0]["lr"] == lrs
+    for k in range(4):
+        if exact:
+            assert torch.equal(stacked[k].detach(), singles[k].detach())
+        else:
+            torch.testing.assert_close(stacked[k].detach(), singles[k].detach(), rtol=1e-13, atol=1e-13)
+    assert opt.param_groups[0]["lr"] == lrs and opt.runs == ([(0, 1), (1, 3), (3, 4)] if exact else [(0, 4)])
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
@@ -68,19 +74,22 @@ def test_state_ownership_is_explicit(name):
     """COPY_STATE names every per-copy state entry; the rest are 0-d shared step counters.
     zero_copies zeroes exactly the dead copies' weights, gradients and per-copy state."""
     p = torch.randn(3, 4, requires_grad=True)
-    for opt in (make_optimizer(name, [p], lr=0.1), PerCopyLR(name, [p], [0.1, 0.2, 0.3])):
+    for opt in (make_optimizer(name, [p], lr=0.1), PerCopyLR(name, [p], [0.1, 0.2, 0.2], exact=True),
+                PerCopyLR(name, [p], [0.1, 0.2, 0.3], exact=False)):
         for _ in range(2):
             p.grad = torch.ones(3, 4)
             opt.step()
         inner = getattr(opt, "optimizer", opt)
         owned = COPY_STATE[type(inner).__name__]
-        for key, value in opt.state[p].items():
-            assert key in owned or (torch.is_tensor(value) and value.dim() == 0), key
+        for state in inner.state.values():
+            for key, value in state.items():
+                assert key in owned or (torch.is_tensor(value) and value.dim() == 0), key
         zero_copies(opt, [1])
         assert p[1].abs().sum() == 0 and p.grad[1].abs().sum() == 0 and p[0].abs().sum() > 0
-        for key in owned:
-            if key in opt.state[p]:
-                assert opt.state[p][key][1].abs().sum() == 0 and opt.state[p][key][0].abs().sum() > 0
+        pieces = opt.copy_states(0) if isinstance(opt, PerCopyLR) else [(0, opt.state[p])]
+        for key in (k for k in owned if k in pieces[0][1]):  # copy k's rows, wherever they live
+            rows = torch.cat([state[key] for _, state in sorted(pieces, key=lambda fs: fs[0])])
+            assert rows[1].abs().sum() == 0 and rows[0].abs().sum() > 0 and rows[2].abs().sum() > 0
         with torch.no_grad():
             p.normal_()
 
