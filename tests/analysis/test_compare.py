@@ -108,3 +108,15 @@ def test_compare_rejects_bad_arguments():
         compare(spec, None, budget=1, seeds=[])
     with pytest.raises(ConfigError, match="budget=0"):
         compare(spec, None, budget=0)
+
+
+def test_compare_says_why_two_rows_tune_the_same_optimizer_and_gives_exact_lrs():
+    spec = get_target("gaussians-mlp3", epochs=2)
+    res = compare(spec, metabp.Scaled(1.0), budget=2, seeds=[1, 2], tune_seeds=[0], optimizers=["adam"],
+                  bfn_lr=0.05, lr_range=(0.01, 0.3))
+    control, twin = res.kind("control"), res.row("adam (tuned lr)")
+    assert '"lr tuned alone" and "adam (tuned lr)" both train with `adam`' in res.markdown
+    assert "study's own lr range (lr in [0.01, 0.3])" in res.markdown
+    assert "wide range (lr in [0.0001, 1])" in res.markdown
+    assert f"lr tuned alone {control.lr!r}" in res.markdown and f"adam (tuned lr) {twin.lr!r}" in res.markdown
+    assert res.sweep is None  # no sweep unless asked
