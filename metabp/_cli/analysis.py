@@ -183,23 +183,23 @@ class Transfer:
 class Explain:
     """``metabp explain best.bfn --study studies/mnist1d.toml -o explain/``: what a found g is."""
 
+    #: (flag, type, default, help) of each option
+    OPTIONS = (
+        ("--study", Path, None, "its study file, validated (default: the target, site and seeds the .bfn's "
+                                "meta records)"),
+        ("--storage", str, None, "Optuna storage URL of the study (default: the study file's own)"),
+        ("--seeds", int, 10, "held-out seeds, right above every search and validation seed (default 10)"),
+        ("--baseline-lr", float, None, "the baseline's lr, e.g. the best tuned row of `metabp compare` "
+                                       "(default: backprop at the lr validation tuned, else the target's)"),
+        ("--baseline-optimizer", str, None, "the baseline's optimizer (default: the target's)"),
+        ("--zmax", float, 4.0, "fit the simple forms on z in [-zmax, zmax] (default 4)"),
+        ("--device", str, None, "training device (default: the study's, else cpu)"),
+    )
+
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("bfn", type=Path, help="a .bfn file holding a meta-network (metabp export)")
-        parser.add_argument("--study", type=Path, default=None,
-                            help="its study file, validated (default: the target, site and seeds the "
-                                 ".bfn's meta records)")
-        parser.add_argument("--storage", default=None,
-                            help="Optuna storage URL of the study (default: the study file's own)")
-        parser.add_argument("--seeds", type=int, default=10,
-                            help="held-out seeds, right above every search and validation seed (default 10)")
-        parser.add_argument("--baseline-lr", type=float, default=None,
-                            help="the baseline's lr, e.g. the best tuned row of `metabp compare` (default: "
-                                 "backprop at the lr validation tuned, else the target's)")
-        parser.add_argument("--baseline-optimizer", default=None,
-                            help="the baseline's optimizer (default: the target's)")
-        parser.add_argument("--zmax", type=float, default=4.0,
-                            help="fit the simple forms on z in [-zmax, zmax] (default 4)")
-        parser.add_argument("--device", default=None, help="training device (default: the study's, else cpu)")
+        for flag, kind, default, help_text in self.OPTIONS:
+            parser.add_argument(flag, type=kind, default=default, help=help_text)
         parser.add_argument("-o", "--output", type=Path, default=Path("explain"),
                             help="folder for explain.md, explain.csv, explain.png, forms/*.bfn (default "
                                  "explain/)")
