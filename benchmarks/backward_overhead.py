@@ -4,22 +4,26 @@ Question: does swapping sigma' for a b-function slow training? Targets: eager, a
 most 1.10x the plain step and at most 1.10x its peak memory; under ``torch.compile`` at most
 1.05x the compiled plain step, with no recompilation when omega changes.
 
-Models: an MNIST-sized MLP 784-256-256-10 (batch 128) and a small CNN (2 conv + 2 fc, 28x28,
-batch 64), Adam. Every ReLU is patched. Each row's steps are timed in blocks, and every block is
-paired with a block of its baseline (eager plain for eager rows, compiled plain for compiled
-rows) timed right before it; rows are interleaved over many rounds, and the median of the paired
-ratios is reported with its quartiles, which cancels the slow drifts of a shared host. All rows
-run on one model whose patch is swapped between blocks (compiled rows through one
-``torch.compile`` of it: one graph per kind of b-function, MetaNets of any omega share one).
+Models, on the CPU: an MNIST-sized MLP 784-256-256-10 (batch 128) and a small CNN (2 conv + 2 fc,
+28x28, batch 64). With ``--device cuda``: the MLP 784-2048-2048-2048-10 (batch 1024) and
+SimpleNet (``metabp.targets``' ``cifar10-simplenet`` network, 3x32x32, batch 128). Adam, every
+ReLU patched. Each row's steps are timed in blocks, and every block is paired with a block of
+its baseline (eager plain for eager rows, compiled plain for compiled rows) timed right before
+it; rows are interleaved over many rounds, and the median of the paired ratios is reported with
+its quartiles, which cancels the slow drifts of a shared host. On CUDA a block is timed with
+CUDA events after a warm-up, and the CPU time of the block (before its synchronisation) is the
+host's cost of issuing it. All rows run on one model whose patch is swapped between blocks
+(compiled rows through one ``torch.compile`` of it: one graph per kind of b-function, MetaNets
+of any omega share one).
 
-    python benchmarks/backward_overhead.py [--rounds 20] [--steps 10] [--threads 1] [--no-compile]
+    python benchmarks/backward_overhead.py [--device cuda] [--rounds 20] [--steps 10] [--no-compile]
 
 Prints ``row/baseline N.NNx [p25-p75]`` (wall clock) with raw milliseconds and the ratio of this
-process's CPU time, which a busy machine disturbs less, and (unpaired) each row against eager
-plain; counts the graphs compiled over 10 omega changes; writes a Markdown table, a CSV and a
-PNG to benchmarks/results/backward_overhead.*.
-Memory counts parameters, gradients, optimizer state and the tensors autograd saves, for eager
-rows (compiled graphs save their own intermediates; on CUDA the allocator's peak is given too).
+process's CPU time, and (unpaired) each row against eager plain; counts the graphs compiled over
+10 omega changes; writes a Markdown table, a CSV and a PNG to
+benchmarks/results/backward_overhead{,_cuda}.*.
+Memory, eager rows: on the CPU parameters, gradients, optimizer state and the tensors autograd
+saves; on CUDA the allocator's peak over a step.
 """
 
 from __future__ import annotations
@@ -34,10 +38,11 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch._dynamo.utils import counters
+from tqdm import tqdm
 
 import metabp
 
-ROUNDS, STEPS, THREADS, OMEGA_CHANGES = 20, 10, 1, 10
+ROUNDS, STEPS, THREADS, OMEGA_CHANGES, WARMUP = 20, 10, 1, 10, 3
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -54,7 +59,22 @@ def cnn() -> nn.Module:
     )
 
 
-MODELS = {"mlp 784-256-256-10 b128": (mlp, (128, 784)), "cnn 28x28 b64": (cnn, (64, 1, 28, 28))}
+def wide_mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(784, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(),
+                         nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 10))
+
+
+def simplenet() -> nn.Module:
+    from metabp.targets import build_model, get_target
+
+    return build_model(get_target("cifar10-simplenet"), seed=0)
+
+
+MODELS = {
+    "cpu": {"mlp 784-256-256-10 b128": (mlp, (128, 784)), "cnn 28x28 b64": (cnn, (64, 1, 28, 28))},
+    "cuda": {"mlp 784-2048x3-10 b1024": (wide_mlp, (1024, 784)),
+             "simplenet 3x32x32 b128": (simplenet, (128, 3, 32, 32))},
+}
 VARIANTS = {
     "plain": None,
     "Derivative(relu)": lambda: metabp.Derivative("relu"),
@@ -66,16 +86,17 @@ COMPILED = ("plain", "Derivative(relu)", "MetaNet(1, tanh)", "MetaNet(8, tanh)")
 
 
 class Setup:
-    """One model, optimizer and batch; ``use(mode, variant)`` swaps the patch in place, so every
-    row is timed on the same tensors at the same addresses (separate copies differ by a few
-    percent through memory placement alone)."""
+    """One model, optimizer and batch on one device; ``use(mode, variant)`` swaps the patch in
+    place, so every row is timed on the same tensors at the same addresses (separate copies
+    differ by a few percent through memory placement alone)."""
 
-    def __init__(self, make, shape):
+    def __init__(self, make, shape, device: torch.device):
         torch.manual_seed(0)
-        self.model = make()
+        self.device = device
+        self.model = make().to(device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
-        self.x = torch.randn(shape)
-        self.y = torch.randint(0, 10, (shape[0],))
+        self.x = torch.randn(shape, device=device)
+        self.y = torch.randint(0, 10, (shape[0],), device=device)
         self.loss = nn.CrossEntropyLoss()
         self.bfns = {v: make_bfn() for v, make_bfn in VARIANTS.items() if make_bfn is not None}
         self.compiled = torch.compile(self.model, fullgraph=True)
@@ -93,14 +114,34 @@ class Setup:
         self.opt.step()
 
     def time_steps(self, steps: int) -> tuple[float, float]:
-        """Seconds per step: wall clock, and this process's CPU time (robust to a busy machine)."""
-        t0, c0 = time.perf_counter(), time.process_time()
+        """Seconds per step: wall clock (CUDA events on a GPU), and this process's CPU time (on a
+        GPU: the host's time to issue the steps, before it waits for them)."""
+        if self.device.type != "cuda":
+            t0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(steps):
+                self.step()
+            return (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        c0 = time.process_time()
+        start.record()
         for _ in range(steps):
             self.step()
-        return (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
+        end.record()
+        cpu = time.process_time() - c0
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3 / steps, cpu / steps
 
     def peak_bytes(self) -> int:
-        """Bytes held at the peak of an eager step: parameters, grads, optimizer state, saved activations."""
+        """Bytes held at the peak of an eager step: on CUDA the allocator's peak; on the CPU
+        parameters, grads, optimizer state and the tensors autograd saves."""
+        if self.device.type == "cuda":
+            self.step()
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.step()
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated()
         saved: dict[int, int] = {}
 
         def pack(t: torch.Tensor):
@@ -130,20 +171,6 @@ class Setup:
         return counters["stats"]["unique_graphs"] - before
 
 
-def cuda_peak(make, shape, variant: str) -> int:
-    s = Setup(make, shape)
-    s.model.cuda()
-    s.x, s.y = s.x.cuda(), s.y.cuda()
-    s.opt = torch.optim.Adam(s.model.parameters(), lr=1e-3)
-    s.use("eager", variant)
-    s.step()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    s.step()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated()
-
-
 def quartiles(values: list[float]) -> tuple[float, float, float]:
     if len(values) < 2:
         return values[0], values[0], values[0]
@@ -151,14 +178,14 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
     return q[0], statistics.median(values), q[2]
 
 
-def measure(name: str, make, shape, rows_wanted: list[tuple[str, str]], args) -> list[dict]:
-    setup = Setup(make, shape)
+def paired_blocks(setup: Setup, rows_wanted: list[tuple[str, str]], args) -> tuple[dict, dict]:
+    """Per row: (wall, cpu) seconds per step of each block, and its ratios to the paired baseline."""
     for mode, v in rows_wanted:  # warm up allocator, caches, tables; compile each graph once
         setup.use(mode, v)
-        setup.time_steps(3)
+        setup.time_steps(WARMUP)
     times: dict[tuple, list[tuple[float, float]]] = {r: [] for r in rows_wanted}
     ratios: dict[tuple, list[tuple[float, float]]] = {r: [] for r in rows_wanted}
-    for _ in range(args.rounds):
+    for _ in tqdm(range(args.rounds), desc="rounds", leave=False):
         for mode, v in rows_wanted:
             setup.use(mode, "plain")  # the pair's baseline block, right before the row's block
             wall0, cpu0 = setup.time_steps(args.steps)
@@ -166,17 +193,23 @@ def measure(name: str, make, shape, rows_wanted: list[tuple[str, str]], args) ->
             wall, cpu = setup.time_steps(args.steps)
             times[(mode, v)].append((wall, cpu))
             ratios[(mode, v)].append((wall / wall0, cpu / cpu0))
+    return times, ratios
+
+
+def measure(name: str, make, shape, rows_wanted: list[tuple[str, str]], args) -> list[dict]:
+    setup = Setup(make, shape, torch.device(args.device))
+    times, ratios = paired_blocks(setup, rows_wanted, args)
     recompiles = setup.graphs_over_omega_changes(OMEGA_CHANGES) if not args.no_compile else None
     setup.use("eager", "plain")
     base_m = setup.peak_bytes()
     rows = []
     eager_plain = statistics.median(w for w, _ in times[("eager", "plain")])
-    cuda_plain = cuda_peak(make, shape, "plain") if torch.cuda.is_available() else None
     for mode, v in rows_wanted:
         p25, med, p75 = quartiles([r for r, _ in ratios[(mode, v)]])
         row = {"model": name, "mode": mode, "variant": v,
                "ms_per_step": 1e3 * statistics.median(w for w, _ in times[(mode, v)]),
                "time_ratio": med, "ratio_p25": p25, "ratio_p75": p75,
+               "cpu_ms_per_step": 1e3 * statistics.median(c for _, c in times[(mode, v)]),
                "cpu_time_ratio": statistics.median(c for _, c in ratios[(mode, v)]),
                "vs_eager_plain": statistics.median(w for w, _ in times[(mode, v)]) / eager_plain,
                "peak_kib": "", "memory_ratio": "", "graphs_over_omega_changes": ""}
@@ -184,8 +217,6 @@ def measure(name: str, make, shape, rows_wanted: list[tuple[str, str]], args) ->
             setup.use("eager", v)
             m = setup.peak_bytes()
             row.update(peak_kib=m / 1024, memory_ratio=m / base_m)
-            if cuda_plain is not None:
-                row["cuda_memory_ratio"] = cuda_peak(make, shape, v) / cuda_plain
         elif v == "MetaNet(1, tanh)":
             row["graphs_over_omega_changes"] = recompiles
         rows.append(row)
@@ -197,32 +228,36 @@ def measure(name: str, make, shape, rows_wanted: list[tuple[str, str]], args) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--rounds", type=int, default=ROUNDS)
     ap.add_argument("--steps", type=int, default=STEPS)
     ap.add_argument("--threads", type=int, default=THREADS)
     ap.add_argument("--no-compile", action="store_true", help="eager rows only")
     ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from the CSV, measure nothing")
     args = ap.parse_args()
+    stem = "backward_overhead" + ("_cuda" if args.device == "cuda" else "")
     if args.plot_only:
-        with open(RESULTS / "backward_overhead.csv") as f:
+        with open(RESULTS / f"{stem}.csv") as f:
             next(f)  # the command line
             numbers = ("time_ratio", "ratio_p25", "ratio_p75")
             rows = [{k: float(v) if k in numbers else v for k, v in r.items()} for r in csv.DictReader(f)]
-        return plot(rows)
+        return plot(rows, stem)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: this torch sees no CUDA device")
     torch.set_num_threads(args.threads)
     wanted = [("eager", v) for v in VARIANTS]
     if not args.no_compile:
         wanted += [("compiled", v) for v in COMPILED]
     rows = []
-    for name, (make, shape) in MODELS.items():
+    for name, (make, shape) in MODELS[args.device].items():
         rows += measure(name, make, shape, wanted, args)
-    write(rows, args)
+    write(rows, args, stem)
 
 
-def write(rows: list[dict], args) -> None:
+def write(rows: list[dict], args, stem: str) -> None:
     RESULTS.mkdir(exist_ok=True)
     command = "python benchmarks/backward_overhead.py " + " ".join(sys.argv[1:])
-    with open(RESULTS / "backward_overhead.csv", "w", newline="") as f:
+    with open(RESULTS / f"{stem}.csv", "w", newline="") as f:
         f.write(f"# {command.strip()}\n")
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -231,25 +266,30 @@ def write(rows: list[dict], args) -> None:
     def fmt(value, spec: str) -> str:
         return "" if value == "" or value is None else format(value, spec)
 
+    device = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    memory = "the allocator's peak over a step" if args.device == "cuda" else \
+        "parameters, gradients, optimizer state and the tensors autograd saves"
     lines = [f"<!-- {command.strip()} -->",
-             f"# backward overhead (threads={args.threads}, rounds={args.rounds} x {args.steps} steps, "
-             f"torch {torch.__version__})", "",
+             f"# backward overhead ({device}, threads={args.threads}, rounds={args.rounds} x "
+             f"{args.steps} steps, torch {torch.__version__})", "",
              "Ratios: median of paired blocks (row / its plain baseline in the same mode, timed right "
-             "before it), with the quartiles of those ratios.", "",
-             "The last time column divides medians of unpaired blocks: the row against eager plain.", "",
-             "| model | mode | variant | ms/step | time vs plain | p25-p75 | CPU time vs plain "
-             "| time vs eager plain | peak KiB | memory vs plain | graphs over 10 omega changes |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "before it), with the quartiles of those ratios. Host ms: this process's CPU time per step "
+             "(on a GPU, before waiting for the device).", "",
+             f"The last time column divides medians of unpaired blocks: the row against eager plain. "
+             f"Memory (eager rows): {memory}.", "",
+             "| model | mode | variant | ms/step | time vs plain | p25-p75 | host ms/step | host time "
+             "vs plain | time vs eager plain | peak KiB | memory vs plain | graphs over 10 omega changes |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['model']} | {r['mode']} | {r['variant']} | {r['ms_per_step']:.3f} | "
               f"{r['time_ratio']:.3f}x | {r['ratio_p25']:.3f}-{r['ratio_p75']:.3f} | "
-              f"{r['cpu_time_ratio']:.3f}x | {r['vs_eager_plain']:.3f}x | "
+              f"{r['cpu_ms_per_step']:.3f} | {r['cpu_time_ratio']:.3f}x | {r['vs_eager_plain']:.3f}x | "
               f"{fmt(r['peak_kib'], '.0f')} | {fmt(r['memory_ratio'], '.2f')} | "
               f"{fmt(r['graphs_over_omega_changes'], 'd')} |" for r in rows]
-    (RESULTS / "backward_overhead.md").write_text("\n".join(lines) + "\n")
-    plot(rows)
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    plot(rows, stem)
 
 
-def plot(rows: list[dict]) -> None:
+def plot(rows: list[dict], stem: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -272,7 +312,7 @@ def plot(rows: list[dict]) -> None:
         ax.invert_yaxis()
         ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(RESULTS / "backward_overhead.png", dpi=110)
+    fig.savefig(RESULTS / f"{stem}.png", dpi=110)
 
 
 if __name__ == "__main__":
