@@ -37,45 +37,14 @@ def _fmt(summary: dict | None) -> str:
     return "-" if not summary else f"{summary['mean']:.5g} ± {summary['std']:.2g}"
 
 
-CONTROLS = ((schema.CONTROL_BACKPROP, "plain backprop"),
-            (schema.CONTROL_TUNED_LR, "backprop with its lr tuned alone"))
-
-
-def _z(h: dict, c: dict) -> float:
-    """Paired difference ``h - c`` over the shared held-out seeds, in standard errors (NaN: none)."""
-    from metabp.analysis import paired
-
-    a, b = h.get("values") or [], c.get("values") or []
-    if h.get("seeds") != c.get("seeds") or len(a) != len(b) or len(a) < 2:
-        return math.nan
-    return paired(a, b).z
+NO_VERDICT = ("held-out verdict: none (no candidate validated; add [validate] to the study file): the scores "
+              "above are on the search seeds, and the best of many is biased low")
 
 
 def heldout_verdict(study: Any) -> str:
-    """One line: does the candidate ``metabp export`` saves beat the held-out controls?
-
-    The best held-out candidate against plain backprop (and backprop with its lr tuned alone) on the
-    held-out seeds, with the paired difference in standard errors; "g helped" only when it beats
-    every control by more than 2 SE.
-    """
-    held = study.best_heldout_trial()
-    controls = [(label, study.heldout_controls[k]) for k, label in CONTROLS if study.heldout_controls.get(k)]
-    if held is None or not controls:
-        return ("held-out verdict: none (no candidate validated; add [validate] to the study file): the "
-                "scores above are on the search seeds, and the best of many is biased low")
-    h = held.user_attrs[schema.HELDOUT_AULC]
-    zs = [_z(h, c) for _, c in controls]
-    parts = [f"{label} {c['mean']:.5g}" + (f" (g {'lower' if z < 0 else 'higher'} by {abs(z):.1f} SE)"
-                                           if math.isfinite(z) else "")
-             for (label, c), z in zip(controls, zs, strict=True)]
-    if any(h["mean"] >= c["mean"] for _, c in controls):
-        words = "g did not help"
-    elif all(z < -2 for z in zs):
-        words = "g helped, by more than 2 SE against every control"
-    else:
-        words = "g is ahead, but within noise (under 2 SE) of a control"
-    return (f"held-out verdict on seeds {h['seeds']}: {words}; trial {held.number} (what `metabp export` "
-            f"saves) {h['mean']:.5g} against " + ", ".join(parts))
+    """One line: the candidate ``metabp export`` saves against the better held-out control
+    (``Study.heldout_verdict``), or why there is no verdict."""
+    return study.heldout_verdict() or NO_VERDICT
 
 
 class Search:
