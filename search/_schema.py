@@ -20,7 +20,9 @@ test_accuracy}`` per target and seed), :data:`STEP_LOSSES`, :data:`DIVERGED`, :d
 :data:`TEST_ACCURACY` and, once validated, :data:`HELDOUT_AULC` ``{mean, std, seeds, values}``.
 
 Trial system attrs (the search's own bookkeeping): :data:`PROPOSE_SECONDS`, :data:`SURPLUS`,
-:data:`DUPLICATE_OF`, :data:`ERROR`, :data:`WORKER`, :data:`HEARTBEAT`, :data:`CHECKED`.
+:data:`DUPLICATE_OF`, :data:`ERROR`, :data:`WORKER`, :data:`HEARTBEAT`, :data:`CHECKED`,
+:data:`PROPOSAL` (the point a worker claimed before it suggests it) and :data:`ES` (an evolution
+strategies trial's place in its population).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ ERROR = "metabp:error"
 WORKER = "metabp:worker"
 HEARTBEAT = "metabp:heartbeat"
 CHECKED = "metabp:checked"
+PROPOSAL = "metabp:proposal"
+ES = "metabp:es"
 
 
 def omega(i: int) -> str:
