@@ -28,7 +28,7 @@ A study file overrides only what differs from the defaults (like nanoGPT's ``con
     storage = "quickstart.journal" # Optuna storage URL or journal file; default beside the study file
     population = 8                 # sampler = "es" only: points per generation (even; q = population)
     sigma = 0.1                    # es: perturbation, a fraction of each parameter's range
-    step_size = 0.05               # es: Adam step on the ES gradient, same units
+    step_size = 0.1                # es: Adam step on the ES gradient, same units
 
     [validate]                     # optional: after the search, the top_k on held-out seeds
     seeds = [100, 101, 102, 103, 104]

@@ -177,11 +177,11 @@ def test_bad_file_names_its_mistake(tmp_path, text, match):
 
 def test_es_settings_and_defaults(tmp_path):
     cfg = load_study(_write(tmp_path, GOOD + 'sampler = "es"\n'))
-    assert (cfg.population, cfg.sigma, cfg.step_size, cfg.q) == (8, 0.1, 0.05, 8)
-    assert cfg.identity()["es"] == {"population": 8, "sigma": 0.1, "step_size": 0.05}
-    text = GOOD + 'sampler = "es"\npopulation = 4\nsigma = 0.2\nstep_size = 0.1\n'
+    assert (cfg.population, cfg.sigma, cfg.step_size, cfg.q) == (8, 0.1, 0.1, 8)
+    assert cfg.identity()["es"] == {"population": 8, "sigma": 0.1, "step_size": 0.1}
+    text = GOOD + 'sampler = "es"\npopulation = 4\nsigma = 0.2\nstep_size = 0.3\n'
     cfg = load_study(_write(tmp_path, text))
-    assert (cfg.population, cfg.sigma, cfg.step_size, cfg.q) == (4, 0.2, 0.1, 4)
+    assert (cfg.population, cfg.sigma, cfg.step_size, cfg.q) == (4, 0.2, 0.3, 4)
     assert "es" not in load_study(_write(tmp_path, GOOD)).identity()
 
 

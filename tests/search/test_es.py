@@ -81,7 +81,7 @@ def test_bad_settings_are_named(kw, match):
         ESSampler(bounds=[(-1.0, 1.0)] * 2, names=["a", "b"], n_initial=2, **kw)
 
 
-def _run(n_trials: int, storage: str = "memory", calls: list | None = None) -> Study:
+def _run(n_trials: int, storage: str = "memory", calls: list | None = None, **es) -> Study:
     evaluate = slow_evaluator(0.0)
 
     def counted(gs, seeds, *, target=0, lr=None):
@@ -89,7 +89,7 @@ def _run(n_trials: int, storage: str = "memory", calls: list | None = None) -> S
             calls.append(len(gs))
         return evaluate(gs, seeds, target=target, lr=lr)
 
-    study = Study(config("es", n_trials, "es"), storage=storage, evaluate=counted)
+    study = Study(config("es", n_trials, "es").replace(**es), storage=storage, evaluate=counted)
     return study.optimize(progress=False, validate=False)
 
 
@@ -99,7 +99,7 @@ def _points(study: Study) -> list[tuple[float, ...]]:
 
 def test_a_generation_is_one_batch_and_the_search_goes_downhill():
     calls: list[int] = []
-    study = _run(8 + 8 * 10, calls=calls)
+    study = _run(8 + 8 * 10, calls=calls, step_size=0.05)  # a fine step: the optimum is near the start
     assert calls == [8 * 2] * 11  # a population x 2 seeds per call: the Sobol start, then 10 generations
     es = [t.system_attrs[ES_ATTR] for t in study.trials]
     assert [e["phase"] for e in es] == ["init"] * 8 + ["es"] * 80
