@@ -13,14 +13,13 @@ from __future__ import annotations
 import types
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from metabp._activations import Activation, activation_of, get_activation
 from metabp._bfunctions import BFunction, Scaled, check_bfn  # noqa: F401 - Scaled: the doctest's
 from metabp._function import FastFunction, once_differentiable
 from metabp._select import Selector, select
-from metabp._table import grid_index, read
+from metabp._table import TableArgs, grid_index, read
 from metabp.exceptions import PatchError
 
 
@@ -67,29 +66,27 @@ class ReplaceDerivativeByTable(FastFunction):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(z: Tensor, values: Tensor, scale: Tensor, shift: Tensor, offset: Tensor | None,
-                last: int, dtype: torch.dtype, activation: Activation) -> tuple[Tensor, Tensor]:
-        return activation.forward(z), grid_index(z, scale, shift, last, dtype)
+    def forward(z: Tensor, table: TableArgs, activation: Activation) -> tuple[Tensor, Tensor]:
+        return activation.forward(z), grid_index(z, table.scale, table.shift, table.last, table.index_dtype)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
-        index = output[1]
+        index, table = output[1], inputs[1]
         ctx.mark_non_differentiable(index)
         ctx.set_materialize_grads(False)  # no zeros made for the index's (absent) gradient
-        ctx.save_for_backward(index, inputs[1], inputs[4])  # the table of this forward
+        ctx.save_for_backward(index, table.values, table.offset)  # the table of this forward
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor, _: Tensor) -> tuple:
         if grad is None:
-            return (None,) * 8
+            return None, None, None
         index, values, offset = ctx.saved_tensors
-        grad_z = once_differentiable(read(values, index, offset).mul_(grad), "a tabulated g")
-        return grad_z, None, None, None, None, None, None, None
+        return once_differentiable(read(values, index, offset).mul_(grad), "a tabulated g"), None, None
 
 
 def _apply(z: Tensor, bfn: BFunction, activation: Activation) -> Tensor:
     if bfn.tabulated:
-        return ReplaceDerivativeByTable.apply(z, *bfn.table_args(z), activation)[0]
+        return ReplaceDerivativeByTable.apply(z, bfn.table_args(z), activation)[0]
     return ReplaceDerivative.apply(z, bfn, activation)
 
 

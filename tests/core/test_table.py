@@ -81,3 +81,50 @@ def test_wrong_device_is_a_named_error():
         lookup(z, g.table_args(torch.zeros(1)))
     with pytest.raises(metabp.PatchError, match=r"table is on cpu"):
         g.table.read(torch.zeros(4, dtype=torch.int16, device="meta"))
+
+
+def _numpy_reference(z: torch.Tensor, g: MetaNet, grad: torch.Tensor) -> torch.Tensor:
+    """grad * values[floor(clip(z * scale + shift, 0, n - 1))], written out in float32 numpy."""
+    import numpy as np
+
+    t, zz = g.table, z.detach().cpu().float().numpy()
+    with np.errstate(over="ignore", invalid="ignore"):  # -1e38 * scale is -inf, clipped to 0
+        k = np.floor(np.clip(zz * np.float32(t.scale) + np.float32(t.shift), 0, t.n - 1))
+    k = np.nan_to_num(k, nan=0.0).astype(np.int64)
+    values = t.values.to(z.dtype).float().numpy()
+    return torch.from_numpy(values[k]).to(z.dtype) * grad.cpu()
+
+
+def test_backward_equals_the_table_equation_written_out():
+    g = MetaNet(3, "tanh", seed=7)
+    z = torch.cat([torch.randn(5000) * 10, torch.tensor([float("nan"), float("inf"), -1e38])])
+    grad = torch.randn(z.shape)
+    assert torch.equal(_grad_z(z, g, grad), _numpy_reference(z, g, grad))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, *HALF])
+def test_cuda_backward_equals_the_table_equation(dtype):
+    g = MetaNet(3, "tanh", seed=7)
+    z = torch.cat([torch.randn(5000) * 10, torch.tensor([float("nan"), float("inf"), -1e38])])
+    z, grad = z.to("cuda", dtype), torch.randn(z.shape, device="cuda").to(dtype)
+    got = _grad_z(z, g, grad)
+    assert got.device.type == "cuda" and torch.equal(got.cpu(), _numpy_reference(z, g, grad))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", HALF)
+def test_cuda_autocast_never_indexes_past_the_table(dtype):
+    """On CUDA an index past the table is a device-side assert that kills the process's context."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 10)).cuda()
+    metabp.patch(model, MetaNet(1, "tanh", omega=[1.0, 0.0, 2.0, 0.5]))
+    for scale in (1.0, 10.0, 1e3, 1e30, float("inf")):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=dtype):
+            loss = model(torch.randn(32, 16, device="cuda") * scale).float().square().mean()
+        loss.backward()
+        torch.cuda.synchronize()
+    assert model[0].weight.grad.dtype == torch.float32
