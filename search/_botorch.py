@@ -16,7 +16,8 @@ Here, per proposal:
    Cholesky factor is computed once (:class:`CachedGP`). Points other workers still run (or
    earlier members of a batch) are *pending*: the GP is conditioned on them at its own posterior
    mean ("kriging believer", sequential greedy with fantasies), so the next point moves away from
-   them at the price of one more Cholesky factor. ``acquisition = "qlogei"`` uses BoTorch's
+   them at the price of one more Cholesky factor, and LogEI is lowered within :data:`EXCLUSION`
+   of each pending point (a local penalty). ``acquisition = "qlogei"`` uses BoTorch's
    Monte-Carlo qLogEI with ``X_pending`` instead.
 
 The choices are an :class:`EngineSettings` value passed to the engine; they were picked with
@@ -52,6 +53,12 @@ __all__ = ["EngineSettings", "DEFAULT", "fit_gp", "CachedGP", "maximize_acquisit
            "cap_outliers", "warp_log1p", "warp_power"]
 
 
+#: Radius (unit cube, Euclidean) around each pending point inside which LogEI is lowered by
+#: ``log(dist / EXCLUSION)``: where the GP is already confident, the believed values alone leave
+#: the next point within 1e-5 of a pending one; this keeps a batch spread out.
+EXCLUSION = 1e-2
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     """The engine's fixed choices, passed by value (``make_sampler(..., engine=...)``,
@@ -68,6 +75,9 @@ class EngineSettings:
         maxiter: L-BFGS-B iterations per acquisition optimisation.
         mc_samples: Monte-Carlo samples of qLogEI.
         warm_start: start each GP fit from the previous fit's hyperparameters.
+        tr_length: 0 (off), or a trust region: LogEI is maximised inside a box around the
+            incumbent of side ``tr_length * l_i / geomean(l)`` on the unit cube (``l``: the GP's
+            lengthscales), as TuRBO's (Eriksson et al. 2019) without its adaptation.
     """
 
     noise_var: float | None = 1e-4
@@ -78,6 +88,7 @@ class EngineSettings:
     maxiter: int = 100
     mc_samples: int = 128
     warm_start: bool = True
+    tr_length: float = 0.0
 
     def __post_init__(self) -> None:
         if self.noise_var is not None and not (isinstance(self.noise_var, (int, float))
@@ -85,6 +96,8 @@ class EngineSettings:
             raise ConfigError(f"EngineSettings(noise_var={self.noise_var!r}): need None or 0 < noise_var < 1")
         if self.warp not in WARPS:
             raise ConfigError(f"EngineSettings(warp={self.warp!r}): choose one of {', '.join(WARPS)}")
+        if not (isinstance(self.tr_length, (int, float)) and 0 <= self.tr_length):
+            raise ConfigError(f"EngineSettings(tr_length={self.tr_length!r}): need a number >= 0 (0: off)")
         if not (isinstance(self.outlier_iqr, (int, float)) and self.outlier_iqr > 0):
             raise ConfigError(f"EngineSettings(outlier_iqr={self.outlier_iqr!r}): need a number > 0")
         for name in ("num_restarts", "raw_samples", "maxiter", "mc_samples"):
@@ -197,15 +210,33 @@ def _cached_logei_class() -> type:
     from botorch.acquisition import LogExpectedImprovement
 
     class CachedLogEI(LogExpectedImprovement):
-        def __init__(self, gp: CachedGP, best_f: Tensor) -> None:
+        def __init__(self, gp: CachedGP, best_f: Tensor, pending: Tensor | None = None) -> None:
             super().__init__(model=gp.model, best_f=best_f)
-            self.gp = gp
+            self.gp, self.pending = gp, pending
 
         def _mean_and_sigma(self, X: Tensor, compute_sigma: bool = True, min_var: float = 1e-12):
             mean, var = self.gp.mean_var(X.squeeze(-2))
             return mean.unsqueeze(-1), var.clamp_min(min_var).sqrt().unsqueeze(-1)
 
+        def forward(self, X: Tensor) -> Tensor:
+            out = super().forward(X)
+            if self.pending is None:
+                return out
+            dist = torch.cdist(X.squeeze(-2), self.pending)  # b x m
+            return out + (dist / EXCLUSION).clamp(1e-20, 1).log().sum(-1)
+
     return CachedLogEI
+
+
+def _search_box(gp: CachedGP, tr_length: float) -> Tensor:
+    """``2 x d``: the unit cube, or the trust region around the incumbent (``tr_length > 0``)."""
+    d = gp.x.shape[-1]
+    if not tr_length > 0:
+        return torch.stack([torch.zeros(d), torch.ones(d)]).double()
+    ls = gp.kernel.lengthscale.detach().reshape(-1).double()
+    half = 0.5 * tr_length * ls / ls.log().mean().exp()
+    best = gp.x[gp.y.reshape(-1).argmax()]
+    return torch.stack([(best - half).clamp(0, 1), (best + half).clamp(0, 1)])
 
 
 def maximize_acquisition(gp: CachedGP, best_f: Tensor, pending: Tensor | None, *,
@@ -217,15 +248,14 @@ def maximize_acquisition(gp: CachedGP, best_f: Tensor, pending: Tensor | None, *
     from botorch.optim import optimize_acqf
     from botorch.sampling import SobolQMCNormalSampler
 
+    unit = _search_box(gp, settings.tr_length)
     if q_form:
         acqf = qLogExpectedImprovement(gp.model, best_f=best_f, X_pending=pending,
                                        sampler=SobolQMCNormalSampler(torch.Size([settings.mc_samples])))
     else:  # the believed values count as observations: the incumbent is the best of both
         if pending is not None and len(pending):
             gp = gp.with_pending(pending)
-        acqf = _cached_logei_class()(gp, torch.maximum(best_f, gp.y.max()))
-    d = gp.x.shape[-1]
-    unit = torch.stack([torch.zeros(d), torch.ones(d)]).double()
+        acqf = _cached_logei_class()(gp, torch.maximum(best_f, gp.y.max()), pending)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cand, _ = optimize_acqf(acqf, bounds=unit, q=1, num_restarts=settings.num_restarts,
@@ -245,18 +275,15 @@ class Proposer:
     random point instead.
 
     Args:
-        acquisition: ``"logei"`` (kriging believer for pending points) or ``"qlogei"``.
+        q_form: ``False``: LogEI, pending points by kriging believer (acquisition ``"logei"``);
+            ``True``: BoTorch's qLogEI with ``X_pending`` (acquisition ``"qlogei"``).
         settings: the :class:`EngineSettings`.
     """
 
-    def __init__(self, *, acquisition: str = "logei", settings: EngineSettings = DEFAULT) -> None:
-        from ._config import ACQUISITIONS
-
-        if acquisition not in ACQUISITIONS:
-            raise ConfigError(f"acquisition={acquisition!r}: choose one of {', '.join(ACQUISITIONS)}")
+    def __init__(self, *, q_form: bool = False, settings: EngineSettings = DEFAULT) -> None:
         if not isinstance(settings, EngineSettings):
             raise ConfigError(f"engine={settings!r}: need an EngineSettings value")
-        self.acquisition, self.settings = acquisition, settings
+        self.q_form, self.settings = bool(q_form), settings
         self._key: tuple | None = None
         self._fit: tuple | None = None  # (model, y_std, CachedGP)
         self._init: dict[str, Tensor] | None = None
@@ -307,8 +334,7 @@ class Proposer:
             return unnormalize(torch.rand(1, d, dtype=torch.float64), bounds)
         if pending is not None:
             pending = normalize(pending[torch.isfinite(pending).all(-1)], bounds=bounds).clamp(0, 1)
-        cand = maximize_acquisition(gp, y_std.max(), pending, settings=self.settings,
-                                    q_form=self.acquisition == "qlogei")
+        cand = maximize_acquisition(gp, y_std.max(), pending, settings=self.settings, q_form=self.q_form)
         taken = gp.x if pending is None else torch.cat([gp.x, pending])
         if (cand - taken).abs().amax(-1).min() < 1e-6:  # e.g. a box corner already run
             cand = torch.rand(1, d, dtype=torch.float64)

@@ -52,48 +52,38 @@ def minimize(
     """Minimise ``f`` over the box ``bounds`` with ``n_trials`` evaluations.
 
     Args:
-        f: takes a 1-D float64 tensor of ``d`` values, returns a number (non-finite: a failed
-            evaluation, which the samplers skip).
-        bounds: the box, one of (see :func:`as_box`):
-            ``[(lo, hi), ...]``, one pair per dimension; or a ``2 x d`` tensor / array, lower bounds
-            in row 0 and upper bounds in row 1; or a ``2 x d`` nested list. A 2 x 2 nested list
-            that is a valid box read both ways is refused: pass tuples or a tensor.
+        f: takes a 1-D float64 tensor of ``d`` values, returns a number (non-finite: failed).
+        bounds: ``[(lo, hi), ...]``, one pair per dimension, or a ``2 x d`` tensor (lower bounds in
+            row 0, upper in row 1); see :func:`as_box` for nested lists.
         n_trials: number of evaluations.
         seed: the sampler's seed, in ``[0, 2**32)``.
         sampler: a name in :data:`SAMPLERS` (``botorch``, ``random``, ``tpe``, ``gp``, ``cmaes``).
         n_initial: initial (Sobol / random) points; default ``max(2, min(2 d + 1, n_trials // 4))``.
         acquisition: ``logei`` or ``qlogei`` (botorch only).
         log: one bool per dimension, True where it is searched on a log scale (bounds > 0).
-        q: points proposed together before any of them is evaluated (each seeing the earlier
-            ones as pending), ``1 <= q <= n_trials``.
-        engine: the botorch engine's :class:`EngineSettings` (default ``DEFAULT``).
-        verbose: keep Optuna's one INFO line per trial (default quiet).
+        q: points proposed (each seeing the earlier as pending) before evaluating, ``<= n_trials``.
+        engine: the botorch engine's :class:`EngineSettings`. verbose: Optuna's INFO line per trial.
 
     Raises:
         ConfigError: a bad argument (named, with its value and what is allowed), ``f`` returned
-            something that is not a number, or ``f`` never returned a finite value.
+            something not a number, or no finite value.
 
     Example::
 
         r = minimize(lambda x: float(((x - 0.3) ** 2).sum()), [(-1.0, 1.0), (-1.0, 1.0)], 20)
         r.best_value, r.best_x          # about 0 at (0.3, 0.3); 20 evaluations take a few seconds
     """
-    if not callable(f):
-        raise ConfigError(f"minimize(f={f!r}): f must be a callable taking a tensor and returning a number")
     box = as_box(bounds)
-    _check_counts(n_trials, seed, q, sampler)
+    _check_args(f, n_trials, seed, q, sampler)
     d = len(box)
-    if n_initial is None:
-        n_initial = max(2, min(2 * d + 1, n_trials // 4))
     names = [f"x_{i}" for i in range(d)]
-    smp = make_sampler(sampler, bounds=box, names=names, n_initial=n_initial, seed=seed,
-                       acquisition=acquisition, log=log, engine=engine)
-    logs = list(log) if log is not None else [False] * d
-    dists = {n: optuna.distributions.FloatDistribution(lo, hi, log=lg)
-             for n, (lo, hi), lg in zip(names, box, logs, strict=True)}
+    smp = make_sampler(sampler, bounds=box, names=names, seed=seed, acquisition=acquisition, log=log,
+                       n_initial=max(2, min(2 * d + 1, n_trials // 4)) if n_initial is None else n_initial,
+                       engine=engine)
+    dists = {n: optuna.distributions.FloatDistribution(lo, hi, log=lg) for n, (lo, hi), lg
+             in zip(names, box, list(log) if log is not None else [False] * d, strict=True)}
     before = optuna.logging.get_verbosity()
-    if not verbose:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(before if verbose else optuna.logging.WARNING)
     try:
         xs, values = _run(f, optuna.create_study(sampler=smp, direction="minimize"), dists, n_trials, q)
     finally:
@@ -132,7 +122,9 @@ def _number(v: Any, x: list[float]) -> float:
         raise ConfigError(f"minimize: f returned {v!r} at x={x}; f must return a number") from None
 
 
-def _check_counts(n_trials: Any, seed: Any, q: Any, sampler: Any) -> None:
+def _check_args(f: Any, n_trials: Any, seed: Any, q: Any, sampler: Any) -> None:
+    if not callable(f):
+        raise ConfigError(f"minimize(f={f!r}): f must be a callable taking a tensor and returning a number")
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise ConfigError(f"minimize(n_trials={n_trials!r}): must be an integer >= 1")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:

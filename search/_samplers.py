@@ -19,101 +19,22 @@ cmaes     ``optuna.samplers.CmaEsSampler`` from the box's centre, sigma0 = min w
 
 from __future__ import annotations
 
-import math
-import threading
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.samplers import BaseSampler
-from optuna.study import Study as OptunaStudy
-from optuna.trial import FrozenTrial
 
 from metabp.exceptions import ConfigError
 
 from ._botorch import EngineSettings
 from ._config import ACQUISITIONS
 from ._es import es_sampler
+from ._sobol import Bounds, SobolSampler, check_space
 
-Bounds = Sequence[tuple[float, float]]
+__all__ = ["SAMPLERS", "SobolSampler", "make_sampler"]
 SamplerFactory = Callable[..., BaseSampler]
-
-
-class SobolSampler(BaseSampler):
-    """Scrambled Sobol points, the ``n``-th point for trial number ``n``.
-
-    Indexing by trial number (unique across workers) rather than by a counter means two workers
-    never draw the same point, and the design is the same however many workers share a study.
-    A parameter flagged in ``log`` is spread uniformly in ``log x`` between its bounds.
-
-    Args:
-        bounds: ``(lo, hi)`` per parameter, in the order of ``names``.
-        names: parameter names.
-        seed: scrambling seed.
-        log: one bool per name (default all False).
-    """
-
-    def __init__(
-        self, *, bounds: Bounds, names: Sequence[str], seed: int = 0, log: Sequence[bool] | None = None
-    ) -> None:
-        from scipy.stats import qmc
-
-        log = _check(bounds, names, log)
-        lo = np.array([b[0] for b in bounds], dtype=float)
-        hi = np.array([b[1] for b in bounds], dtype=float)
-        self._log = np.array(log, dtype=bool)
-        self._lo = np.where(self._log, np.log(np.where(self._log, lo, 1.0)), lo)
-        self._hi = np.where(self._log, np.log(np.where(self._log, hi, 1.0)), hi)
-        self._index = {n: i for i, n in enumerate(names)}
-        self._engine = qmc.Sobol(len(names), scramble=True, seed=seed)
-        self._points = np.empty((0, len(names)))
-        self._lock = threading.Lock()
-        self._fallback = optuna.samplers.RandomSampler(seed=seed)
-
-    def point(self, number: int) -> np.ndarray:
-        """The ``number``-th Sobol point in raw units."""
-        with self._lock, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # balance warnings for non-powers of two
-            while len(self._points) <= number:
-                self._points = np.vstack([self._points, self._engine.random(64)])
-        x = self._lo + self._points[number] * (self._hi - self._lo)
-        return np.where(self._log, np.exp(x), x)
-
-    def infer_relative_search_space(self, study: OptunaStudy, trial: FrozenTrial) -> dict:
-        return {}
-
-    def sample_relative(self, study: OptunaStudy, trial: FrozenTrial, search_space: dict) -> dict:
-        return {}
-
-    def sample_independent(
-        self, study: OptunaStudy, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
-    ) -> Any:
-        i = self._index.get(param_name)
-        if i is None or not isinstance(param_distribution, FloatDistribution):
-            return self._fallback.sample_independent(study, trial, param_name, param_distribution)
-        value = float(self.point(trial.number)[i])
-        return min(max(value, param_distribution.low), param_distribution.high)
-
-
-def _check(bounds: Bounds, names: Sequence[str], log: Sequence[bool] | None) -> list[bool]:
-    """Validate ``bounds``/``names``/``log``; returns ``log`` as a list (all False by default)."""
-    if len(bounds) != len(names):
-        raise ConfigError(f"bounds has {len(bounds)} entries but names has {len(names)}; need one per name")
-    for n, (lo, hi) in zip(names, bounds, strict=True):
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-            raise ConfigError(f"bounds[{n!r}]=({lo}, {hi}): need finite lo < hi")
-    if log is None:
-        return [False] * len(names)
-    log = list(log) if isinstance(log, (list, tuple, np.ndarray)) else [log]
-    if len(log) != len(names) or not all(isinstance(v, (bool, np.bool_)) for v in log):
-        raise ConfigError(f"log={log!r}: need one bool per name ({len(names)} names)")
-    for n, (lo, _), is_log in zip(names, bounds, log, strict=True):
-        if is_log and lo <= 0:
-            raise ConfigError(f"log=True for {n!r} with lower bound {lo}: a log-scale bound must be > 0")
-    return [bool(v) for v in log]
 
 
 def _botorch(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int, acquisition: str = "logei",
@@ -121,7 +42,7 @@ def _botorch(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int,
     from ._botorch import DEFAULT, Proposer
     from ._gp_sampler import EngineSampler
 
-    return EngineSampler(proposer=Proposer(acquisition=acquisition, settings=engine or DEFAULT),
+    return EngineSampler(proposer=Proposer(q_form=acquisition == "qlogei", settings=engine or DEFAULT),
                          independent_sampler=SobolSampler(bounds=bounds, names=names, seed=seed, log=log),
                          n_startup_trials=n_initial)
 
@@ -205,7 +126,7 @@ def make_sampler(
     if engine is not None and (name != "botorch" or not isinstance(engine, EngineSettings)):
         raise ConfigError(f"engine={engine!r}: an EngineSettings value, for sampler 'botorch' only "
                           f"(sampler={name!r})")
-    log = _check(bounds, names, log)
+    log = check_space(bounds, names, log)
     extra = {} if engine is None else {"engine": engine}
     return SAMPLERS[name](bounds=bounds, names=names, n_initial=n_initial, seed=int(seed),
                           acquisition=acquisition, log=log, **extra)
