@@ -123,16 +123,16 @@ def _per_copy(values: Sequence[float], p: Tensor) -> Tensor:
 class PerCopyLR(Optimizer):
     r"""Optimizer ``name`` over stacked ``K x ...`` parameters, copy ``k`` at learning rate ``lrs[k]``.
 
-    Two ways, the same steps (module docstring), chosen by measurement:
+    Two ways to the same steps (module docstring):
 
-    - ``exact`` (default on CPU): one param group per run of consecutive copies with equal lr,
-      over views of those rows, so each copy steps through torch's own code at its lr, bit for bit
-      the rounding of ``train``. It costs a small step per group (digits-mlp, 24 copies with 8
-      lrs, 1 thread: about 1.5x the optimizer time of one lr).
-    - scaled (default on CUDA): torch's optimizer at ``lr = 1`` on a zeroed shadow of each
-      parameter gives :math:`s = -u`, then :math:`\theta_k \leftarrow \theta_k + \alpha_k s_k`:
-      one set of kernels whatever ``K``, rounding :math:`\alpha_k u` differently from torch's
-      :math:`(\alpha_k / c)\, \hat m / d` by an ulp.
+    - scaled (the default): torch's optimizer at ``lr = 1`` on a zeroed shadow of each parameter
+      gives :math:`s = -u`, then :math:`\theta_k \leftarrow \theta_k + \alpha_k s_k`: one set of
+      kernels whatever ``K``. Each step rounds :math:`\alpha_k u` where torch rounds
+      :math:`(\alpha_k / c)\, \hat m / d`: an ulp apart, like the batched forward's summation order.
+    - ``exact=True``: one param group per run of consecutive copies with equal lr, over views of
+      those rows, so each copy steps through torch's own code at its lr, bit for bit. It costs
+      one torch step per group, several times the scaled step's cost on a small CPU target, hence
+      not the default (``benchmarks/train_many.py`` measures what per-copy lrs cost).
 
     ``param_groups[0]["lr"]`` is the list of learning rates; :func:`zero_copies` knows where each
     copy's state lives.
@@ -145,7 +145,7 @@ class PerCopyLR(Optimizer):
     """
 
     def __init__(self, name: str, params: Iterable[Tensor], lrs: Sequence[float], *,
-                 exact: bool | None = None) -> None:
+                 exact: bool = False) -> None:
         params = list(params)
         self.lrs = [check_lr(v, f"lrs[{k}]") for k, v in enumerate(lrs)]
         for p in params:
@@ -153,7 +153,7 @@ class PerCopyLR(Optimizer):
                 raise ConfigError(f"PerCopyLR: a parameter of shape {tuple(p.shape)} is not stacked over "
                                   f"{len(self.lrs)} copies (dim 0)")
         super().__init__(params, {"lr": list(self.lrs)})
-        self.exact = all(p.device.type == "cpu" for p in params) if exact is None else bool(exact)
+        self.exact = bool(exact)
         self.runs = equal_runs(self.lrs) if self.exact else [(0, len(self.lrs))]
         if self.exact:  # views of each run's rows: in-place steps on them step the parameter
             self._pieces = [[p.detach()[a:b] for a, b in self.runs] for p in params]

@@ -205,15 +205,3 @@ def test_a_copy_diverging_at_its_own_lr_leaves_the_others_exact():
     assert runs[1].diverged and not runs[0].diverged and not runs[2].diverged
     for run, g, a in ((runs[0], None, 0.05), (runs[2], G, 0.02)):
         _close(run, train(get_target(spec, lr=a), g, seed=0), tol=1e-5)
-
-
-@pytest.mark.parametrize("optimizer", ["adam", "sgd", "adadelta"])
-def test_per_copy_lr_is_bit_identical_to_batching_each_lr_alone(optimizer):
-    """float32: each copy of a per-copy-lr run equals, bit for bit, a batched run at that one lr
-    (what remains against `train` is the batched forward's summation order, the same at one lr)."""
-    spec = get_target("digits-mlp", epochs=1, train_size=512, optimizer=optimizer)
-    gs = [metabp.MetaNet(hidden=1, seed=s) for s in range(4)]
-    seeds, lrs = [0, 1, 2, 0], [DEFAULT_LR[optimizer] * m for m in (0.5, 2.0, 2.0, 8.0)]
-    many = train_many(spec, gs, seed=seeds, lr=lrs)
-    for run, g, s, a in zip(many, gs, seeds, lrs, strict=True):
-        assert run.step_losses == train_many(get_target(spec, lr=a), [g, g], seed=[s, s])[0].step_losses
