@@ -53,14 +53,15 @@ class ReplaceDerivative(FastFunction):
 
 class ReplaceDerivativeByTable(FastFunction):
     """``y = sigma(z)`` and ``k(z)``, the index of ``z`` in g's table, forward; ``grad_z = grad_y *
-    values[k(z) + offset]`` backward (``bfn.tabulated``; the arguments are ``bfn.table_args(z)``).
+    values[k(z) + offset]`` backward (``bfn.tabulated``; ``table`` is ``bfn.table_args(z)``).
 
     The index is computed while ``z`` is still in cache from the layer that made it, and kept in
     place of ``z`` (int16 for tables of up to 32768 points: half the memory of ``z``); backward
     is one gather and one multiply, in the dtype of the table (``z``'s). The index is a second,
     non-differentiable output, the torch.func way of keeping an intermediate. The table, its
-    scale and shift are tensor inputs, so under ``torch.compile`` a new omega is new data for
-    the same graph. Not twice differentiable: a second backward raises PatchError.
+    scale and shift are tensor inputs (fields of ``table``), so under ``torch.compile`` a new
+    omega is new data for the same graph. Not twice differentiable: a second backward raises
+    PatchError.
     """
 
     generate_vmap_rule = True
