@@ -126,7 +126,9 @@ def describe(args: argparse.Namespace) -> str:
             else "Fashion-MNIST's files (10000 test images)")
     return (f"{TARGET} on {device}, torch {torch.__version__}; {size}; {data}. Timed on the first "
             f"{args.steps[0]} and {args.steps[1]} batches, median of {args.repeats} interleaved repeats; "
-            "candidates/h extrapolate the line through the two to 5 epochs of 60000 images.")
+            "candidates/h extrapolate the line through the two to 5 epochs of 60000 images."
+            + ("" if args.device.startswith("cuda") else " On a CPU the convolutions bound every row: "
+               "this table checks the benchmark, it says nothing about a GPU."))
 
 
 def write(rows: list[dict], args: argparse.Namespace) -> None:
