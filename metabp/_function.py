@@ -2,13 +2,12 @@
 allows it, and a guard for backwards that are not twice differentiable.
 
 With ``setup_context`` defined, ``torch.autograd.Function.apply`` binds its arguments through
-``inspect.signature`` on every call, only to fill in defaults: about 30 us of host time per
-patched layer and step on a 2-core CPU, as much as the layer's whole forward and backward
-(``benchmarks/backward_overhead.py`` and ``../shared/checks/A7-host-overhead`` measure the host
-cost). :class:`FastFunction` skips the bind outside function transforms, through two torch
-internals. Both are checked once at import, with a probe Function whose gradient must come out
-right; where either is missing or the probe fails, ``FAST_APPLY`` is False and every call takes
-the public ``Function.apply`` (with each ``forward``'s signature computed once, not per call).
+``inspect.signature`` on every call, only to fill in defaults: on a 2-core CPU a third or more
+of a patched layer's host time (the host ms of ``benchmarks/backward_overhead.py``).
+:class:`FastFunction` computes each ``forward``'s signature once and,
+outside function transforms, skips the bind through two torch internals. Both are checked once
+at import with a probe Function whose gradient must come out right; where either is missing or
+the probe fails, ``FAST_APPLY`` is False and every call takes the public ``Function.apply``.
 """
 
 from __future__ import annotations

@@ -29,7 +29,9 @@ class MetaNet(BFunction):
     The backward pass reads ``g`` from a :class:`~metabp._table.Table` of ``table_size`` cells,
     built when ``omega`` is assigned (the range choice runs then, outside any traced region);
     :meth:`table_error_bound` bounds its error on the table's range, outside which the end
-    values are held. The table must be finite in float32.
+    values are held. The table must be finite in float32. Each assignment of ``omega`` makes new
+    table tensors and increments :attr:`version` (what a ``stack`` of this g checks). The patched
+    backward is not twice differentiable: a second backward through it raises PatchError.
 
     Args:
         hidden: number of hidden units ``H``, 1 to 1024.
