@@ -172,10 +172,7 @@ class PerCopyLR(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One step of every copy at its own learning rate."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = None if closure is None else torch.enable_grad()(closure)()
         params = self.param_groups[0]["params"]
         for p, pieces in zip(params, self._pieces, strict=True):
             for (a, b), v in zip(self.runs, pieces, strict=True):

@@ -13,8 +13,7 @@ from optuna.trial import TrialState
 import metabp
 from metabp._cli import main
 from metabp.exceptions import ConfigError
-from metabp.search import Evaluation, Study, StudyConfig
-from metabp.search._score import CandidatesOnly
+from metabp.search import CandidatesOnly, Evaluation, Study, StudyConfig
 
 TARGET = torch.tensor([0.5, -0.5, 1.0, 0.0], dtype=torch.float64)
 HELD = torch.tensor([-0.5, 0.5, 0.0, 1.0], dtype=torch.float64)  # held-out seeds (>= 100) prefer this

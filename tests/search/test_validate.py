@@ -12,9 +12,8 @@ from test_study import HELD, Quadratic, cfg
 
 import metabp
 from metabp.exceptions import ConfigError
-from metabp.search import Evaluation, Study, TargetEntry, get_storage
-from metabp.search._score import CandidatesOnly
-from metabp.search._validate import log_grid, tune_grid
+from metabp.search import CandidatesOnly, Evaluation, Study, TargetEntry, get_storage, tune_grid
+from metabp.search._validate import log_grid
 
 
 def test_validation_at_the_end_and_export_by_heldout_score(tmp_path, capsys):

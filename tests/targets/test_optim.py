@@ -11,25 +11,33 @@ def test_ten_optimizers():
                                 "adamax", "nadam", "amsgrad"]
 
 
-@pytest.mark.parametrize("name", list(OPTIMIZERS))
-def test_stacked_copies_step_like_separate_optimizers(name):
-    """train_many relies on it: one optimizer over K x ... tensors == K optimizers."""
-    gen = torch.Generator().manual_seed(0)
-    init = torch.randn(3, 4, 5, generator=gen)
-    grads = [torch.randn(3, 4, 5, generator=gen) for _ in range(4)]
+def _stacked_and_singles(name, stacked_opt, lrs, dtype=torch.float32):
+    """A K x 4 x 5 tensor stepped by ``stacked_opt(params)``, and K tensors each stepped by optimizer
+    ``name`` at its lr, on the same random gradients; ``(init, stacked, singles)``."""
+    gen = torch.Generator().manual_seed(1)
+    init = torch.randn(len(lrs), 4, 5, generator=gen, dtype=dtype)
+    grads = [torch.randn(len(lrs), 4, 5, generator=gen, dtype=dtype) for _ in range(5)]
     stacked = init.clone().requires_grad_()
-    opt = make_optimizer(name, [stacked], lr=0.05)
-    singles = [init[k].clone().requires_grad_() for k in range(3)]
-    opts = [make_optimizer(name, [p], lr=0.05) for p in singles]
+    opt = stacked_opt([stacked])
+    singles = [init[k].clone().requires_grad_() for k in range(len(lrs))]
+    opts = [make_optimizer(name, [p], lr=a) for p, a in zip(singles, lrs, strict=True)]
     for g in grads:
         stacked.grad = g.clone()
         opt.step()
-        for k in range(3):
-            singles[k].grad = g[k].clone()
-            opts[k].step()
+        for k, (p, o) in enumerate(zip(singles, opts, strict=True)):
+            p.grad = g[k].clone()
+            o.step()
+    return init, stacked.detach(), [p.detach() for p in singles], opt
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_stacked_copies_step_like_separate_optimizers(name):
+    """train_many relies on it: one optimizer over K x ... tensors == K optimizers."""
+    one = lambda ps: make_optimizer(name, ps, lr=0.05)  # noqa: E731
+    init, stacked, singles, _ = _stacked_and_singles(name, one, [0.05] * 3)
     for k in range(3):
-        torch.testing.assert_close(stacked[k].detach(), singles[k].detach())
-    assert not torch.equal(stacked.detach(), init)
+        torch.testing.assert_close(stacked[k], singles[k])
+    assert not torch.equal(stacked, init)
 
 
 def test_errors_use_torch_optim_wording():
@@ -46,26 +54,15 @@ def test_errors_use_torch_optim_wording():
 def test_per_copy_lr_steps_like_separate_optimizers_at_their_lr(name, exact):
     """PerCopyLR: copy k of a K x ... tensor steps as optimizer `name` at lrs[k] alone: bit for bit
     (exact, float32), or up to rounding (scaled, float64)."""
-    dtype = torch.float32 if exact else torch.float64
-    gen = torch.Generator().manual_seed(1)
-    init = torch.randn(4, 4, 5, generator=gen, dtype=dtype)
-    grads = [torch.randn(4, 4, 5, generator=gen, dtype=dtype) for _ in range(5)]
     lrs = [0.003, 0.05, 0.05, 2.0]
-    stacked = init.clone().requires_grad_()
-    opt = PerCopyLR(name, [stacked], lrs, exact=exact)
-    singles = [init[k].clone().requires_grad_() for k in range(4)]
-    opts = [make_optimizer(name, [p], lr=a) for p, a in zip(singles, lrs, strict=True)]
-    for g in grads:
-        stacked.grad = g.clone()
-        opt.step()
-        for k in range(4):
-            singles[k].grad = g[k].clone()
-            opts[k].step()
+    dtype = torch.float32 if exact else torch.float64
+    per_copy = lambda ps: PerCopyLR(name, ps, lrs, exact=exact)  # noqa: E731
+    _, stacked, singles, opt = _stacked_and_singles(name, per_copy, lrs, dtype)
     for k in range(4):
         if exact:
-            assert torch.equal(stacked[k].detach(), singles[k].detach())
+            assert torch.equal(stacked[k], singles[k])
         else:
-            torch.testing.assert_close(stacked[k].detach(), singles[k].detach(), rtol=1e-13, atol=1e-13)
+            torch.testing.assert_close(stacked[k], singles[k], rtol=1e-13, atol=1e-13)
     assert opt.param_groups[0]["lr"] == lrs and opt.runs == ([(0, 1), (1, 3), (3, 4)] if exact else [(0, 4)])
 
 
