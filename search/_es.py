@@ -23,6 +23,7 @@ so a study killed at any moment resumes from its last completed population.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -139,8 +140,6 @@ class ESSampler(BaseSampler):
     def __init__(self, *, bounds: Sequence[tuple[float, float]], names: Sequence[str], n_initial: int,
                  seed: int = 0, log: Sequence[bool] | None = None, population: int | None = None,
                  sigma: float | None = None, step_size: float | None = None) -> None:
-        from ._samplers import SobolSampler
-
         self._given = {"population": population, "sigma": sigma, "step_size": step_size}
         self._set({})
         self.names = list(names)
@@ -150,7 +149,6 @@ class ESSampler(BaseSampler):
         self._lo = np.where(self.log, np.log(np.where(self.log, lo, 1.0)), lo)
         self._hi = np.where(self.log, np.log(np.where(self.log, hi, 1.0)), hi)
         self.seed, self.n_initial = int(seed), int(n_initial)
-        self._sobol = SobolSampler(bounds=bounds, names=names, seed=seed, log=list(self.log))
         self._space = {n: FloatDistribution(b[0], b[1], log=bool(g))
                        for n, b, g in zip(names, bounds, self.log, strict=True)}
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
@@ -181,6 +179,15 @@ class ESSampler(BaseSampler):
         x = np.where(self.log, np.log(np.where(self.log, x, 1.0)), x)
         return (x - self._lo) / (self._hi - self._lo)
 
+    def initial_points(self) -> list[np.ndarray]:
+        """The ``num_initial`` scrambled Sobol points (raw units), spread uniformly in the unit box."""
+        from scipy.stats import qmc
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # balance warning for non-powers of two
+            u = qmc.Sobol(len(self.names), scramble=True, seed=self.seed).random(self.num_initial)
+        return [self.to_x(p) for p in u]
+
     def _key(self, x: np.ndarray) -> tuple[int, ...]:
         """A point's identity: its unit-box coordinates to 1e-9 (storage round trips are exact)."""
         return tuple(int(v) for v in np.rint(self.to_u(np.asarray(x, dtype=float)) * 1e9))
@@ -203,7 +210,7 @@ class ESSampler(BaseSampler):
         for t in sorted(trials, key=lambda t: t.number):
             if t.state == TrialState.COMPLETE and set(self.names) <= set(t.params):
                 values.setdefault(self._key(np.array([t.params[n] for n in self.names])), float(t.value))
-        init = [self._sobol.point(j) for j in range(self.num_initial)]
+        init = self.initial_points()
         scores = [values.get(self._key(x)) for x in init]
         if any(s is None for s in scores):
             return "init", init, None
