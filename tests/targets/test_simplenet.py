@@ -64,7 +64,7 @@ def test_batched_simplenet_equals_each_copy_trained_alone(fashion_dir, options):
     many = train_many(spec, CANDIDATES, seed=SEEDS, data_dir=fashion_dir)
     for g, s, run in zip(CANDIDATES, SEEDS, many, strict=True):
         single = train(spec, g, seed=s, data_dir=fashion_dir)
-        _close(run, single)
+        _close(run, single, tol=2e-2 if spec.amp else 1e-4)  # bf16: 8 bits of mantissa
         assert run.test_accuracy == pytest.approx(single.test_accuracy, abs=1 / 32)
     assert many[1].step_losses != many[2].step_losses
 
