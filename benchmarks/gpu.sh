@@ -2,7 +2,7 @@
 # The one prepared script for a machine with a CUDA GPU: the CUDA tests and every `--device cuda`
 # benchmark, each writing benchmarks/results/*_cuda.{md,csv,png}.
 #
-#   bash benchmarks/gpu.sh            # from the repository's root; about 10 minutes on one H200
+#   bash benchmarks/gpu.sh            # from the repository's root; at most 12 minutes (the limits below)
 #
 # What it needs there: python3 with torch (CUDA), numpy, matplotlib, tqdm, safetensors, pytest.
 # metabp need not be installed: the script lays the package out under /tmp and sets PYTHONPATH.
@@ -12,21 +12,22 @@
 # Debian's dataset-fashion-mnist; without them the throughput benchmark times synthetic images
 # of the same shape (the time per step does not depend on the pixels).
 #
-# Every step has its own time limit, so one that hangs does not cost the rest. When $OUT is set,
+# Every step has its own time limit (seconds, in the order of priority below), so one that hangs
+# does not cost the rest; together they fit a 15-minute lease with its start. When $OUT is set,
 # the results and the log are packed into $OUT/gpu_results.tgz (and the log copied beside it).
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
 LOG=gpu_run.log
-STEP_LIMIT=${STEP_LIMIT:-300}  # seconds per step
+SCALE=${SCALE:-1}  # multiplies every step's limit
 : >"$LOG"
 
 say() { echo "== $*" | tee -a "$LOG"; }
-step() {  # step NAME COMMAND...: run with a time limit, log its output and exit status
-    local name=$1; shift
-    say "$name: $*"
+step() {  # step NAME LIMIT COMMAND...: run for at most LIMIT seconds, log its output and exit status
+    local name=$1 limit=$(($2 * SCALE)); shift 2
+    say "$name (at most $limit s): $*"
     local start=$SECONDS
-    PYTHONUNBUFFERED=1 timeout "$STEP_LIMIT" "$@" 2>&1 | tee -a "$LOG" | tail -n 40
+    PYTHONUNBUFFERED=1 timeout "$limit" "$@" 2>&1 | tee -a "$LOG" | tail -n 40
     say "$name: exit ${PIPESTATUS[0]} after $((SECONDS - start)) s"
 }
 has_option() { "$PY" "$1" --help 2>/dev/null | grep -q -- "$2"; }
@@ -54,33 +55,32 @@ SIMPLENET_DATA=(--synthetic)
 if "$PY" -c "from metabp.targets import get_target, load_data; load_data(get_target('fashion-simplenet'))" \
         2>/dev/null; then SIMPLENET_DATA=(); fi
 
-say "$("$PY" -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0))' 2>&1)"
+say "$("$PY" -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0))' 2>&1 | tail -n 1)"
 
 # 1. the CUDA tests
-step tests "$PY" -m pytest -q -m gpu -p no:cacheprovider "${IGNORE[@]}" tests
+step tests 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider "${IGNORE[@]}" tests
 
-# 2. the benchmarks with --device cuda (each only if it has that option)
-step simplenet "$PY" benchmarks/simplenet_throughput.py --device cuda "${SIMPLENET_DATA[@]}"
-for bench in backward_overhead train_many; do
-    if has_option "benchmarks/$bench.py" --device; then
-        extra=()
-        if [ "$bench" = train_many ] && has_option benchmarks/train_many.py --compile; then
-            extra=(--compile --k 64)  # compile=True against eager for K = 64 (the goal: >= 2x)
-        fi
-        if [ "$bench" = train_many ]; then  # both targets of the goal; each run's files kept apart
-            for target in digits-mlp mnist1d-mlp; do
-                step "$bench-$target" "$PY" benchmarks/train_many.py --device cuda --target "$target" "${extra[@]}"
-                for f in benchmarks/results/train_many*_cuda.*; do
-                    [ -e "$f" ] && case "$f" in *-mlp_cuda.*) ;; *) mv "$f" "${f/_cuda./_${target}_cuda.}" ;; esac
-                done
-            done
-        else
-            step "$bench" "$PY" "benchmarks/$bench.py" --device cuda "${extra[@]}"
-        fi
-    else
-        say "$bench: skipped, benchmarks/$bench.py has no --device option"
-    fi
-done
+# 2. the benchmarks with --device cuda, in the order of priority (each only if it has that option)
+step simplenet 240 "$PY" benchmarks/simplenet_throughput.py --device cuda --repeats 2 "${SIMPLENET_DATA[@]}"
+if has_option benchmarks/backward_overhead.py --device; then
+    step backward_overhead 120 "$PY" benchmarks/backward_overhead.py --device cuda
+else
+    say "backward_overhead: skipped, it has no --device option"
+fi
+train_many_on() {  # TARGET LIMIT [ARGS...]: eager against compile=True for 64 copies (goal >= 2x)
+    local target=$1 limit=$2; shift 2
+    step "train_many $target" "$limit" "$PY" benchmarks/train_many.py --device cuda --target "$target" \
+        --compile "$@"
+    for f in benchmarks/results/train_many_cuda.*; do  # keep each target's files
+        [ -e "$f" ] && mv "$f" "${f/_cuda./_${target}_cuda.}"
+    done
+}
+if has_option benchmarks/train_many.py --device; then
+    train_many_on digits-mlp 150
+    train_many_on mnist1d-mlp 90 --only seeds
+else
+    say "train_many: skipped, it has no --device option"
+fi
 
 if [ -n "${OUT:-}" ]; then
     tar czf "$OUT/gpu_results.tgz" "$LOG" benchmarks/results/*_cuda.* 2>/dev/null
