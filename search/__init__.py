@@ -12,6 +12,7 @@ workers and optuna-dashboard come from Optuna. A candidate is scored on several 
 
 Reading order: ``_load.py`` (study file) -> ``_config.py`` (StudyConfig) -> ``_study.py`` (trials)
 -> ``_score.py`` (a candidate's score); ``_validate.py``, ``_workers.py`` and ``_storage.py`` aside;
+the proposals: ``_samplers.py`` (by name) -> ``_gp_sampler.py`` (trial glue) -> ``_botorch.py`` (GP engine);
 ``_schema.py`` names every key written into the storage (public as ``metabp.search.schema``).
 """
 

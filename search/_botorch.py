@@ -75,6 +75,10 @@ class EngineSettings:
         maxiter: L-BFGS-B iterations per acquisition optimisation.
         mc_samples: Monte-Carlo samples of qLogEI.
         warm_start: start each GP fit from the previous fit's hyperparameters.
+        local_starts: acquisition starts drawn around the best observed points (Gaussian, sd 0.05
+            of the box) beside the ``raw_samples`` Sobol points; the ``num_restarts`` starts are
+            picked from both by acquisition value (late in a search the LogEI peak is narrow and
+            near the incumbent, where few Sobol points fall).
         tr_length: 0 (off), or a trust region: LogEI is maximised inside a box around the
             incumbent of side ``tr_length * l_i / geomean(l)`` on the unit cube (``l``: the GP's
             lengthscales), as TuRBO's (Eriksson et al. 2019) without its adaptation.
@@ -88,6 +92,7 @@ class EngineSettings:
     maxiter: int = 100
     mc_samples: int = 128
     warm_start: bool = True
+    local_starts: int = 0
     tr_length: float = 0.0
 
     def __post_init__(self) -> None:
@@ -100,10 +105,10 @@ class EngineSettings:
             raise ConfigError(f"EngineSettings(tr_length={self.tr_length!r}): need a number >= 0 (0: off)")
         if not (isinstance(self.outlier_iqr, (int, float)) and self.outlier_iqr > 0):
             raise ConfigError(f"EngineSettings(outlier_iqr={self.outlier_iqr!r}): need a number > 0")
-        for name in ("num_restarts", "raw_samples", "maxiter", "mc_samples"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"EngineSettings({name}={v!r}): need an integer >= 1")
+        for name in ("num_restarts", "raw_samples", "maxiter", "mc_samples", "local_starts"):
+            v, least = getattr(self, name), int(name != "local_starts")
+            if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                raise ConfigError(f"EngineSettings({name}={v!r}): need an integer >= {least}")
 
     def replace(self, **changes: Any) -> EngineSettings:
         """A copy with ``changes``; an unknown name is a ``ConfigError`` listing the known ones."""
@@ -256,11 +261,31 @@ def maximize_acquisition(gp: CachedGP, best_f: Tensor, pending: Tensor | None, *
         if pending is not None and len(pending):
             gp = gp.with_pending(pending)
         acqf = _cached_logei_class()(gp, torch.maximum(best_f, gp.y.max()), pending)
+    starts = None if q_form or not settings.local_starts else _starts(acqf, gp, unit, settings)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cand, _ = optimize_acqf(acqf, bounds=unit, q=1, num_restarts=settings.num_restarts,
-                                raw_samples=settings.raw_samples, options={"maxiter": settings.maxiter})
+                                raw_samples=None if starts is not None else settings.raw_samples,
+                                batch_initial_conditions=starts, options={"maxiter": settings.maxiter})
     return cand.detach()
+
+
+def _starts(acqf, gp: CachedGP, box: Tensor, settings: EngineSettings) -> Tensor:
+    """``num_restarts x 1 x d`` L-BFGS-B starts: Sobol points in ``box`` and ``local_starts`` points
+    around the 5 best observed points, picked by acquisition value (BoTorch's ``initialize_q_batch``)."""
+    from botorch.optim.initializers import initialize_q_batch
+
+    d = box.shape[-1]
+    sobol = torch.quasirandom.SobolEngine(d, scramble=True, seed=int(torch.randint(2**30, ())))
+    raw = box[0] + (box[1] - box[0]) * sobol.draw(settings.raw_samples, dtype=torch.float64)
+    n_obs = len(gp.model.train_inputs[0])  # observed rows come first, then pending ones
+    best = gp.x[:n_obs][gp.y[:n_obs].reshape(-1).topk(min(5, n_obs)).indices]
+    around = best[torch.randint(len(best), (settings.local_starts,))]
+    around = (around + 0.05 * torch.randn_like(around)).clamp(box[0], box[1])
+    x = torch.cat([raw, around]).unsqueeze(-2)
+    with torch.no_grad():
+        values = acqf(x)
+    return initialize_q_batch(x, values, n=settings.num_restarts)[0]
 
 
 class Proposer:

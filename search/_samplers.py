@@ -1,10 +1,11 @@
 """Samplers by name: metabp's BoTorch GP sampler and the baselines it must beat.
 
 Every entry of :data:`SAMPLERS` is a factory ``f(*, bounds, names, n_initial, seed, acquisition, log)``
-returning an ``optuna.samplers.BaseSampler``, so storage, workers and optuna-dashboard work the
-same for all of them. ``log`` flags the parameters searched on a log scale; the study declares them
-with ``FloatDistribution(lo, hi, log=True)``, which Optuna's samplers and ``BoTorchSampler`` (its
-GP sees ``log x``) honour, and :class:`SobolSampler` spreads its points uniformly in ``log x``:
+(``botorch`` also takes ``engine``, an :class:`EngineSettings`) returning an
+``optuna.samplers.BaseSampler``, so storage, workers and optuna-dashboard work the same for all of
+them. ``log`` flags the parameters searched on a log scale; the study declares them with
+``FloatDistribution(lo, hi, log=True)``, which Optuna's samplers and :class:`EngineSampler` (its GP
+sees ``log x``) honour, and :class:`SobolSampler` (``_sobol.py``) spreads its points in ``log x``:
 
 ========  ==================================================================================
 botorch   Sobol start (``n_initial`` points), then a GP + LogEI proposal (``_botorch.py``) by

@@ -196,8 +196,9 @@ def duplicate_of(trial: Any, live: Sequence[FrozenTrial], names: Sequence[str],
                  bounds: Sequence[tuple[float, float]]) -> int | None:
     """Number of a live trial with (numerically) the same point that wins over ``trial``.
 
-    Two workers proposing at the same moment from the same data can draw the same point: each
-    writes its point, then reads the others'. Of two twins the one that reads second sees the
+    Two workers proposing at the same moment from the same data can draw the same point (the
+    botorch sampler proposes under a study-wide lock and does not; the others may): each writes
+    its point, then reads the others'. Of two twins the one that reads second sees the
     other; it yields when the other is already checked (system attr ``metabp:checked``), is
     waiting, or has the lower number, so exactly one of the two is trained. Params are compared
     relative to the box: ``max |dx| / width < 1e-6``.

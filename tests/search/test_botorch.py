@@ -153,6 +153,10 @@ def test_bad_settings_are_errors():
         EngineSettings(num_restarts=0)
     with pytest.raises(ConfigError, match=r"noise_var=2.*0 < noise_var < 1"):
         EngineSettings(noise_var=2)
+    with pytest.raises(ConfigError, match=r"local_starts=-1.*integer >= 0"):
+        EngineSettings(local_starts=-1)
+    with pytest.raises(ConfigError, match=r"tr_length=-0.5.*>= 0 \(0: off\)"):
+        EngineSettings(tr_length=-0.5)
     with pytest.raises(ConfigError, match=r"EngineSettings\(FOO=...\): unknown; the settings are noise_var"):
         EngineSettings().replace(FOO=1)
     with pytest.raises(ConfigError, match=r"engine=.*EngineSettings"):
@@ -173,3 +177,19 @@ def test_inferred_noise_path():
     model, _ = fit_gp(x, y, bounds, settings=settings)
     assert model.likelihood.noise.item() > 0
     assert _inside(Proposer(settings=settings)(x, y, bounds), bounds)
+
+
+def test_the_fixed_noise_is_the_models():
+    x, y, bounds = _data()
+    for noise in (1e-6, 1e-4):
+        model, _ = fit_gp(x, y, bounds, settings=EngineSettings(noise_var=noise))
+        assert torch.allclose(model.likelihood.noise, torch.full((len(x),), noise, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("changes", [{"local_starts": 32}, {"tr_length": 0.5}, {"local_starts": 0}])
+def test_local_starts_and_trust_region_propose_in_the_box(changes):
+    x, y, bounds = _data(n=12)
+    pending = x[:2] * 0.5
+    c = Proposer(settings=EngineSettings(**changes))(x, y, bounds, pending)
+    assert _inside(c, bounds)
+    assert (c - 0.5).norm() < (x[y.argmax()] - 0.5).norm() + 0.3
