@@ -7,7 +7,7 @@
 # What it needs there: python3 with torch (CUDA), numpy, matplotlib, tqdm, safetensors, pytest.
 # metabp need not be installed: the script lays the package out under /tmp and sets PYTHONPATH.
 # optuna is needed only by metabp.search and its tests: when `import optuna` fails, wheels in a
-# folder `.whl/` (if present) are installed first, else the search tests are left out.
+# folder `.whl/` (if present) are installed first, else only tests/core and tests/targets run.
 # Fashion-MNIST: its idx files under $METABP_DATA or `.data/fashion-mnist/` (if carried along), or
 # Debian's dataset-fashion-mnist; without them the throughput benchmark times synthetic images
 # of the same shape (the time per step does not depend on the pixels).
@@ -45,10 +45,10 @@ if ! "$PY" -c "import optuna" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/wheels .whl/*.whl \
         && export PYTHONPATH="$PYTHONPATH:/tmp/wheels"
 fi
-IGNORE=()
-if ! "$PY" -c "import optuna" 2>/dev/null; then
-    IGNORE=(--ignore=tests/search --ignore=tests/analysis --ignore=tests/test_cli_search.py)
-    say "optuna missing: the search and analysis tests are left out"
+TESTS=(tests)
+if ! "$PY" -c "import optuna" 2>/dev/null; then  # the CUDA tests live in tests/core and tests/targets
+    TESTS=(tests/core tests/targets)
+    say "optuna missing: only tests/core and tests/targets are collected"
 fi
 if [ -z "${METABP_DATA:-}" ] && [ -d .data/fashion-mnist ]; then export METABP_DATA=$PWD/.data; fi
 SIMPLENET_DATA=(--synthetic)
@@ -58,7 +58,7 @@ if "$PY" -c "from metabp.targets import get_target, load_data; load_data(get_tar
 say "$("$PY" -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0))' 2>&1 | tail -n 1)"
 
 # 1. the CUDA tests
-step tests 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider "${IGNORE[@]}" tests
+step tests 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider "${TESTS[@]}"
 
 # 2. the benchmarks with --device cuda, in the order of priority (each only if it has that option)
 step simplenet 240 "$PY" benchmarks/simplenet_throughput.py --device cuda --repeats 2 "${SIMPLENET_DATA[@]}"
