@@ -13,7 +13,7 @@ from torch import Tensor
 
 from metabp._activations import Activation, get_activation
 from metabp._bfunctions import ActivationLike, BFunction, _field
-from metabp._table import Table, TableArgs, index_dtype, index_float, lookup
+from metabp._table import Table, TableArgs, device_key, index_dtype, index_float, lookup
 from metabp.exceptions import ConfigError
 
 
@@ -177,11 +177,9 @@ class MetaNet(BFunction):
         """The table for inputs on ``device`` in ``dtype`` (values in ``dtype``, scale and shift
         in float32, float64 for float64): made once per device and dtype, replaced (not changed
         in place) when omega is assigned."""
-        key = (torch.device(device), dtype)
+        key = (device_key(device), dtype)
         args = self._args.get(key)
         if args is None:
-            if key[0].type == "cuda" and key[0].index is None:  # one key per real device
-                return self.tensors_for(torch.device("cuda", torch.cuda.current_device()), dtype)
             args = self._args[key] = self._make_args(*key)
         return args
 

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from metabp._activations import Activation
 from metabp._bfunctions import BFunction, Scaled, check_bfn
-from metabp._table import TableArgs, index_dtype, lookup
+from metabp._table import TableArgs, device_key, index_dtype, lookup
 from metabp.exceptions import ConfigError, PatchError
 
 
@@ -78,13 +78,13 @@ class Stacked(BFunction):
         return TableArgs(values, torch.stack([p.scale for p in parts]),
                          torch.stack([p.shift for p in parts]), starts, n - 1, index_dtype(n))
 
-    def _tables(self, device: torch.device, dtype: torch.dtype) -> TableArgs:
+    def _tables(self, device: torch.device | str, dtype: torch.dtype) -> TableArgs:
         if torch.compiler.is_compiling():
             return self._concat(device, dtype)
         versions = [b.version for b in self.bfns]
         if versions != self._versions:  # new tensors: a pending backward keeps the old ones
             self._cache, self._versions = {}, versions
-        key = (torch.device(device), dtype)
+        key = (device_key(device), dtype)
         if key not in self._cache:
             self._cache[key] = self._concat(*key)
         return self._cache[key]
@@ -93,7 +93,7 @@ class Stacked(BFunction):
         """Make the members' tables for ``device`` and ``dtype`` now (see ``MetaNet.prepare``);
         a no-op unless every member is tabulated."""
         if self.tabulated:
-            self._tables(torch.device(device), dtype)
+            self._tables(device, dtype)
 
     def table_args(self, z: Tensor) -> TableArgs:
         self._check(z)

@@ -47,6 +47,15 @@ def index_float(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def device_key(device: torch.device | str) -> torch.device:
+    """``device`` as tensors report it: ``"cuda"`` is the current CUDA device (``cuda:0``), so a
+    table made for ``"cuda"`` is found again for a tensor on ``cuda:0``."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 class TableArgs(NamedTuple):
     """A tabulated b-function's table for inputs ``z`` of one device and dtype:
     ``lookup(z, args)`` is ``g(z)``. Tensors are replaced, never changed in place, when g changes."""

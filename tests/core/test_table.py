@@ -128,3 +128,16 @@ def test_cuda_autocast_never_indexes_past_the_table(dtype):
         loss.backward()
         torch.cuda.synchronize()
     assert model[0].weight.grad.dtype == torch.float32
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_prepare_cuda_makes_the_table_that_cuda_tensors_read():
+    g = MetaNet(1, "tanh")
+    stacked = metabp.stack([MetaNet(1, seed=0), MetaNet(1, seed=1)])
+    g.prepare("cuda")
+    stacked.prepare("cuda")
+    z = torch.zeros(2, 3, device="cuda")
+    assert g.table_args(z) is g.tensors_for("cuda", torch.float32)
+    assert stacked.table_args(z).values is stacked.table_args(z).values  # one concatenation
+    assert set(key[0] for key in g._args) == {torch.device("cpu"), z.device}
