@@ -2,7 +2,7 @@
 # The one prepared script for a machine with a CUDA GPU: the CUDA tests and every `--device cuda`
 # benchmark, each writing benchmarks/results/*_cuda.{md,csv,png}.
 #
-#   bash benchmarks/gpu.sh            # from the repository's root; at most 12 minutes (the limits below)
+#   bash benchmarks/gpu.sh            # from the repository's root; at most 12.5 minutes (the limits below)
 #
 # What it needs there: python3 with torch (CUDA), numpy, matplotlib, tqdm, safetensors, pytest.
 # metabp need not be installed: the script lays the package out under /tmp and sets PYTHONPATH.
@@ -61,7 +61,8 @@ say "$("$PY" -c 'import torch; print(torch.__version__, torch.cuda.get_device_na
 step tests 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider "${TESTS[@]}"
 
 # 2. the benchmarks with --device cuda, in the order of priority (each only if it has that option)
-step simplenet 240 "$PY" benchmarks/simplenet_throughput.py --device cuda --repeats 2 "${SIMPLENET_DATA[@]}"
+step simplenet 270 "$PY" benchmarks/simplenet_throughput.py --device cuda --k 8,16 --steps 10,25 --repeats 2 \
+    "${SIMPLENET_DATA[@]}"
 if has_option benchmarks/backward_overhead.py --device; then
     step backward_overhead 120 "$PY" benchmarks/backward_overhead.py --device cuda
 else

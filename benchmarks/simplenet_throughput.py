@@ -1,5 +1,5 @@
 """Candidates per hour for the paper's SimpleNet protocol: one ``train`` per candidate against
-``train_many`` of K candidates, eager, in float32, channels-last and bf16 autocast.
+``train_many`` of K candidates, eager, in float32, channels-last, bf16 autocast and both.
 
 The protocol is the preset ``fashion-simplenet``: SimpleNet on Fashion-MNIST padded to 32x32,
 batch 128, Adadelta lr 0.01, 5 epochs, a 1-1-1 tanh MetaNet in place of ReLU' at ``act4``.
@@ -51,9 +51,10 @@ def candidates(k: int) -> list[metabp.MetaNet]:
 
 
 def configs(ks: list[int]) -> list[tuple[str, int, dict]]:
-    """(label, K, target options): sequential and batched, then channels-last and bf16 of both."""
+    """(label, K, target options): sequential and batched, then channels-last, bf16 and both."""
     rows = [("sequential", 1, {})] + [(f"batched K={k}", k, {}) for k in ks]
-    for name, options in (("channels-last", {"channels_last": True}), ("bf16", {"amp": "bf16"})):
+    for name, options in (("channels-last", {"channels_last": True}), ("bf16", {"amp": "bf16"}),
+                          ("bf16 channels-last", {"amp": "bf16", "channels_last": True})):
         rows += [(f"sequential {name}", 1, options), (f"batched K={max(ks)} {name}", max(ks), options)]
     return rows
 
