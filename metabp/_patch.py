@@ -47,7 +47,7 @@ class ReplaceDerivative(FastFunction):
         bfn = ctx.bfn
         grad_z = bfn.vjp(grad, z if ctx.needs_z else y, y, ctx.activation)
         if not bfn.twice_differentiable:
-            grad_z = once_differentiable(grad_z, bfn.kind)
+            grad_z = once_differentiable(grad_z, type(bfn).__name__)
         return grad_z, None, None
 
 
@@ -82,7 +82,7 @@ class ReplaceDerivativeByTable(FastFunction):
         if grad is None:
             return None, None, None
         index, values, offset = ctx.saved_tensors
-        return once_differentiable(read(values, index, offset).mul_(grad), "a tabulated g"), None, None
+        return once_differentiable(read(values, index, offset).mul_(grad), "a MetaNet table"), None, None
 
 
 def _apply(z: Tensor, bfn: BFunction, activation: Activation) -> Tensor:
