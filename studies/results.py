@@ -26,6 +26,7 @@ studies can run in separate processes.
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import json
 import re
@@ -37,7 +38,16 @@ import matplotlib
 matplotlib.use("Agg")
 
 import metabp  # noqa: E402
-from metabp.analysis import compare, explain, heldout_seeds, transfer, write_transfer  # noqa: E402
+from metabp.analysis import (  # noqa: E402
+    compare,
+    explain,
+    heldout_seeds,
+    read_sweep,
+    sweep_markdown,
+    transfer,
+    write_sweep,
+    write_transfer,
+)
 from metabp.search import Study, format_heldout, load_study  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -133,6 +143,23 @@ def _explain(g, spec, where, cfg, lr, seeds, best, out) -> dict:
                                                     "share": form.share, "z": form.z}}
 
 
+def refresh_sweep(summary: dict) -> dict:
+    """The lr-sweep verdict and table re-read from the study's ``lr_sweep.csv`` (same numbers, this
+    version's wording), in the summary, ``compare.md`` and ``lr_sweep.png``."""
+    out = OUT / summary["name"]
+    if not (out / "lr_sweep.csv").exists():
+        return summary
+    with (out / "compare.csv").open() as f:
+        control = next(r for r in csv.DictReader(f) if r["kind"] == "control")
+    sweep = read_sweep(out / "lr_sweep.csv", g_lr=summary["g_lr"], tuned_lr=float(control["lr"]))
+    head = summary["compare_md"].split("### lr robustness")[0]
+    summary["compare_md"] = head + sweep_markdown(sweep) + "\n![lr sweep](lr_sweep.png)\n"
+    summary["sweep_verdict"] = sweep.verdict()
+    (out / "compare.md").write_text(summary["compare_md"] + "\n![loss curves](compare_loss.png)\n")
+    write_sweep(sweep, out)
+    return summary
+
+
 def _body(markdown: str) -> str:
     """A written table without its headings (RESULTS.md names each section) or figure links."""
     return "\n".join(line for line in markdown.splitlines() if not line.startswith(("#", "![")))
@@ -151,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_study(name, search=args.search)
         (OUT / name / "summary.json").write_text(json.dumps(summary, indent=1))
     stored = {n: json.loads(p.read_text()) for n in STUDIES if (p := OUT / n / "summary.json").exists()}
-    results = [s for s in stored.values() if "sweep_verdict" in s]  # older summaries lack the lr sweep
+    results = [refresh_sweep(s) for s in stored.values() if "sweep_verdict" in s]  # older: no lr sweep
+    for r in results:
+        (OUT / r["name"] / "summary.json").write_text(json.dumps(r, indent=1))
     text = write_results(results, OUT, [n for n in STUDIES if n not in {r["name"] for r in results}])
     (HERE / "RESULTS.md").write_text(re.sub(r"\n{3,}", "\n\n", text))
     print(f"wrote {HERE / 'RESULTS.md'}", file=sys.stderr)

@@ -37,6 +37,9 @@ from metabp.analysis._explain_result import AblationRow, Explanation
 from metabp.analysis._explain_study import explain_file
 from metabp.analysis._forms import Form, fit_forms
 from metabp.analysis._lr_sweep import LrSweep, lr_sweep
+from metabp.analysis._lr_sweep import read_csv as read_sweep
+from metabp.analysis._lr_sweep import to_markdown as sweep_markdown
+from metabp.analysis._lr_sweep import write as write_sweep
 from metabp.analysis._report import ReportFiles, report
 from metabp.analysis._report_data import ReportData, ReportRequest, compute, trial_bfn, trial_omega
 from metabp.analysis._stats import Paired, mean_std, paired
@@ -53,5 +56,6 @@ __all__ = [
     "trial_bfn",
     "trial_omega", "baseline_studies", "heldout_seeds", "transfer", "write_transfer", "Transfer",
     "TransferRow", "paired", "Paired", "mean_std", "explain", "explain_file", "Explanation", "AblationRow",
-    "ablate", "describe", "Description", "fit_forms", "Form", "lr_sweep", "LrSweep",
+    "ablate", "describe", "Description", "fit_forms", "Form", "lr_sweep", "LrSweep", "read_sweep",
+    "sweep_markdown", "write_sweep",
 ]

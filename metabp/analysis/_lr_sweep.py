@@ -5,8 +5,9 @@ around the tuned ones (``g``'s and "lr tuned alone"'s; ``s`` = :data:`SPREAD`), 
 ``g`` and with plain backprop on the comparison's held-out seeds only (never the tuning seeds).
 Backprop's reference is its best swept lr *on these seeds*, a baseline tuned where it is
 scored, so the harder one to beat. ``g`` wins at an lr when its paired difference to that
-reference is below ``-Z_WIN`` standard errors; a win at fewer than :data:`ROBUST_POINTS`
-neighbouring lrs is called narrow.
+reference is below ``-Z_WIN`` standard errors. A win is robust to the lr when ``g`` beats that
+reference at :data:`BEST_POINTS` neighbouring swept lrs around its own and beats backprop trained
+at the same lr at :data:`ROBUST_POINTS` neighbouring lrs; otherwise it is called narrow.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from metabp.exceptions import ConfigError
 
 SPREAD = 4.0  # the sweep reaches this factor below and above the tuned lrs
 Z_WIN = 2.0  # a paired z below -Z_WIN is a win
-ROBUST_POINTS = 3  # neighbouring swept lrs g must win at for a win robust to the lr
+ROBUST_POINTS = 3  # neighbouring swept lrs at which g must beat backprop at the same lr ...
+BEST_POINTS = 2  # ... and, around g's own lr, backprop at its best swept lr, for a win robust to the lr
 
 
 @dataclass
@@ -56,23 +58,48 @@ class LrSweep:
     def wins(self) -> list[int]:
         return [i for i in range(len(self.lrs)) if self.z_vs_best(i) < -Z_WIN]
 
-    def verdict(self) -> str:
-        """One sentence: where ``g`` beats backprop's best swept lr, and whether that range is narrow."""
-        best = self.lrs[self.best_backprop]
-        wins, n = self.wins(), len(self.lrs)
-        ref = f"backprop at its best swept lr ({best:.4g}, on these {len(self.seeds)} held-out seeds)"
-        if not wins:
-            return f"g beats {ref} at none of the {n} swept lrs: no win that survives an lr sweep."
-        run = _longest_run(wins)
-        lo, hi = self.lrs[run[0]], self.lrs[run[-1]]
-        span = (f"lr {lo:.4g} (1 of {n} swept lrs)" if len(run) == 1 else
-                f"lr in [{lo:.4g}, {hi:.4g}] ({len(run)} neighbouring of {n} swept lrs, a factor of "
+    def same_lr_wins(self) -> list[int]:
+        """Swept lrs at which ``g`` beats backprop trained at the same lr."""
+        return [i for i in range(len(self.lrs)) if self.z_same_lr(i) < -Z_WIN]
+
+    def _span(self, run: list[int]) -> str:
+        lo, hi, n = self.lrs[run[0]], self.lrs[run[-1]], len(self.lrs)
+        if len(run) == 1:
+            return f"lr {lo:.4g} (1 of {n} swept lrs)"
+        return (f"lr in [{lo:.4g}, {hi:.4g}] ({len(run)} neighbouring of {n} swept lrs, a factor of "
                 f"{hi / lo:.3g})")
+
+    def _diverged(self) -> str:
+        """Where g diverges on some seed and backprop at the same lr on none."""
+        bad = [i for i in range(len(self.lrs))
+               if not np.isfinite(self.g[i]).all() and np.isfinite(self.backprop[i]).all()]
+        if not bad:
+            return ""
+        i = bad[0]
+        k = sum(not math.isfinite(v) for v in self.g[i])
+        return (f" g diverges at lr {self.lrs[i]:.4g} ({k}/{len(self.seeds)} seeds) and above where backprop "
+                "does not." if bad == list(range(i, len(self.lrs))) else
+                f" g diverges at {len(bad)} swept lr(s) (from {self.lrs[i]:.4g}) where backprop does not.")
+
+    def verdict(self) -> str:
+        """Where ``g`` beats backprop at its best swept lr and at the same lr; robust or narrow."""
+        best, n = self.lrs[self.best_backprop], len(self.lrs)
+        ref = f"backprop at its best swept lr ({best:.4g}, on these {len(self.seeds)} held-out seeds)"
+        wins, same = self.wins(), self.same_lr_wins()
+        same_text = (f"at the same lr g beats backprop over {self._span(_longest_run(same))}" if same
+                     else "at the same lr g beats backprop at none")
+        if not wins:
+            return (f"g beats {ref} at none of the {n} swept lrs ({same_text}): no win that survives an lr "
+                    "sweep.")
+        run = _longest_run(wins)
         half_step = math.sqrt(self.lrs[1] / self.lrs[0])
-        own = "" if lo / half_step <= self.g_lr <= hi * half_step else " (not around g's own lr)"
-        if len(run) >= ROBUST_POINTS:
-            return f"g beats {ref} over {span}{own}: robust to the lr in that range."
-        return f"g beats {ref} only at {span}{own}: a narrow lr range, fragile to the lr."
+        own = ("" if self.lrs[run[0]] / half_step <= self.g_lr <= self.lrs[run[-1]] * half_step
+               else " (not around g's own lr)")
+        robust = (len(run) >= BEST_POINTS and not own and bool(same)
+                  and len(_longest_run(same)) >= ROBUST_POINTS)
+        end = ("robust to the lr: g's gain holds over a range of lrs" if robust
+               else "a narrow lr range, fragile to the lr")
+        return f"g beats {ref} at {self._span(run)}{own}; {same_text}: {end}.{self._diverged()}"
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -123,6 +150,24 @@ def lr_sweep(spec: Any, bfn: Any, *, g_lr: float, tuned_lr: float | None, seeds:
         if bar is not None:
             bar.update(2 * k)
     return LrSweep(lrs, list(seeds), g_runs, bp_runs, float(g_lr), tuned_lr)
+
+
+def read_csv(path: str | Path, *, g_lr: float, tuned_lr: float | None = None) -> LrSweep:
+    """The :class:`LrSweep` a written ``lr_sweep.csv`` holds (its AULC per seed, ``inf``: diverged)."""
+    import csv
+
+    g: dict[float, list[float]] = {}
+    bp: dict[float, list[float]] = {}
+    seeds: list[int] = []
+    with Path(path).open() as f:
+        for row in csv.DictReader(f):
+            values = [float(v) for v in row["aulc_per_seed"].split()]
+            (g if row["method"] == "g" else bp)[float(row["lr"])] = values
+            seeds = [int(x) for x in row["seeds"].split()]
+    lrs = sorted(g)
+    if not lrs or sorted(bp) != lrs:
+        raise ConfigError(f"{path}: not an lr sweep written by compare (g and backprop rows per lr)")
+    return LrSweep(lrs, seeds, [g[x] for x in lrs], [bp[x] for x in lrs], float(g_lr), tuned_lr)
 
 
 def _cell(values: list[float]) -> str:

@@ -91,14 +91,25 @@ def test_narrow_and_robust_lr_verdicts():
     bp = [[1.0, 1.1, 1.2]] * 4
     g = [[1.0, 1.1, 1.2], [0.5, 0.61, 0.7], [1.0, 1.1, 1.2], [2.0, 2, 2]]
     narrow = LrSweep(lrs, [1, 2, 3], g, bp, 0.002)
-    assert narrow.wins() == [1] and "only at lr 0.002 (1 of 4 swept lrs):" in narrow.verdict()
+    assert narrow.wins() == [1] and "at lr 0.002 (1 of 4 swept lrs);" in narrow.verdict()
     assert "narrow lr range" in narrow.verdict()
-    wide = LrSweep(lrs, [1, 2, 3], [[0.5, 0.61, 0.7]] * 3 + [[2.0, 2, 2]], bp, 0.002)
+    wide = LrSweep(lrs, [1, 2, 3], [[0.5, 0.61, 0.7]] * 3 + [[math.inf, 2, 2]], bp, 0.002)
     assert "robust to the lr" in wide.verdict() and "[0.001, 0.004]" in wide.verdict()
+    assert "g diverges at lr 0.008 (1/3 seeds) and above where backprop does not" in wide.verdict()
     elsewhere = LrSweep(lrs, [1, 2, 3], g, bp, 0.008)
     assert "(not around g's own lr)" in elsewhere.verdict()
     none = LrSweep(lrs, [1, 2, 3], [[2.0, 2.1, 2.2]] * 4, bp, 0.002)
     assert "at none of the 4 swept lrs" in none.verdict()
+
+
+def test_a_written_lr_sweep_reads_back(tmp_path):
+    from metabp.analysis import LrSweep, read_sweep, write_sweep
+
+    sweep = LrSweep([0.001, 0.01], [4, 5], [[0.5, math.inf], [0.25, 0.125]], [[1.0, 2.0], [0.5, 0.75]], 0.01)
+    write_sweep(sweep, tmp_path)
+    back = read_sweep(tmp_path / "lr_sweep.csv", g_lr=0.01)
+    assert (back.lrs, back.seeds, back.g, back.backprop) == (sweep.lrs, sweep.seeds, sweep.g, sweep.backprop)
+    assert back.verdict() == sweep.verdict() and (tmp_path / "lr_sweep.png").exists()
 
 
 @pytest.fixture(scope="module")
