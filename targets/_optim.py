@@ -165,9 +165,9 @@ class PerCopyLR(Optimizer):
             self.optimizer = make_optimizer(name, [z for (z,) in self._pieces], 1.0)
             self._scale = [_per_copy(self.lrs, p) for p in params]
 
-    def copy_states(self, i: int) -> list[tuple[int, dict[str, Any]]]:
-        """Where parameter ``i``'s state lives: ``(first copy, state dict)`` per piece."""
-        return [(a, self.optimizer.state[v]) for (a, _), v in zip(self.runs, self._pieces[i], strict=True)]
+    def copy_states(self, i: int) -> list[tuple[int, int, dict[str, Any]]]:
+        """Where parameter ``i``'s state lives: ``(first copy, stop, state dict)`` per piece."""
+        return [(a, b, self.optimizer.state[v]) for (a, b), v in zip(self.runs, self._pieces[i], strict=True)]
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -195,17 +195,21 @@ def zero_copies(opt: Optimizer, dead: Sequence[int]) -> None:
     keys = COPY_STATE.get(type(inner).__name__)
     if keys is None:
         raise ConfigError(f"zero_copies: {type(inner).__name__} is not one of this module's optimizers")
+    index: dict[torch.device, Tensor] = {}
     with torch.no_grad():
         for i, p in enumerate(p for group in opt.param_groups for p in group["params"]):
-            p[dead] = 0.0
+            if p.device not in index:
+                index[p.device] = torch.tensor(list(dead), dtype=torch.long, device=p.device)
+            rows = index[p.device]
+            p.index_fill_(0, rows, 0.0)
             if p.grad is not None:
-                p.grad[dead] = 0.0
-            pieces = opt.copy_states(i) if isinstance(opt, PerCopyLR) else [(0, opt.state.get(p, {}))]
-            for first, state in pieces:
+                p.grad.index_fill_(0, rows, 0.0)
+            pieces = opt.copy_states(i) if isinstance(opt, PerCopyLR) else [(0, len(p), opt.state.get(p, {}))]
+            for first, stop, state in pieces:
+                mine = rows if (first, stop) == (0, len(p)) else rows[(rows >= first) & (rows < stop)] - first
                 for key in keys:
                     if key in state:
-                        rows = [k - first for k in dead if 0 <= k - first < len(state[key])]
-                        state[key][rows] = 0.0
+                        state[key].index_fill_(0, mine, 0.0)
 
 
 __all__ = ["make_optimizer", "OPTIMIZERS", "DEFAULT_LR", "check_optimizer", "check_lr", "PerCopyLR",

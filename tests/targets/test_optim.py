@@ -83,9 +83,9 @@ def test_state_ownership_is_explicit(name):
                 assert key in owned or (torch.is_tensor(value) and value.dim() == 0), key
         zero_copies(opt, [1])
         assert p[1].abs().sum() == 0 and p.grad[1].abs().sum() == 0 and p[0].abs().sum() > 0
-        pieces = opt.copy_states(0) if isinstance(opt, PerCopyLR) else [(0, opt.state[p])]
-        for key in (k for k in owned if k in pieces[0][1]):  # copy k's rows, wherever they live
-            rows = torch.cat([state[key] for _, state in sorted(pieces, key=lambda fs: fs[0])])
+        pieces = opt.copy_states(0) if isinstance(opt, PerCopyLR) else [(0, 3, opt.state[p])]
+        for key in (k for k in owned if k in pieces[0][2]):  # copy k's rows, wherever they live
+            rows = torch.cat([state[key] for *_, state in sorted(pieces, key=lambda piece: piece[0])])
             assert rows[1].abs().sum() == 0 and rows[0].abs().sum() > 0 and rows[2].abs().sum() > 0
         with torch.no_grad():
             p.normal_()
