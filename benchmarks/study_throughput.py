@@ -21,7 +21,8 @@ a temporary directory. The installed package is an editable install whose finder
 (:func:`use_tree`) that maps the three packages to the worktree's folders; everything else
 (torch, optuna, botorch) comes from the same virtual environment.
 
-Writes ``benchmarks/results/study_throughput.{md,csv,png}``.
+Writes ``benchmarks/results/study_throughput.{md,csv,png}`` (``study_throughput_q<N>.*`` with
+``--q N``, which overrides the study files' ``q`` for both codes).
 
     .venv/bin/python benchmarks/study_throughput.py [--studies digits mnist1d] [--trials mnist1d=24]
 """
@@ -83,8 +84,9 @@ def timed_optuna(clock: dict[str, float]) -> None:
     wrap(optuna.trial.Trial, "suggest_float")
 
 
-def child(root: Path, study_file: Path, n_trials: int | None, storage: Path) -> dict:
-    """One study end to end with the code at ``root``; the measurements as a dict."""
+def child(root: Path, study_file: Path, n_trials: int | None, q: int | None, storage: Path) -> dict:
+    """One study end to end with the code at ``root`` (``n_trials``, ``q``: overrides); the
+    measurements as a dict."""
     use_tree(root)
     import dataclasses
 
@@ -94,6 +96,8 @@ def child(root: Path, study_file: Path, n_trials: int | None, storage: Path) -> 
     cfg = search.load_study(study_file)
     if n_trials is not None:
         cfg = dataclasses.replace(cfg, n_trials=n_trials, n_initial=min(cfg.n_initial, n_trials))
+    if q is not None:
+        cfg = dataclasses.replace(cfg, q=q)
     clock = {"training": 0.0, "proposing": 0.0, "trainings": 0, "calls": 0}
     inner = search.train_evaluator(cfg)
 
@@ -132,11 +136,11 @@ def checkout(ref: str, where: Path) -> Path:
     return path
 
 
-def run_one(root: Path, study: str, n_trials: int | None, tmp: Path) -> dict:
+def run_one(root: Path, study: str, n_trials: int | None, q: int | None, tmp: Path) -> dict:
     """One child process (fresh storage); its JSON result."""
     storage = tmp / f"{study}-{root.name}-{time.time_ns()}.journal"
     cmd = [sys.executable, __file__, "--child", str(root), str(root / "studies" / f"{study}.toml"),
-           "" if n_trials is None else str(n_trials), str(storage)]
+           "" if n_trials is None else str(n_trials), "" if q is None else str(q), str(storage)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=root)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -154,7 +158,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> list[dict]:
             for code in (("before", "after") if i % 2 == 0 else ("after", "before")):
                 bar.set_postfix_str(f"{study}, {code}")
                 rows.append({"study": study, "code": code, "ref": getattr(args, code),
-                             **run_one(trees[code], study, n, tmp)})
+                             **run_one(trees[code], study, n, args.q, tmp)})
                 bar.update(1)
     for path in trees.values():
         if path != ROOT:
@@ -186,7 +190,7 @@ def fmt(x: float | None) -> str:
 
 def write(rows: list[dict], lines: list[str], args: argparse.Namespace) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / "study_throughput"
+    stem = RESULTS / ("study_throughput" if args.q is None else f"study_throughput_q{args.q}")
     with open(f"{stem}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -230,14 +234,15 @@ def plot(rows: list[dict], path: str) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        root, study_file, n, storage = sys.argv[2:6]
-        result = child(Path(root), Path(study_file), int(n) if n else None, Path(storage))
-        print(json.dumps(result))
+        root, study_file, n, q, storage = sys.argv[2:7]
+        number = lambda text: int(text) if text else None  # noqa: E731
+        print(json.dumps(child(Path(root), Path(study_file), number(n), number(q), Path(storage))))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", nargs="+", default=STUDIES, help="names of study files in studies/")
     parser.add_argument("--trials", nargs="*", default=[], metavar="STUDY=N",
                         help="cap a study's n_trials (both codes), e.g. mnist1d=24")
+    parser.add_argument("--q", type=int, help="override the study files' q (both codes)")
     parser.add_argument("--before", default=BEFORE, help="git ref of the code before")
     parser.add_argument("--after", default=AFTER, help="git ref of the code after (WORKTREE: this tree)")
     args = parser.parse_args()
