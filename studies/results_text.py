@@ -56,6 +56,13 @@ def goal(results: list[dict]) -> list[str]:
         f"held-out seeds: **{'held' if part2 else 'not held'}** ({named}).", ""]
 
 
+def _sweep_word(verdict: str) -> str:
+    """The lr sweep's verdict in a word (each study's section has the sentence)."""
+    word = ("robust" if "robust to the lr" in verdict else "narrow" if "narrow lr range" in verdict
+            else "no win")
+    return word + ("; g diverges at high lr" if "g diverges" in verdict else "")
+
+
 def headline(results: list[dict], missing: list[str]) -> list[str]:
     lines = ["## Headline", "",
              "| study | searched on | compared on | optimizer | g's lr | AULC of g "
@@ -68,14 +75,16 @@ def headline(results: list[dict], missing: list[str]) -> list[str]:
             f"{r['g_lr']!r} | {r['g'][1]:.4f} +- {r['g'][2]:.4f} | {r['best'][0]} ({r['best_lr']!r}): "
             f"{r['best'][1]:.4f} +- {r['best'][2]:.4f} | {r['ratio'][0]:.3f} +- {r['ratio'][1]:.3f} | "
             f"{r['z']:.1f} | {_pm(r['test_acc']['g'])} | {_pm(r['test_acc']['best'])} | "
-            f"{r['sweep_verdict']} |")
+            f"{_sweep_word(r['sweep_verdict'])} |")
     seeds = "/".join(map(str, sorted({len(r["compare_seeds"]) for r in results})))
     lines += ["", "AULC is the mean training loss per step (lower: g trains faster); test accuracy is "
               "measured after training, on the same seeds. A study compares on its first target. Ratios "
               "below 1 favour g; |z| > 2 is a difference beyond the seed-to-seed noise. Every comparison "
               f"uses {seeds} seeds that neither the search nor validation used; lrs are exact. The lr sweep "
               "trains g and backprop at 8 lrs around the tuned ones on the same seeds and compares g with "
-              "backprop at its best swept lr.", "", "![ratios](results/ratios.png)", ""]
+              "backprop at its best swept lr and at the same lr: robust when g beats both over neighbouring "
+              "lrs around its own, narrow when it does not (each study's section says where).", "",
+              "![ratios](results/ratios.png)", ""]
     if missing:
         lines += [f"Not run in this version (no `summary.json`): {', '.join(missing)}.", ""]
     lines += ["One g per site and one shared g at every site were not run: the study file has no syntax "
