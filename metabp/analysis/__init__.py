@@ -31,6 +31,7 @@ from metabp.analysis._alignment import (
     true_gradients,
 )
 from metabp.analysis._compare import Comparison, MethodResult, compare, evaluate
+from metabp.analysis._compare_output import TUNING
 from metabp.analysis._describe import Description, describe
 from metabp.analysis._explain import ablate, explain
 from metabp.analysis._explain_result import AblationRow, Explanation
@@ -57,5 +58,5 @@ __all__ = [
     "trial_omega", "baseline_studies", "heldout_seeds", "transfer", "write_transfer", "Transfer",
     "TransferRow", "paired", "Paired", "mean_std", "explain", "explain_file", "Explanation", "AblationRow",
     "ablate", "describe", "Description", "fit_forms", "Form", "lr_sweep", "LrSweep", "read_sweep",
-    "sweep_markdown", "write_sweep",
+    "sweep_markdown", "write_sweep", "TUNING",
 ]

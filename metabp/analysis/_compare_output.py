@@ -12,6 +12,8 @@ from metabp.analysis._lr_sweep import to_markdown as sweep_markdown
 from metabp.analysis._lr_sweep import write as write_sweep
 from metabp.analysis._stats import pm
 
+#: How the baselines' lrs are searched (metabp.search.tune_grid, through metabp.analysis.tune_methods)
+TUNING = "over the lr range on a log grid of half the trials, then a finer grid around its best point"
 CURVES_SHOWN = 5  # g, plain backprop, lr tuned alone and the best other rows; the CSV has them all
 
 
@@ -34,8 +36,8 @@ def to_markdown(result: Comparison) -> str:
         optimizer_case(result.optimizer),
         "",
         *two_rows(result),
-        f"Baselines tuned with {result.budget} trials each (the study's budget), TPE over a log-uniform lr "
-        f"range, each trial the mean AULC over the search seeds {', '.join(map(str, result.tune_seeds))}; "
+        f"Baselines tuned with {result.budget} trials each, {TUNING}, each trial the mean AULC over the "
+        f"search seeds {', '.join(map(str, result.tune_seeds))}; "
         f"every row trained on the held-out seeds {', '.join(map(str, result.seeds))}, which no tuning and "
         "no search saw. AULC = mean training loss per step, lower is better. Differences are paired "
         "over the held-out seeds (same initial weights and data order); SE = standard error of the "
