@@ -205,3 +205,15 @@ def test_a_copy_diverging_at_its_own_lr_leaves_the_others_exact():
     assert runs[1].diverged and not runs[0].diverged and not runs[2].diverged
     for run, g, a in ((runs[0], None, 0.05), (runs[2], G, 0.02)):
         _close(run, train(get_target(spec, lr=a), g, seed=0), tol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_per_copy_lr_on_cuda_matches_the_cpu(float64):
+    """On CUDA (the scaled step, one set of kernels for every copy) each copy equals the CPU run."""
+    spec = get_target("digits-mlp", epochs=1, train_size=256, optimizer="adam")
+    bfns, seeds, lrs = [None, G, G], [0, 1, 0], [0.003, 0.01, 0.03]
+    cpu = train_many(spec, bfns, seed=seeds, lr=lrs)
+    cuda = train_many(spec, bfns, seed=seeds, lr=lrs, device="cuda")
+    for a, b in zip(cpu, cuda, strict=True):
+        assert a.step_losses == pytest.approx(b.step_losses, rel=1e-9, abs=1e-9)
