@@ -7,7 +7,7 @@ Evaluating a meta-network ``g_omega`` on every element of every backward pass co
 .. math:: g(z) \\approx g(x_{k(z)}), \\qquad
           k(z) = \\lfloor \\mathrm{clamp}(z / h + (1/2 - lo / h),\\ 0,\\ n - 1) \\rfloor
 
-(:func:`grid_index`: mul, add, clamp, NaN to 0, cast; then one gather). On CPU the
+(:func:`grid_index`: mul, add, two clamps, a cast and a clamp; then one gather). On CPU the
 gather costs about four elementwise passes, so one gather of a fine table beats linear
 interpolation (two gathers). Under ``torch.compile`` inductor fuses the passes into one loop.
 
@@ -74,14 +74,18 @@ def grid_index(z: Tensor, scale: Tensor | float, shift: Tensor | float, last: in
 
     ``scale`` and ``shift`` are numbers or tensors that broadcast against ``z`` (one value per
     copy for stacked tables). The index is computed in float32 for half-precision ``z``. Floats
-    are clamped before the cast (``+-inf`` and huge ``z`` go to the ends) and NaN becomes cell 0,
-    so no input makes an out-of-range index (a NaN reaches the loss through the forward pass).
+    are clamped before the cast (``+-inf`` and huge ``z`` go to the ends); NaN passes the clamps
+    and casts to an integer (0, or the most negative one, by platform) that the final clamp at 0
+    catches, so no input makes an out-of-range index (a NaN reaches the loss through the forward
+    pass anyway). The final clamp runs on the integers, half the bytes of a float pass.
+    clamp_min_/clamp_max_ (unlike clamp_) have vmap batching rules; .short() and .int() parse
+    faster than .to(dtype).
     """
     if z.dtype not in _INDEX_FLOATS:
         z = z.float()
-    t = z.mul(scale).add_(shift).clamp_min_(0).clamp_max_(last).nan_to_num_()  # NaN -> 0; vmap has rules
-    # t >= 0, so truncation is floor; .short() and .int() parse faster than .to(dtype)
-    return t.short() if dtype == torch.int16 else t.int() if dtype == torch.int32 else t.to(dtype)
+    t = z.mul(scale).add_(shift).clamp_min_(0).clamp_max_(last)
+    t = t.short() if dtype == torch.int16 else t.int() if dtype == torch.int32 else t.to(dtype)
+    return t.clamp_min_(0)  # before it t >= 0 except NaN, so truncation is floor
 
 
 @dataclass(frozen=True)
