@@ -16,6 +16,14 @@ The table gives ``blind / pending-aware``: the ratio of the mean best values (ab
 pending points helps). Writes ``benchmarks/results/parallel_workers.{md,png}``.
 
     python benchmarks/parallel_workers.py
+
+``--real RUNS`` runs real workers instead: ``--workers`` ``metabp search`` processes on one fresh
+journal file per run (``--study``, default the quickstart, ``--trials`` trials, no validation),
+then counts completed and failed trials, numbers given back past the budget, twins thrown away
+(``metabp:duplicate_of``) and completed trials at the same point (``max |dx| / width < 1e-6``).
+Writes ``benchmarks/results/parallel_workers_real.md``.
+
+    python benchmarks/parallel_workers.py --real 3 --workers 4 --trials 40
 """
 
 from __future__ import annotations
@@ -77,6 +85,59 @@ def run(variant: str, seed: int, *, d: int, trials: int, workers: int, n_initial
     return {"variant": variant, "seed": seed, "values": values, "propose_s": seconds}
 
 
+def real_run(study_file: Path, journal: Path, *, workers: int, trials: int) -> dict:
+    """``workers`` ``metabp search`` processes on ``journal``; what the storage holds afterwards."""
+    import subprocess
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from metabp.search import get_storage, load_study
+
+    cmd = [sys.executable, "-m", "metabp", "search", str(study_file), "--storage", str(journal),
+           "--trials", str(trials), "--no-validate", "--quiet"]
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(workers)]
+    errors = [err for p in procs for err in [p.communicate()[1]] if p.returncode != 0]
+    cfg = load_study(study_file)
+    ts = optuna.load_study(study_name=cfg.name, storage=get_storage(str(journal))).get_trials(deepcopy=False)
+    done = [t for t in ts if t.state == TrialState.COMPLETE]
+    width = [hi - lo for lo, hi in cfg.search_bounds]
+    twins = sum(1 for i, a in enumerate(done) for b in done[i + 1:]
+                if max(abs(a.params[n] - b.params[n]) / w for n, w in zip(cfg.param_names, width,
+                                                                           strict=True)) < 1e-6)
+    failed = [t for t in ts if t.state == TrialState.FAIL]
+    surplus = sum(1 for t in failed if t.system_attrs.get("metabp:surplus"))
+    return {"complete": len(done), "failed": len(failed) - surplus, "surplus": surplus,
+            "duplicate_of": sum(1 for t in ts if t.system_attrs.get("metabp:duplicate_of") is not None),
+            "twins": twins, "errors": len(errors), "seconds": time.perf_counter() - t0}
+
+
+def real_runs(args) -> str:
+    import tempfile
+
+    from tqdm import tqdm
+
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for i in tqdm(range(args.real), file=sys.stderr, desc="real runs"):
+            rows.append(real_run(args.study, Path(d) / f"run{i}.journal", workers=args.workers,
+                                 trials=args.trials))
+    lines = [f"# Real workers: `{' '.join(['python benchmarks/parallel_workers.py', *sys.argv[1:]])}`", "",
+             f"{args.workers} `metabp search` processes on one journal file per run, {args.study.name} "
+             f"without validation, {args.trials} trials; a 2-core CPU shared with other jobs.", "",
+             "| run | complete | failed | given back past the budget | twins thrown away "
+             "| completed at the same point | worker errors | seconds |", "|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(rows):
+        lines.append(f"| {i} | {r['complete']} | {r['failed']} | {r['surplus']} | {r['duplicate_of']} "
+                     f"| {r['twins']} | {r['errors']} | {r['seconds']:.0f} |")
+    clean = sum(r["complete"] == args.trials and not r["failed"] and not r["twins"] and not r["duplicate_of"]
+                for r in rows)
+    lines += ["", f"Clean runs ({args.trials} complete, none failed, no twin): {clean} of {len(rows)}"]
+    return "\n".join(lines) + "\n"
+
+
 def mean_se(xs: list[float]) -> tuple[float, float]:
     return statistics.mean(xs), (statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else 0.0)
 
@@ -114,10 +175,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-initial", type=int, default=10)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--real", type=int, default=0, help="runs of real worker processes instead")
+    p.add_argument("--study", type=Path, default=Path(__file__).parents[1] / "studies" / "quickstart.toml")
     args = p.parse_args(argv)
+    if args.real:
+        text = real_runs(args)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "parallel_workers_real.md").write_text(text)
+        print(text)
+        return 0
     from tqdm import tqdm
 
     torch.set_num_threads(1)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     runs = [run(v, s, d=args.dim, trials=args.trials, workers=args.workers, n_initial=args.n_initial)
             for s, v in tqdm([(s, v) for s in range(args.seeds) for v in args.variants], file=sys.stderr)]
     given = argv if argv is not None else sys.argv[1:]

@@ -1,30 +1,22 @@
 """Search efficiency: metabp's BoTorch sampler vs random, TPE, Optuna's GPSampler and CMA-ES.
 
 Question: with the same number of evaluations, which sampler gets closest to the optimum, and
-what does each proposal cost?
+what does each proposal cost? Problems (``--problems``, by name):
 
-Problems (``--problems``, by name):
-
-- a synthetic suite of standard functions from 2 to 10 dimensions with known optima
-  (``botorch.test_functions``), scored by simple regret ``best - optimum``;
-- ``hartmann6-in-20d`` and ``hartmann6-in-50d``: Hartmann-6 on the first 6 of 20 (50) dimensions,
-  the rest inactive (in the suite: the high-dimensional cases);
+- the suite: standard functions from 2 to 10 dimensions with known optima
+  (``botorch.test_functions``) and Hartmann-6 on the first 6 of 20 and of 50 dimensions (the
+  rest inactive), scored by simple regret ``best - optimum``;
 - metabp problems, built from public APIs only: ``f(omega) = AULC of train(spec,
-  MetaNet(hidden, omega=omega), seed=0)`` (common random numbers: every candidate trains from the
-  same initial weights and data order; omega in [-5, 5]^d). ``digits25`` is digits-mlp with
-  ``hidden = 8``: 25 parameters. Scored by the best AULC.
+  MetaNet(hidden, omega=omega), seed=0)`` (common random numbers; omega in [-5, 5]^d).
+  ``digits25`` is digits-mlp with ``hidden = 8``: 25 parameters. Scored by the best AULC.
 
 Every run is ``metabp.search.minimize`` with ``--budget`` evaluations; the sampler seed varies.
-All samplers start from ``N_INITIAL`` points whatever the budget (Sobol for botorch, random for
-the others), and none of them reads the total budget, so the first 30 evaluations of a 60-run are
-the 30-run: the 30 column is read off the 60 runs.
-
+All samplers start from ``N_INITIAL`` points (Sobol for botorch, random for the others), and none
+reads the total budget, so the 30 column is read off the first 30 evaluations of the 60 runs.
 The proposal cost is measured apart: a study holding ``n`` random points of Hartmann-6 embedded in
 ``--cost-dim`` dimensions, then the time of one more proposal (median of ``--cost-repeats``).
-
 Run records are appended to ``results/search_efficiency.jsonl`` as they finish; the table and PNG
-are rewritten after every problem, so an interrupted run still leaves a table. Files:
-``benchmarks/results/search_efficiency.{md,png,jsonl}``.
+(``benchmarks/results/search_efficiency.{md,png}``) are rewritten as runs finish.
 
     OMP_NUM_THREADS=1 python benchmarks/search_efficiency.py                 # the full suite
     python benchmarks/search_efficiency.py --problems branin hartmann6 --seeds 3 --budget 30 \\
@@ -114,7 +106,6 @@ SUITE = ["branin", "hartmann3", "levy4", "rosenbrock4", "styblinski5", "michalew
          "ackley10", "hartmann6-in-20d", "hartmann6-in-50d"]
 
 
-# ---------------------------------------------------------------------------------- running
 def with_settings(sampler: str):
     """``botorch:NAME=VALUE,...`` -> (``"botorch"``, EngineSettings with those fields); else (name, None)."""
     import dataclasses
@@ -182,7 +173,6 @@ def proposal_cost(sampler: str, d: int, n: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-# ---------------------------------------------------------------------------------- summarising
 def quartiles(xs: list[float]) -> tuple[float, float, float]:
     if len(xs) == 1:
         return xs[0], xs[0], xs[0]
@@ -279,8 +269,7 @@ def plot(runs: list[dict], optima: dict, samplers: list[str], path: Path) -> Non
     import matplotlib.pyplot as plt
 
     problems = list(dict.fromkeys(r["problem"] for r in runs))
-    cols = 4
-    rows = math.ceil(len(problems) / cols)
+    cols, rows = 4, math.ceil(len(problems) / 4)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
     for ax, p in zip(axes.flat, problems, strict=False):
         for s in samplers:
@@ -307,15 +296,14 @@ def plot(runs: list[dict], optima: dict, samplers: list[str], path: Path) -> Non
     plt.close(fig)
 
 
-# ---------------------------------------------------------------------------------- main
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--problems", nargs="+", default=[*SUITE, "quickstart", "digits", "digits25"],
                    choices=list(PROBLEMS))
     p.add_argument("--samplers", nargs="+", default=list(SAMPLERS))
     p.add_argument("--seeds", type=int, default=SEEDS)
     p.add_argument("--budget", type=int, default=max(BUDGETS))
-    p.add_argument("--cost-n", type=int, nargs="*", default=[40, 100], help="n of the proposal-cost table")
+    p.add_argument("--cost-n", type=int, nargs="*", default=[40, 100], help="n of the cost table (none: off)")
     p.add_argument("--cost-dim", type=int, nargs="+", default=[6, 25])
     p.add_argument("--cost-repeats", type=int, default=3)
     p.add_argument("--jobs", type=int, default=2, help="worker processes (1 torch thread each)")
@@ -323,7 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="keep the runs already in the .jsonl")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--tag", default="", help="suffix for the result files")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     from tqdm import tqdm
 
     torch.set_num_threads(1)
@@ -335,13 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     runs = [r for r in runs if r["problem"] in args.problems and r["sampler"] in args.samplers]
     done = {(r["problem"], r["sampler"], r["seed"]) for r in runs if r["budget"] == args.budget}
     log.write_text("".join(json.dumps(r) + "\n" for r in runs))
-    given = argv if argv is not None else sys.argv[1:]
-    given = [a for a in given if a not in ("--resume", "--table-only")]  # same results either way
-    cmd = " ".join(["python benchmarks/search_efficiency.py", *given])
+    given = [a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--resume", "--table-only")]
+    cmd = " ".join(["python benchmarks/search_efficiency.py", *given])  # --resume: same results
     meta = (f"# Search efficiency: `{cmd}`\n\nn_initial {N_INITIAL} for every sampler; torch "
             f"{torch.__version__}, 1 thread; a 2-core CPU shared with other jobs (times are indicative).")
-    optima: dict = {}
-    seeds = {}
+    optima, seeds = {}, {}
     for name in args.problems:
         prob = PROBLEMS[name]()
         optima[name], optima[name + "/dim"] = prob.optimum, prob.dim

@@ -75,6 +75,9 @@ class EngineSettings:
         maxiter: L-BFGS-B iterations per acquisition optimisation.
         mc_samples: Monte-Carlo samples of qLogEI.
         warm_start: start each GP fit from the previous fit's hyperparameters.
+        fit_gtol: L-BFGS-B gradient tolerance of the hyperparameter fit (scipy's default 1e-5;
+            1e-3 reaches the same marginal likelihood to 4 digits on Hartmann-6 in 6 and 25
+            dimensions at 100 points, in a quarter to 40% of the time), ``ftol`` 1e-7.
         local_starts: acquisition starts drawn around the best observed points (Gaussian, sd 0.05
             of the box) beside the ``raw_samples`` Sobol points; the ``num_restarts`` starts are
             picked from both by acquisition value (late in a search the LogEI peak is narrow and
@@ -92,6 +95,7 @@ class EngineSettings:
     maxiter: int = 100
     mc_samples: int = 128
     warm_start: bool = True
+    fit_gtol: float = 1e-3
     local_starts: int = 0
     tr_length: float = 0.0
 
@@ -101,6 +105,8 @@ class EngineSettings:
             raise ConfigError(f"EngineSettings(noise_var={self.noise_var!r}): need None or 0 < noise_var < 1")
         if self.warp not in WARPS:
             raise ConfigError(f"EngineSettings(warp={self.warp!r}): choose one of {', '.join(WARPS)}")
+        if not (isinstance(self.fit_gtol, (int, float)) and self.fit_gtol > 0):
+            raise ConfigError(f"EngineSettings(fit_gtol={self.fit_gtol!r}): need a number > 0")
         if not (isinstance(self.tr_length, (int, float)) and 0 <= self.tr_length):
             raise ConfigError(f"EngineSettings(tr_length={self.tr_length!r}): need a number >= 0 (0: off)")
         if not (isinstance(self.outlier_iqr, (int, float)) and self.outlier_iqr > 0):
@@ -153,7 +159,8 @@ def fit_gp(train_x: Tensor, train_y: Tensor, bounds: Tensor, *, settings: Engine
                 for name, p in model.named_parameters():
                     if name in init and init[name].shape == p.shape:
                         p.copy_(init[name])
-        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model),
+                         optimizer_kwargs={"options": {"gtol": settings.fit_gtol, "ftol": 1e-7}})
     model.eval().requires_grad_(False)
     return model, y_std
 
