@@ -8,7 +8,8 @@ Method: each configuration trains on the first ``n1`` and then ``n2`` batches (o
 ``train_size = n * batch``); the line through the two wall times gives the time per step (slope)
 and the fixed cost (intercept: building the model, the test set's accuracy). A protocol run of K
 candidates then costs ``T = fixed + slope * steps`` with ``steps = epochs * ceil(60000 / 128)``,
-and candidates per hour are ``3600 K / T``. Medians over ``--repeats``; every repeat times every
+and candidates per hour are ``3600 K / T``. Slope and intercept are the medians over ``--repeats``
+of those of each repeat's two runs, timed back to back; every repeat times every
 configuration in turn (interleaved). Ratios are against the sequential float32 row of the same run.
 
     python benchmarks/simplenet_throughput.py --device cuda     # the protocol's size; *_cuda.md
@@ -106,9 +107,10 @@ def measure(args: argparse.Namespace) -> list[dict]:
     steps = base.epochs * math.ceil(FULL_TRAIN / base.batch_size)
     rows = []
     for label, k, _ in table:
+        pairs = list(zip(times[label, n1], times[label, n2], strict=True))  # one pair per repeat
+        slope = statistics.median((b - a) / (n2 - n1) for a, b in pairs)
+        fixed = max(statistics.median(a - (b - a) / (n2 - n1) * n1 for a, b in pairs), 0.0)
         t1, t2 = statistics.median(times[label, n1]), statistics.median(times[label, n2])
-        slope = (t2 - t1) / (n2 - n1)
-        fixed = max(t1 - slope * n1, 0.0)
         rows.append({"config": label, "K": k, "step_s": slope, "fixed_s": fixed, f"t{n1}_s": t1,
                      f"t{n2}_s": t2, "candidates_per_hour": 3600.0 * k / (fixed + slope * steps)})
     for r in rows:
