@@ -106,10 +106,9 @@ def validate(run: ValidationRun, *, progress: bool = True) -> dict[str, Any]:
         run.save(schema.HELDOUT_CONTROLS, controls)
     held = {c.number: h for c in run.top if (h := run.heldout.get(c.number)) and h.get("seeds") == seeds}
     todo = [c for c in run.top if c.number not in held]
-    for at in range(0, len(todo), cfg.q):  # a search batch's size per trainer call
-        chunk = todo[at:at + cfg.q]
-        scores = score(cfg, run.evaluate, [c.bfn for c in chunk], [c.lr for c in chunk], seeds, base)
-        for c, s in zip(chunk, scores, strict=True):
+    if todo:  # top_k x held-out seeds copies, one trainer call per target
+        scores = score(cfg, run.evaluate, [c.bfn for c in todo], [c.lr for c in todo], seeds, base)
+        for c, s in zip(todo, scores, strict=True):
             held[c.number] = {**s.summary(seeds), schema.PER_SEED: s.per_seed}
             run.save(schema.heldout_key(c.number), held[c.number])
     return {"trials": held, **controls}
