@@ -96,7 +96,7 @@ class EngineSettings:
     mc_samples: int = 128
     warm_start: bool = True
     fit_gtol: float = 1e-3
-    local_starts: int = 0
+    local_starts: int = 64
     tr_length: float = 0.0
 
     def __post_init__(self) -> None:
