@@ -10,6 +10,7 @@ others go on (see the training loop).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import time
@@ -37,14 +38,26 @@ from metabp.targets._threads import num_threads, resolve_threads
 from metabp.targets._train import Run, on_device, train, train_copies
 
 
+def _distinct(bfns: Sequence[BFunction | None]) -> list[BFunction | None]:
+    """``bfns`` with each repeat of a b-function object replaced by a copy of it (a candidate on
+    several seeds): a compiled graph then never gets one table tensor as two of its inputs, which
+    torch.compile would guard on and compile again for each new pattern of repeats."""
+    seen: set[int] = set()
+    out = []
+    for g in bfns:
+        out.append(copy.deepcopy(g) if g is not None and id(g) in seen else g)
+        seen.add(id(g))
+    return out
+
+
 def batched_model(spec: TargetSpec, bfns: Sequence[BFunction | None], where: str | None,
                   seeds: Sequence[int], device: str | torch.device = "cpu") -> BatchedSequential:
     """The ``K`` copies of ``spec``'s network, copy ``k`` with the weights of ``seeds[k]`` and
     backpropagating ``bfns[k]`` (``None``: the exact derivative) at ``where``."""
     models = {s: build_model(spec, s).to(device) for s in dict.fromkeys(seeds)}
     template = models[seeds[0]]
-    names = metabp.patch(template, Derivative(spec.activation), spec.where if where is None else where)
-    metabp.unpatch(template)  # patching resolved `where` to module names
+    names = metabp.activations(template, spec.where if where is None else where)
+    bfns = _distinct(bfns)
     sites = {}
     for name, module in template.named_modules():
         if name in names:
