@@ -264,10 +264,12 @@ def maximize_acquisition(gp: CachedGP, best_f: Tensor, pending: Tensor | None, *
     if q_form:
         acqf = qLogExpectedImprovement(gp.model, best_f=best_f, X_pending=pending,
                                        sampler=SobolQMCNormalSampler(torch.Size([settings.mc_samples])))
-    else:  # the believed values count as observations: the incumbent is the best of both
+    else:  # the incumbent stays the best observed value (with the believed values counted too,
+        # every pending point raises it and the next proposal is pushed to explore: on the
+        # 10-D quadratic of benchmarks/parallel_workers.py, 20 seeds, best 44.9 +- 7.6 against 30.2 +- 4.0)
         if pending is not None and len(pending):
             gp = gp.with_pending(pending)
-        acqf = _cached_logei_class()(gp, torch.maximum(best_f, gp.y.max()), pending)
+        acqf = _cached_logei_class()(gp, best_f, pending)
     starts = None if q_form or not settings.local_starts else _starts(acqf, gp, unit, settings)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
