@@ -27,9 +27,8 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from ._botorch import Proposer
+from ._schema import PROPOSAL as CLAIM
 from ._storage import proposal_lock
-
-CLAIM = "metabp:proposal"
 
 
 class EngineSampler(BaseSampler):

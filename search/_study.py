@@ -73,7 +73,7 @@ class Study:
                  create: bool = True) -> None:
         self.config = cfg = config if isinstance(config, StudyConfig) else load_study(config)
         self.storage_url = storage if storage is not None else cfg.default_storage()
-        self.storage = get_storage(self.storage_url, grace_period=int(heartbeat_grace))
+        self.storage = get_storage(self.storage_url, grace_period=int(heartbeat_grace), create=create)
         exists = cfg.name in optuna.get_all_study_names(self.storage)
         if not create and not exists:
             raise ConfigError(f"no study named {cfg.name!r} in storage {self.storage_url}; run "

@@ -308,6 +308,8 @@ def test_cli_errors(tmp_path, capsys):
     path.write_text(STUDY)
     assert main(["show", str(path)]) == 2
     assert "no study named 'tiny'" in capsys.readouterr().err
+    assert main(["export", str(path), "-o", str(tmp_path / "g.bfn")]) == 2
+    assert not list(tmp_path.glob("*.journal"))  # show and export only read: no empty journal file left
     assert main(["search", str(path), "--resume"]) == 2
     assert main(["search", str(path), "--trials", "0"]) == 2
     path.write_text(STUDY.replace("q = 2", "q = 0"))
