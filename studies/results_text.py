@@ -87,8 +87,11 @@ def headline(results: list[dict], missing: list[str]) -> list[str]:
               "![ratios](results/ratios.png)", ""]
     if missing:
         lines += [f"Not run in this version (no `summary.json`): {', '.join(missing)}.", ""]
-    lines += ["One g per site and one shared g at every site were not run: the study file has no syntax "
-              "for several sites yet.", ""]
+    shared = [f"{r['name']} (`where = \"{r['where']}\"`)" for r in results if "*" in str(r.get("where"))]
+    lines += ["Per site: one g per site (each site its own omega) was not run, the study file has no syntax "
+              "for several sites yet; "
+              + (f"one shared g at every ReLU: {', '.join(shared)}." if shared else "nor was one shared g at "
+                 "every site."), ""]
     return lines
 
 
