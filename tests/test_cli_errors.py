@@ -120,3 +120,12 @@ def test_help_is_for_users(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "search, train and analyse b-functions" in out and "sub-command" not in out
+
+
+@pytest.mark.parametrize("command", ["show", "export", "validate", "report", "compare"])
+def test_reading_a_study_never_run_leaves_no_file(tmp_path, monkeypatch, capsys, command):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "new.toml").write_text(STUDY)
+    assert main([command, "new.toml"]) == 2
+    assert "run `metabp search new.toml` first" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["new.toml"]  # no empty journal beside it
