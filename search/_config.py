@@ -15,6 +15,8 @@ from typing import Any
 
 from metabp.exceptions import ConfigError
 
+from . import _schema as schema
+
 SAMPLER_NAMES = ("botorch", "random", "tpe", "gp", "cmaes", "es")
 ACQUISITIONS = ("logei", "qlogei")
 #: Largest seed accepted (training, validation and sampler seeds): numpy's and torch's range.
@@ -196,7 +198,7 @@ class StudyConfig:
     @property
     def param_names(self) -> list[str]:
         """Optuna parameter names ``omega_0 .. omega_{P-1}``, then ``lr`` when it is searched."""
-        return [f"omega_{i}" for i in range(self.num_params)] + (["lr"] if self.lr_bounds else [])
+        return [schema.omega(i) for i in range(self.num_params)] + ([schema.LR] if self.lr_bounds else [])
 
     @property
     def search_bounds(self) -> list[tuple[float, float]]:

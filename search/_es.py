@@ -37,6 +37,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from metabp.exceptions import ConfigError
 
+from ._schema import CONFIG as CONFIG_ATTR  # the study's configuration (StudyConfig.identity)
+from ._schema import ES as ES_ATTR  # a trial's place: {"phase": "init" | "es" | "extra", ...}
+
 #: Defaults of the study-file keys ``population``, ``sigma`` and ``step_size`` (unit-box units:
 #: ``sigma = 0.1`` is a tenth of each parameter's range): four antithetic pairs per generation, so a
 #: 64-trial budget with 8 Sobol points is seven Adam steps. Chosen among (population, sigma, step) =
@@ -46,13 +49,9 @@ POPULATION = 8
 SIGMA = 0.1
 STEP_SIZE = 0.1
 DEFAULTS = {"population": POPULATION, "sigma": SIGMA, "step_size": STEP_SIZE}
-#: The study user attr holding the study's configuration (``StudyConfig.identity``).
-CONFIG_ATTR = "metabp:config"
 #: Adam's moment decays and denominator guard.
 BETAS = (0.9, 0.999)
 EPS = 1e-8
-#: Trial system attr naming a trial's place: ``{"phase": "init" | "es" | "extra", ...}``.
-ES_ATTR = "metabp:es"
 
 
 def check_es(population: Any, sigma: Any, step_size: Any, at: str = "") -> tuple[int, float, float]:

@@ -34,11 +34,8 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from ._schema import CHECKED, HEARTBEAT, WORKER
 from ._storage import HEARTBEAT_GRACE_S, HEARTBEAT_S
-
-WORKER = "metabp:worker"
-HEARTBEAT = "metabp:heartbeat"
-CHECKED = "metabp:checked"
 
 
 def _boot_id() -> str:

@@ -43,7 +43,9 @@ def from_study(study: Any, storage: str | None, n_seeds: int) -> Context:
                           "first (explain compares on seeds neither the search nor validation used)")
     cfg = st.config
     spec, where = _target(cfg, None)
-    tuned = (st.heldout_controls.get("tuned_lr") or {}).get("lr")
+    from metabp.search import schema
+
+    tuned = (st.heldout_controls.get(schema.CONTROL_TUNED_LR) or {}).get("lr")
     baseline = ((f"backprop, lr tuned alone ({tuned!r})", dataclasses.replace(spec, lr=float(tuned)))
                 if tuned else (f"plain backprop (lr {spec.lr!r})", spec))
     return Context(spec, where, heldout_seeds(cfg, n_seeds), _box(cfg.bounds), baseline, cfg.device,

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from metabp.analysis._report_data import ReportData, heldout, trial_accuracy, trial_omega
+from metabp.analysis._report_data import ReportData, heldout, trial_accuracy, trial_lr, trial_omega
 from metabp.analysis._stats import in_words, paired
 from metabp.plots import optimizer_note
 
@@ -103,10 +103,8 @@ def _candidates_table(d: ReportData) -> list[str]:
     for i, t in enumerate(d.ranked[: len(d.top_g)], 1):
         h = heldout(t)
         held = f"{h['mean']:.4f} ± {h.get('std', math.nan):.4f}" if h else "-"
-        lr = t.params.get("lr")
         acc = _fmt(trial_accuracy(t), ".3f")
-        rows.append(f"| {i} | {t.number} | {t.value:.4f} | {held} | {acc} "
-                    f"| {_fmt(lr, '.3g') if lr is not None else d.spec.lr} | "
+        rows.append(f"| {i} | {t.number} | {t.value:.4f} | {held} | {acc} | {trial_lr(t, d.spec.lr):.3g} | "
                     f"{', '.join(f'{w:.3g}' for w in trial_omega(t))} |")
     return rows
 
