@@ -230,3 +230,24 @@ def test_analysis_has_no_training_loop_of_its_own():
     assert not found, "training loops in metabp/analysis (use metabp.targets.train's callbacks):\n" + \
         "\n".join(found)
     assert training_loops("for x, y in batches:\n    loss(x, y).backward()\n    opt.step()\n") == [1]
+
+
+# --- storage keys are named in one module ----------------------------------------------------------
+
+def storage_key_literals(source: str) -> list[tuple[int, str]]:
+    """String constants that spell a distinctive storage key (``metabp:<name>``, ``heldout_controls``,
+    ``heldout_aulc:``) instead of naming it through ``search/_schema.py``."""
+    import re
+
+    key = re.compile(r"^(metabp:[a-z_]+|heldout_controls|heldout_aulc:)$")
+    return [(n.lineno, n.value) for n in ast.walk(ast.parse(source))
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and key.match(n.value)]
+
+
+def test_storage_keys_are_spelled_only_in_the_schema():
+    schema = ROOT / "search" / "_schema.py"
+    found = [f"{p.relative_to(ROOT)}:{line} {value!r}" for p in library_modules().values() if p != schema
+             for line, value in storage_key_literals(p.read_text(encoding="utf-8"))]
+    assert not found, "storage keys spelled out, not taken from metabp.search.schema:\n" + "\n".join(found)
+    sample = 'x = "metabp:config"\ny = "metabp: a description"\n'
+    assert storage_key_literals(sample) == [(1, "metabp:config")]

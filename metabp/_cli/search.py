@@ -150,8 +150,8 @@ class Show:
                        "best_heldout": None if held is None else held.number,
                        "n_trials": study.config.n_trials, "complete": len(done) >= study.config.n_trials,
                        "seeds": list(study.config.seeds), "backprop": study.backprop,
-                       "heldout_controls": study.heldout_controls, "heldout_verdict": heldout_verdict(study),
-                       "trials": rows}, sys.stdout, indent=1)
+                       schema.HELDOUT_CONTROLS: study.heldout_controls,
+                       "heldout_verdict": heldout_verdict(study), "trials": rows}, sys.stdout, indent=1)
             print()
             return 0
         self._table(study, rows, len(done), best, held)
