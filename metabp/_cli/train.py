@@ -161,4 +161,5 @@ def _verdict(run, base) -> str:
     if run.diverged or base.diverged:
         return "g diverged" if run.diverged else "backprop diverged"
     ratio = run.aulc / base.aulc
-    return f"g/backprop {ratio:.3f}, " + ("g learned faster" if ratio < 1 else "g did not help")
+    return (f"g/backprop {ratio:.3f}, " + ("g learned faster" if ratio < 1 else "g did not help")
+            + " on this one seed; `metabp compare` tests it on held-out seeds")
