@@ -75,14 +75,21 @@ COPY_STATE: dict[str, tuple[str, ...]] = {
 }
 
 
+#: The largest learning rate accepted: far above any that trains, far below the ~3.4e37 where
+#: torch's float32 optimizer kernels overflow (Adam divides lr by 1 - beta1 = 0.1 at its first step).
+MAX_LR = 1e6
+
+
 def check_lr(lr: object, name: str = "lr") -> float:
     """``lr`` as a float; ``Invalid learning rate: ...`` (torch.optim's wording) unless a
-    finite number > 0, naming ``name`` (a bool or a string is not a learning rate)."""
+    finite number in ``(0, MAX_LR]``, naming ``name`` (a bool or a string is not a learning rate)."""
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
         raise ConfigError(f"Invalid learning rate: {lr!r} ({name} must be a finite number > 0)")
     value = float(lr)
     if not math.isfinite(value) or value <= 0.0:
         raise ConfigError(f"Invalid learning rate: {lr!r} ({name} must be a finite number > 0)")
+    if value > MAX_LR:
+        raise ConfigError(f"Invalid learning rate: {lr!r} ({name} must be at most {MAX_LR:g})")
     return value
 
 

@@ -63,6 +63,7 @@ def cases(d):
         ["validate", done], ["validate", empty],
         ["train", "bogus-target"], ["train", "gaussians-mlp3", "--epochs", "0"],
         ["train", "gaussians-mlp3", "--lr", "-1"], ["train", "gaussians-mlp3", "--lr", "nan"],
+        ["train", "gaussians-mlp3", "--lr", "1e300"],
         ["train", "gaussians-mlp3", "--bfn", str(d / "missing.bfn")],
         ["train", "gaussians-mlp3", "--bfn", str(d / "not.bfn")],
         ["train", "gaussians-mlp3", "--bfn", str(d)], ["train", "gaussians-mlp3", "--threads", "x"],
@@ -78,7 +79,7 @@ def cases(d):
     ]
 
 
-N_CASES = 56
+N_CASES = 57
 
 
 def test_enough_cases(files):
@@ -104,6 +105,8 @@ def test_messages_name_the_mistake(files, capsys):
         (["search", str(d / "cuda.toml")], "device = 'cuda:7'"),
         (["bogus"], "invalid choice: 'bogus'"),
         (["validate", str(d / "done.toml")], "no held-out seeds"),
+        (["train", "gaussians-mlp3", "--lr", "1e300"],
+         "Invalid learning rate: 1e+300 (lr must be at most 1e+06)"),  # torch's kernels would overflow
         (["train", "gaussians-mlp3", "--bfn", str(d / "bad-where.bfn"), "--no-progress"],
          f"({d / 'bad-where.bfn'} was found at where='act9'; give --where)"),
         (["train", "gaussians-mlp3", "--bfn", str(d / "bad-setting.bfn"), "--no-progress"],
