@@ -61,7 +61,8 @@ def test_trial_bfn_reads_omega_in_index_order():
 
 def test_compute_chooses_the_best_heldout_and_measures_overfitting():
     trials = _trials(OMEGAS, validate=(0, 1, 3))
-    data = compute(trials, ReportRequest(SPEC, where="act2", seeds=[0], controls=_controls(), alignment=False))
+    request = ReportRequest(SPEC, where="act2", seeds=[0], controls=_controls(), alignment=False)
+    data = compute(trials, request)
     held = {t.number: t.user_attrs["heldout_aulc"]["mean"] for t in trials if "heldout_aulc" in t.user_attrs}
     assert data.chosen.number == min(held, key=held.get)
     assert data.best.number == min(trials, key=lambda t: t.value).number
@@ -75,8 +76,8 @@ def test_report_writes_index_with_right_numbers(tmp_path):
     trials = _trials(OMEGAS, validate=(0, 1, 3))
     baseline = _trials(OMEGAS[:2])
     controls = _controls()
-    request = ReportRequest(SPEC, where="act2", name="tiny", sampler="botorch", baselines={"random": baseline},
-                            seeds=[0], top=3, controls=controls,
+    request = ReportRequest(SPEC, where="act2", name="tiny", sampler="botorch",
+                            baselines={"random": baseline}, seeds=[0], top=3, controls=controls,
                             backprop={"mean": 0.5, "std": 0.0, "seeds": [0], "values": [0.5]})
     files = report(trials, request, tmp_path)
     text = files.index.read_text()
