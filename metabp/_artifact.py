@@ -171,7 +171,10 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     if len(data) > 8 and data[8:9] != b"{":  # safetensors: 8 bytes of length, then a JSON object
         raise ArtifactError(f"{path}: not a .bfn file (a .bfn file is safetensors with metabp's JSON "
                             f"header; this one starts with {data[:12]!r})")
-    n = struct.unpack("<Q", data[:8])[0] if len(data) >= 8 else -1
+    if len(data) < 10:  # 8 bytes of header length and at least "{}"
+        raise ArtifactError(f"{path}: not a readable .bfn file (only {len(data)} bytes: truncated, or not a "
+                            ".bfn file, which is safetensors with metabp's JSON header)")
+    n = struct.unpack("<Q", data[:8])[0]
     if not 2 <= n <= len(data) - 8:
         raise ArtifactError(
             f"{path}: not a readable .bfn file (truncated or corrupted header: header length {n} "

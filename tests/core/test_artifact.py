@@ -57,6 +57,12 @@ def test_truncated_file(tmp_path: Path):
             metabp.load(tmp_path / "cut.bfn")
 
 
+def test_a_tiny_file_names_its_size(tmp_path: Path):
+    (tmp_path / "t.bfn").write_text("hello\n")
+    with pytest.raises(ArtifactError, match=r"t\.bfn: not a readable \.bfn file \(only 6 bytes: truncated"):
+        metabp.load(tmp_path / "t.bfn")
+
+
 def test_corrupted_header(tmp_path: Path):
     path = metabp.save(MetaNet(2), tmp_path / "g.bfn")
     data = bytearray(path.read_bytes())
