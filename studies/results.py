@@ -57,7 +57,7 @@ from results_text import ratio_se, write_results  # noqa: E402
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results"
 STUDIES = ["quickstart", "digits", "digits-sgd", "mnist1d", "multi", "mnist1d-wide", "mnist1d-h3",
-           "mnist1d-shared", "mnist1d-cnn", "fashion-mlp"]
+           "mnist1d-all-relus", "mnist1d-cnn", "fashion-mlp"]
 #: Targets a found g is transferred to: every target that trains on a CPU without data files.
 CPU_TARGETS = ["gaussians-mlp3", "digits-mlp", "mnist1d-mlp"]
 #: Also a winning g's (one that beats the best tuned baseline): the slower targets.
