@@ -152,8 +152,9 @@ def fit_piecewise_linear(g: np.ndarray, z: torch.Tensor, activation: str, knots:
     chosen: list[float] = []
     for _ in range(knots):
         def sse(t: float) -> float:
-            coef, *_ = np.linalg.lstsq(_basis(zz, zmax, sorted([*chosen, t])), g, rcond=None)
-            return float(np.sum((_basis(zz, zmax, sorted([*chosen, t])) @ coef - g) ** 2))
+            basis = _basis(zz, zmax, sorted([*chosen, t]))
+            coef, *_ = np.linalg.lstsq(basis, g, rcond=None)
+            return float(np.sum((basis @ coef - g) ** 2))
         chosen.append(min((t for t in candidates if t not in chosen), key=sse))
     chosen.sort()
     coef, *_ = np.linalg.lstsq(_basis(zz, zmax, chosen), g, rcond=None)
