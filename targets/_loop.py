@@ -197,8 +197,10 @@ class _Watch:
     device (``pending``) and :meth:`flush` reads them back in one copy every ``every`` steps.
 
     A flush replays the steps in order exactly as a per-step check would: a copy's curve ends at
-    its first diverged loss, and it is zeroed then. Until the flush a diverged copy goes on
-    computing NaN; every layer and optimizer here is per copy, so the others are untouched.
+    its first diverged loss, and it is zeroed then, once: masked out of the loss, it gets a zero
+    gradient, and every optimizer here leaves zero weights at zero. Until the flush a diverged
+    copy goes on computing NaN; every layer and optimizer here is per copy, so the others are
+    untouched.
     """
 
     def __init__(self, copies: int, max_loss: float, every: int | None) -> None:
@@ -293,8 +295,6 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable[[T
                 cb(StepEvent(step, epoch, model, x, y, loss.detach(), optimizer, losses.detach(),
                              watch.alive.clone()))
             optimizer.step()
-            if watch.every == 1 and not watch.alive.all():
-                zero_copies(optimizer, (~watch.alive).nonzero().flatten().tolist())
             step += 1
             if len(watch.pending) >= watch.every:
                 watch.flush(optimizer)
