@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from metabp.analysis._stats import mean_std, paired
+from metabp.analysis._stats import mean_std, paired, pm
 from metabp.exceptions import ConfigError
 
 SPREAD = 4.0  # the sweep reaches this factor below and above the tuned lrs
@@ -48,12 +48,10 @@ class LrSweep:
 
     def z_vs_best(self, i: int) -> float:
         """Paired z of ``g`` at lr ``i`` against backprop at its best swept lr (NaN if one diverged)."""
-        a, b = self.g[i], self.backprop[self.best_backprop]
-        return paired(a, b).z if np.isfinite(a).all() and np.isfinite(b).all() else math.nan
+        return _z(self.g[i], self.backprop[self.best_backprop])
 
     def z_same_lr(self, i: int) -> float:
-        a, b = self.g[i], self.backprop[i]
-        return paired(a, b).z if np.isfinite(a).all() and np.isfinite(b).all() else math.nan
+        return _z(self.g[i], self.backprop[i])
 
     def wins(self) -> list[int]:
         return [i for i in range(len(self.lrs)) if self.z_vs_best(i) < -Z_WIN]
@@ -104,6 +102,11 @@ class LrSweep:
 
 def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if np.isfinite(values).all() else math.inf
+
+
+def _z(a: Sequence[float], b: Sequence[float]) -> float:
+    """Paired z of ``a - b``; NaN when either diverged on some seed."""
+    return paired(a, b).z if np.isfinite(a).all() and np.isfinite(b).all() else math.nan
 
 
 def _longest_run(indices: list[int]) -> list[int]:
@@ -174,8 +177,7 @@ def _cell(values: list[float]) -> str:
     bad = sum(not math.isfinite(v) for v in values)
     if bad:
         return f"diverged {bad}/{len(values)}"
-    m, s = mean_std(values)
-    return f"{m:.4f} ± {s:.4f}"
+    return pm(mean_std(values))
 
 
 def to_markdown(s: LrSweep) -> str:
