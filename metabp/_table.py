@@ -44,7 +44,7 @@ def index_dtype(size: int) -> torch.dtype:
 def index_float(dtype: torch.dtype) -> torch.dtype:
     """The float type the index of an input of ``dtype`` is computed in: float64 for float64,
     else float32 (half types would round the index by many cells)."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+    return dtype if dtype in _INDEX_FLOATS else torch.float32
 
 
 def device_key(device: torch.device | str) -> torch.device:
