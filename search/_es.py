@@ -23,7 +23,6 @@ so a study killed at any moment resumes from its last completed population.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +38,7 @@ from metabp.exceptions import ConfigError
 
 from ._schema import CONFIG as CONFIG_ATTR  # the study's configuration (StudyConfig.identity)
 from ._schema import ES as ES_ATTR  # a trial's place: {"phase": "init" | "es" | "extra", ...}
+from ._sobol import SobolSampler
 
 #: Defaults of the study-file keys ``population``, ``sigma`` and ``step_size`` (unit-box units:
 #: ``sigma = 0.1`` is a tenth of each parameter's range): four antithetic pairs per generation, so a
@@ -151,6 +151,7 @@ class ESSampler(BaseSampler):
         self._space = {n: FloatDistribution(b[0], b[1], log=bool(g))
                        for n, b, g in zip(names, bounds, self.log, strict=True)}
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
+        self._sobol = SobolSampler(bounds=bounds, names=self.names, seed=self.seed, log=self.log.tolist())
 
     def _set(self, stored: dict[str, Any]) -> None:
         pick = {k: v if v is not None else stored.get(k, DEFAULTS[k]) for k, v in self._given.items()}
@@ -179,13 +180,9 @@ class ESSampler(BaseSampler):
         return (x - self._lo) / (self._hi - self._lo)
 
     def initial_points(self) -> list[np.ndarray]:
-        """The ``num_initial`` scrambled Sobol points (raw units), spread uniformly in the unit box."""
-        from scipy.stats import qmc
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # balance warning for non-powers of two
-            u = qmc.Sobol(len(self.names), scramble=True, seed=self.seed).random(self.num_initial)
-        return [self.to_x(p) for p in u]
+        """The ``num_initial`` scrambled Sobol points (raw units): the first points of
+        :class:`SobolSampler` with this seed, which caches them across proposals."""
+        return [self._sobol.point(i) for i in range(self.num_initial)]
 
     def _key(self, x: np.ndarray) -> tuple[int, ...]:
         """A point's identity: its unit-box coordinates to 1e-9 (storage round trips are exact)."""
