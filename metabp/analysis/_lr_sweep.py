@@ -202,10 +202,8 @@ def write(s: LrSweep, output: Path) -> dict[str, Path]:
     import csv
     import textwrap
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     path_csv = output / "lr_sweep.csv"
     with path_csv.open("w", newline="") as f:
@@ -217,7 +215,9 @@ def write(s: LrSweep, output: Path) -> dict[str, Path]:
                                 ("backprop", s.backprop[i], ("", ""))):
                 w.writerow([repr(lr), name, *mean_std(a), *zs, " ".join(map(str, s.seeds)),
                             " ".join(repr(v) for v in a)])
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))  # no pyplot: no global backend switch, no figure to close
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     for name, runs, style in (("g", s.g, "k-o"), ("plain backprop", s.backprop, "--s")):
         stats = [mean_std(a) if np.isfinite(a).all() else (math.nan, math.nan) for a in runs]
         ax.errorbar(s.lrs, [m for m, _ in stats], yerr=[e for _, e in stats], fmt=style, capsize=3,
@@ -233,5 +233,4 @@ def write(s: LrSweep, output: Path) -> dict[str, Path]:
     fig.tight_layout()
     png = output / "lr_sweep.png"
     fig.savefig(png, dpi=120)
-    plt.close(fig)
     return {"sweep_csv": path_csv, "sweep_png": png}
