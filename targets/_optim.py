@@ -111,17 +111,6 @@ def make_optimizer(name: str, params: Iterable[torch.Tensor], lr: float) -> torc
     return getattr(torch.optim, cls_name)(params, lr=check_lr(lr), **options)
 
 
-def equal_runs(values: Sequence[float]) -> list[tuple[int, int]]:
-    """``(start, stop)`` of each run of consecutive equal values.
-
-    Example:
-        >>> equal_runs([0.1, 0.1, 0.2, 0.1])
-        [(0, 2), (2, 3), (3, 4)]
-    """
-    cuts = [0] + [k for k in range(1, len(values)) if values[k] != values[k - 1]] + [len(values)]
-    return list(zip(cuts[:-1], cuts[1:], strict=True))
-
-
 def _per_copy(values: Sequence[float], p: Tensor) -> Tensor:
     """``values`` as a ``K x 1 x ...`` tensor that broadcasts over ``p`` (``K x ...``)."""
     return torch.tensor(values, dtype=p.dtype, device=p.device).view(-1, *[1] * (p.dim() - 1))
@@ -130,19 +119,13 @@ def _per_copy(values: Sequence[float], p: Tensor) -> Tensor:
 class PerCopyLR(Optimizer):
     r"""Optimizer ``name`` over stacked ``K x ...`` parameters, copy ``k`` at learning rate ``lrs[k]``.
 
-    Two ways to the same steps (module docstring):
+    Torch's optimizer at ``lr = 1`` on a zeroed shadow of each parameter gives :math:`s = -u`
+    (module docstring), then :math:`\theta_k \leftarrow \theta_k + \alpha_k s_k`: one set of kernels
+    whatever ``K``. Each step rounds :math:`\alpha_k u` where torch rounds
+    :math:`(\alpha_k / c)\, \hat m / d`: an ulp apart, like the batched forward's summation order.
 
-    - scaled (the default): torch's optimizer at ``lr = 1`` on a zeroed shadow of each parameter
-      gives :math:`s = -u`, then :math:`\theta_k \leftarrow \theta_k + \alpha_k s_k`: one set of
-      kernels whatever ``K``. Each step rounds :math:`\alpha_k u` where torch rounds
-      :math:`(\alpha_k / c)\, \hat m / d`: an ulp apart, like the batched forward's summation order.
-    - ``exact=True``: one param group per run of consecutive copies with equal lr, over views of
-      those rows, so each copy steps through torch's own code at its lr, bit for bit. It costs
-      one torch step per group, several times the scaled step's cost on a small CPU target, hence
-      not the default (``benchmarks/train_many.py`` measures what per-copy lrs cost).
-
-    ``param_groups[0]["lr"]`` is the list of learning rates; :func:`zero_copies` knows where each
-    copy's state lives.
+    ``param_groups[0]["lr"]`` is the list of learning rates; the optimizer state lives on the
+    shadows (:meth:`shadow_state`, which :func:`zero_copies` reads).
 
     Example:
         >>> w = torch.nn.Parameter(torch.zeros(2, 1))
@@ -151,8 +134,7 @@ class PerCopyLR(Optimizer):
         [-0.10000000149011612, -1.0]
     """
 
-    def __init__(self, name: str, params: Iterable[Tensor], lrs: Sequence[float], *,
-                 exact: bool = False) -> None:
+    def __init__(self, name: str, params: Iterable[Tensor], lrs: Sequence[float]) -> None:
         params = list(params)
         self.lrs = [check_lr(v, f"lrs[{k}]") for k, v in enumerate(lrs)]
         for p in params:
@@ -160,38 +142,27 @@ class PerCopyLR(Optimizer):
                 raise ConfigError(f"PerCopyLR: a parameter of shape {tuple(p.shape)} is not stacked over "
                                   f"{len(self.lrs)} copies (dim 0)")
         super().__init__(params, {"lr": list(self.lrs)})
-        self.exact = bool(exact)
-        self.runs = equal_runs(self.lrs) if self.exact else [(0, len(self.lrs))]
-        if self.exact:  # views of each run's rows: in-place steps on them step the parameter
-            self._pieces = [[p.detach()[a:b] for a, b in self.runs] for p in params]
-            groups = [{"params": [pieces[r] for pieces in self._pieces], "lr": self.lrs[a]}
-                      for r, (a, _) in enumerate(self.runs)]
-            self.optimizer = make_optimizer(name, groups, self.lrs[0])
-        else:
-            self._pieces = [[torch.zeros_like(p)] for p in params]
-            self.optimizer = make_optimizer(name, [z for (z,) in self._pieces], 1.0)
-            self._scale = [_per_copy(self.lrs, p) for p in params]
+        self._shadows = [torch.zeros_like(p) for p in params]
+        self.optimizer = make_optimizer(name, self._shadows, 1.0)
+        self._scale = [_per_copy(self.lrs, p) for p in params]
 
-    def copy_states(self, i: int) -> list[tuple[int, int, dict[str, Any]]]:
-        """Where parameter ``i``'s state lives: ``(first copy, stop, state dict)`` per piece."""
-        return [(a, b, self.optimizer.state[v]) for (a, b), v in zip(self.runs, self._pieces[i], strict=True)]
+    def shadow_state(self, i: int) -> dict[str, Any]:
+        """The optimizer state of parameter ``i`` (``K x ...`` entries, as for the parameter)."""
+        return self.optimizer.state[self._shadows[i]]
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One step of every copy at its own learning rate."""
         loss = None if closure is None else torch.enable_grad()(closure)()
         params = self.param_groups[0]["params"]
-        for p, pieces in zip(params, self._pieces, strict=True):
-            for (a, b), v in zip(self.runs, pieces, strict=True):
-                if not self.exact:
-                    v.zero_()
-                v.grad = None if p.grad is None else p.grad[a:b]
+        for p, z in zip(params, self._shadows, strict=True):
+            z.zero_()
+            z.grad = p.grad
         self.optimizer.step()
-        if not self.exact:
-            for p, (z,), scale in zip(params, self._pieces, self._scale, strict=True):
-                if z.grad is not None:
-                    p.addcmul_(z, scale)
-                    z.grad = None
+        for p, z, scale in zip(params, self._shadows, self._scale, strict=True):
+            if z.grad is not None:
+                p.addcmul_(z, scale)
+                z.grad = None
         return loss
 
 
@@ -211,12 +182,10 @@ def zero_copies(opt: Optimizer, dead: Sequence[int]) -> None:
             p.index_fill_(0, rows, 0.0)
             if p.grad is not None:
                 p.grad.index_fill_(0, rows, 0.0)
-            pieces = opt.copy_states(i) if isinstance(opt, PerCopyLR) else [(0, len(p), opt.state.get(p, {}))]
-            for first, stop, state in pieces:
-                mine = rows if (first, stop) == (0, len(p)) else rows[(rows >= first) & (rows < stop)] - first
-                for key in keys:
-                    if key in state:
-                        state[key].index_fill_(0, mine, 0.0)
+            state = opt.shadow_state(i) if isinstance(opt, PerCopyLR) else opt.state.get(p, {})
+            for key in keys:
+                if key in state:
+                    state[key].index_fill_(0, rows, 0.0)
 
 
 __all__ = ["make_optimizer", "OPTIMIZERS", "DEFAULT_LR", "check_optimizer", "check_lr", "PerCopyLR",
