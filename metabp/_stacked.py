@@ -48,7 +48,7 @@ class Stacked(BFunction):
         self.meta = {}
         self.tabulated = all(b.tabulated for b in bfns)
         self.twice_differentiable = all(b.twice_differentiable for b in bfns)
-        self._cache: dict[tuple, TableArgs] = {}  # (device, dtype) -> tables of _versions
+        self._cache: dict[tuple, dict[int, TableArgs]] = {}  # (device, dtype) -> ndim -> tables of _versions
         self._versions: list[int] = []
         if self.tabulated:
             self.prepare("cpu")
@@ -78,16 +78,21 @@ class Stacked(BFunction):
         return TableArgs(values, torch.stack([p.scale for p in parts]),
                          torch.stack([p.shift for p in parts]), starts, n - 1, index_dtype(n))
 
-    def _tables(self, device: torch.device | str, dtype: torch.dtype) -> TableArgs:
+    def _tables(self, device: torch.device | str, dtype: torch.dtype, ndim: int = 1) -> TableArgs:
+        """The concatenated tables with scale, shift and offset shaped ``K x 1 x ...`` for
+        ``ndim``-dim inputs: made once per device, dtype and ``ndim`` until a member changes."""
         if torch.compiler.is_compiling():
-            return self._concat(device, dtype)
+            return _per_copy(self._concat(device, dtype), ndim)
         versions = [b.version for b in self.bfns]
         if versions != self._versions:  # new tensors: a pending backward keeps the old ones
             self._cache, self._versions = {}, versions
         key = (device_key(device), dtype)
-        if key not in self._cache:
-            self._cache[key] = self._concat(*key)
-        return self._cache[key]
+        shaped = self._cache.get(key)
+        if shaped is None:
+            shaped = self._cache[key] = {1: self._concat(*key)}
+        if ndim not in shaped:
+            shaped[ndim] = _per_copy(shaped[1], ndim)
+        return shaped[ndim]
 
     def prepare(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> None:
         """Make the members' tables for ``device`` and ``dtype`` now (see ``MetaNet.prepare``);
@@ -97,10 +102,7 @@ class Stacked(BFunction):
 
     def table_args(self, z: Tensor) -> TableArgs:
         self._check(z)
-        args = self._tables(z.device, z.dtype)
-        view = (-1,) + (1,) * (z.dim() - 1)  # one value per copy, broadcast over the rest
-        return args._replace(scale=args.scale.view(view), shift=args.shift.view(view),
-                             offset=args.offset.view(view))
+        return self._tables(z.device, z.dtype, z.dim())
 
     def vjp(self, grad: Tensor, z: Tensor, y: Tensor, activation: Activation) -> Tensor:
         self._check(z)
@@ -124,6 +126,14 @@ class Stacked(BFunction):
 
     def __repr__(self) -> str:
         return f"stack({self.bfns!r})"
+
+
+def _per_copy(args: TableArgs, ndim: int) -> TableArgs:
+    """``args`` with its ``(K,)`` scale, shift and offset viewed ``K x 1 x ...`` (``ndim`` dims):
+    one value per copy, broadcast over the rest of an input."""
+    view = (-1,) + (1,) * (ndim - 1)
+    return args._replace(scale=args.scale.view(view), shift=args.shift.view(view),
+                         offset=args.offset.view(view))
 
 
 def stack(bfns: Iterable[BFunction]) -> Stacked:
