@@ -57,8 +57,8 @@ def draw(data: ReportData, out: Path) -> dict[str, Any]:
         title=f"top {len(data.top_g)} of {len(data.done)} candidates' g(z){scale}")
     curves: dict[str, Any] = {"plain backprop": data.plain.step_losses}
     for t in data.ranked[:3]:
-        if step_losses(t):
-            curves[f"trial {t.number} (score {t.value:.4f})"] = step_losses(t)
+        if losses := step_losses(t):
+            curves[f"trial {t.number} (score {t.value:.4f})"] = losses
     figs["loss"] = plots.plot_loss_curves(curves, out / "loss_curves.png", logy=True,
                                           styles={"plain backprop": {"color": "k", "ls": "--"}},
                                           title=f"{spec.name}: training loss, seed {data.seeds[0]}")
