@@ -16,8 +16,7 @@ Both are off by default. They change rounding, not the run: the AULC moves by th
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -46,18 +45,18 @@ def check_channels_last(channels_last: object, network: str) -> bool:
     return channels_last
 
 
-@contextmanager
-def autocast(x: Tensor, amp: str | None) -> Iterator[None]:
-    """``torch.autocast`` on ``x``'s device in the dtype ``amp`` names; nothing when ``amp`` is None."""
+def amp_forward(forward: Callable[[Tensor], Tensor], x: Tensor, amp: str | None) -> Tensor:
+    """``forward(x)``; with ``amp``, run under ``torch.autocast`` on ``x``'s device in the dtype
+    ``amp`` names and cast back to float32."""
     if amp is None:
-        yield
-        return
+        return forward(x)
     with torch.autocast(x.device.type, dtype=AMP_DTYPES[amp]):
-        yield
+        out = forward(x)
+    return out.float()
 
 
 class AutocastSequential(nn.Sequential):
-    """An ``nn.Sequential`` whose forward runs under :func:`autocast` and returns float32.
+    """An ``nn.Sequential`` whose forward runs under :func:`amp_forward` (float32 out).
 
     The same children and names as the plain network (``metabp.patch`` and ``where`` see no
     difference); ``amp`` is the dtype's name.
@@ -68,9 +67,7 @@ class AutocastSequential(nn.Sequential):
         self.amp = check_amp(amp)
 
     def forward(self, x: Tensor) -> Tensor:
-        with autocast(x, self.amp):
-            out = super().forward(x)
-        return out.float()
+        return amp_forward(super().forward, x, self.amp)
 
 
 def with_options(model: nn.Sequential, amp: str | None, channels_last: bool) -> nn.Sequential:
@@ -86,5 +83,5 @@ def channels_last_stack(w: Tensor) -> Tensor:
     return w.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
 
 
-__all__ = ["AMP_DTYPES", "check_amp", "check_channels_last", "autocast", "AutocastSequential", "with_options",
-           "channels_last_stack", "CHANNELS_LAST_NETWORKS"]
+__all__ = ["AMP_DTYPES", "check_amp", "check_channels_last", "amp_forward", "AutocastSequential",
+           "with_options", "channels_last_stack", "CHANNELS_LAST_NETWORKS"]

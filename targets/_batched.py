@@ -27,7 +27,7 @@ from torch import Tensor, nn
 import metabp
 from metabp import BFunction, activation_of
 from metabp.exceptions import ConfigError
-from metabp.targets._amp import autocast, channels_last_stack
+from metabp.targets._amp import amp_forward, channels_last_stack
 
 POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveMaxPool1d,
          nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
@@ -65,11 +65,7 @@ class BatchedSequential(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``K x B x C`` of every copy (float32 under ``amp``); ``x`` is ``B x *in_shape``
         or ``K x B x *in_shape``."""
-        if self.amp is None:
-            return self._forward(x)
-        with autocast(x, self.amp):
-            logits = self._forward(x)
-        return logits.float()
+        return amp_forward(self._forward, x, self.amp)
 
     def _forward(self, x: Tensor) -> Tensor:
         h, layout = x, (COPIES if x.dim() == self.in_dim + 2 else SHARED)
