@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from torch import Tensor
 from metabp.exceptions import ConfigError
 
 from ._botorch import EngineSettings
+from ._progress import quiet_optuna
 from ._samplers import SAMPLERS, make_sampler
 
 
@@ -82,12 +84,8 @@ def minimize(
                        engine=engine)
     dists = {n: optuna.distributions.FloatDistribution(lo, hi, log=lg) for n, (lo, hi), lg
              in zip(names, box, list(log) if log is not None else [False] * d, strict=True)}
-    before = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(before if verbose else optuna.logging.WARNING)
-    try:
+    with contextlib.nullcontext() if verbose else quiet_optuna():
         xs, values = _run(f, optuna.create_study(sampler=smp, direction="minimize"), dists, n_trials, q)
-    finally:
-        optuna.logging.set_verbosity(before)
     finite = [i for i, v in enumerate(values) if math.isfinite(v)]
     if not finite:
         raise ConfigError("minimize: f returned no finite value")
