@@ -232,7 +232,10 @@ class _Watch:
             self.mask = self.alive.to(device)
 
     def total(self, losses: Tensor) -> Tensor:
-        """The loss to backpropagate: the sum over the copies alive (as far as the host knows)."""
+        """The loss to backpropagate: the sum over the copies alive (as far as the host knows;
+        when checks wait, masked on the device so that no step waits for the host)."""
+        if self.every == 1:
+            return losses.sum() if self.alive.all() else losses[self.alive.to(losses.device)].sum()
         if self.mask is None:
             return losses.sum()
         return torch.where(self.mask, losses, torch.zeros_like(losses)).sum()
@@ -288,8 +291,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable[[T
                 if losses is None:
                     break
             optimizer.zero_grad(set_to_none=True)
-            loss = watch.total(losses) if watch.every > 1 else (
-                losses.sum() if watch.alive.all() else losses[watch.alive.to(losses.device)].sum())
+            loss = watch.total(losses)
             loss.backward()
             for cb in callbacks:
                 cb(StepEvent(step, epoch, model, x, y, loss.detach(), optimizer, losses.detach(),
