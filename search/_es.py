@@ -143,10 +143,6 @@ class ESSampler(BaseSampler):
         self._set({})
         self.names = list(names)
         self.log = np.array(log if log is not None else [False] * len(names), dtype=bool)
-        lo = np.array([b[0] for b in bounds], dtype=float)
-        hi = np.array([b[1] for b in bounds], dtype=float)
-        self._lo = np.where(self.log, np.log(np.where(self.log, lo, 1.0)), lo)
-        self._hi = np.where(self.log, np.log(np.where(self.log, hi, 1.0)), hi)
         self.seed, self.n_initial = int(seed), int(n_initial)
         self._space = {n: FloatDistribution(b[0], b[1], log=bool(g))
                        for n, b, g in zip(names, bounds, self.log, strict=True)}
@@ -170,14 +166,12 @@ class ESSampler(BaseSampler):
 
     # --- coordinates --------------------------------------------------------------------------
     def to_x(self, u: np.ndarray) -> np.ndarray:
-        """Unit-box point -> raw parameter values."""
-        x = self._lo + np.clip(u, 0.0, 1.0) * (self._hi - self._lo)
-        return np.where(self.log, np.exp(x), x)
+        """Unit-box point (clipped to the box) -> raw parameter values."""
+        return self._sobol.to_x(np.clip(u, 0.0, 1.0))
 
     def to_u(self, x: np.ndarray) -> np.ndarray:
         """Raw parameter values -> unit-box point."""
-        x = np.where(self.log, np.log(np.where(self.log, x, 1.0)), x)
-        return (x - self._lo) / (self._hi - self._lo)
+        return self._sobol.to_u(x)
 
     def initial_points(self) -> list[np.ndarray]:
         """The ``num_initial`` scrambled Sobol points (raw units): the first points of

@@ -60,8 +60,17 @@ class SobolSampler(BaseSampler):
             warnings.simplefilter("ignore")  # balance warnings for non-powers of two
             while len(self._points) <= number:
                 self._points = np.vstack([self._points, self._engine.random(64)])
-        x = self._lo + self._points[number] * (self._hi - self._lo)
+        return self.to_x(self._points[number])
+
+    def to_x(self, u: np.ndarray) -> np.ndarray:
+        """Unit-box point -> raw parameter values (``log x`` spread uniformly where flagged)."""
+        x = self._lo + u * (self._hi - self._lo)
         return np.where(self._log, np.exp(x), x)
+
+    def to_u(self, x: np.ndarray) -> np.ndarray:
+        """Raw parameter values -> unit-box point (the inverse of :meth:`to_x`)."""
+        x = np.where(self._log, np.log(np.where(self._log, x, 1.0)), x)
+        return (x - self._lo) / (self._hi - self._lo)
 
     def infer_relative_search_space(self, study: OptunaStudy, trial: FrozenTrial) -> dict:
         return {}
