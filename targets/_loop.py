@@ -216,20 +216,23 @@ class _Watch:
             self.every = 1 if losses.device.type == "cpu" else CHECK_EVERY
         return self.every > 1
 
-    def flush(self, optimizer: torch.optim.Optimizer) -> None:
-        """Record the pending steps (one device-to-host copy); zero the copies that died in them."""
+    def flush(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Record the pending steps (one device-to-host copy); zero the copies that died in them.
+        Whether any did."""
         if not self.pending:
-            return
+            return False
         device = self.pending[0].device
         rows = torch.stack(self.pending).tolist()
         self.pending.clear()
         before = self.alive.clone()
         for values in rows:
             self.alive[_record(values, self.alive, self.curves, self.max_loss)] = False
-        if not torch.equal(before, self.alive):
+        died = not torch.equal(before, self.alive)
+        if died:
             if self.alive.any():
                 zero_copies(optimizer, (~self.alive).nonzero().flatten().tolist())
             self.mask = self.alive.to(device)
+        return died
 
     def total(self, losses: Tensor) -> Tensor:
         """The loss to backpropagate: the sum over the copies alive (as far as the host knows;
@@ -254,18 +257,13 @@ class _Watch:
 
 def _check_now(watch: _Watch, losses: Tensor, optimizer: torch.optim.Optimizer, loss_fn: Callable,
                x: Tensor, y: Tensor) -> Tensor | None:
-    """The per-step check: record ``losses`` (one sync); if a copy diverged, zero it and return
-    the losses computed again (so no NaN reaches the backward of the dead); ``None`` when no copy
-    is left."""
-    alive = watch.alive
-    newly = _record(losses.tolist(), alive, watch.curves, watch.max_loss)
-    if not newly:
+    """The per-step check: record ``losses`` (one sync, a flush of this step alone); if a copy
+    diverged, it is zeroed and the losses are computed again (so no NaN reaches the backward of
+    the dead); ``None`` when no copy is left."""
+    watch.pending.append(losses.detach())
+    if not watch.flush(optimizer):
         return losses
-    alive[newly] = False
-    if not alive.any():
-        return None
-    zero_copies(optimizer, (~alive).nonzero().flatten().tolist())
-    return loss_fn(x, y)
+    return loss_fn(x, y) if watch.alive.any() else None
 
 
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable[[Tensor, Tensor], Tensor],
