@@ -17,7 +17,7 @@ from metabp.exceptions import ConfigError
 
 from ._botorch import EngineSettings
 from ._progress import quiet_optuna
-from ._samplers import SAMPLERS, make_sampler
+from ._samplers import make_sampler
 
 
 @dataclass
@@ -76,7 +76,7 @@ def minimize(
         r.best_value, r.best_x          # about 0 at (0.3, 0.3); 20 evaluations take a few seconds
     """
     box = as_box(bounds)
-    _check_args(f, n_trials, seed, q, sampler)
+    _check_args(f, n_trials, q)
     d = len(box)
     names = [f"x_{i}" for i in range(d)]
     smp = make_sampler(sampler, bounds=box, names=names, seed=seed, acquisition=acquisition, log=log,
@@ -120,17 +120,14 @@ def _number(v: Any, x: list[float]) -> float:
         raise ConfigError(f"minimize: f returned {v!r} at x={x}; f must return a number") from None
 
 
-def _check_args(f: Any, n_trials: Any, seed: Any, q: Any, sampler: Any) -> None:
+def _check_args(f: Any, n_trials: Any, q: Any) -> None:
+    """The arguments only ``minimize`` reads (``make_sampler`` checks the seed, sampler and space)."""
     if not callable(f):
         raise ConfigError(f"minimize(f={f!r}): f must be a callable taking a tensor and returning a number")
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise ConfigError(f"minimize(n_trials={n_trials!r}): must be an integer >= 1")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise ConfigError(f"minimize(seed={seed!r}): must be an integer in [0, 2**32)")
     if isinstance(q, bool) or not isinstance(q, int) or not 1 <= q <= n_trials:
         raise ConfigError(f"minimize(q={q!r}): must be an integer with 1 <= q <= n_trials ({n_trials})")
-    if not isinstance(sampler, str) or sampler not in SAMPLERS:
-        raise ConfigError(f"minimize(sampler={sampler!r}): choose one of {', '.join(SAMPLERS)}")
 
 
 def as_box(bounds: Any) -> list[tuple[float, float]]:
