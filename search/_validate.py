@@ -28,7 +28,6 @@ Every piece is stored as soon as it is measured, so a killed validation resumes 
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +42,7 @@ from metabp.exceptions import ConfigError
 
 from . import _schema as schema
 from ._config import StudyConfig
+from ._progress import progress_bar
 from ._score import Evaluator, backprop_aulcs, backprop_summary, score, trains_backprop
 
 HELDOUT = schema.HELDOUT_PREFIX
@@ -132,10 +132,7 @@ def tune_lr(run: ValidationRun, *, progress: bool = True) -> float:
                                                     value=v))
         return values
 
-    from tqdm.auto import tqdm
-
-    with tqdm(total=cfg.n_trials, disable=not progress, desc=f"{cfg.name}: tune backprop lr", unit="trial",
-              file=sys.stderr, dynamic_ncols=True) as bar:
+    with progress_bar(total=cfg.n_trials, enabled=progress, name=f"{cfg.name}: tune backprop lr") as bar:
         best, _, _ = tune_grid(measure, low=cfg.lr_bounds[0], high=cfg.lr_bounds[1], budget=cfg.n_trials,
                                batch=cfg.q, done=done, progress=bar.update)
     return best
