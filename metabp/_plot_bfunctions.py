@@ -84,15 +84,50 @@ def plot_bfunctions(
         raise ConfigError("bfns is empty; give at least one {label: b-function}")
     act = get_activation(activation)
     zz = grid(z)
-    data: dict[str, np.ndarray] = {"z": zz.numpy()}
     fig, (ax,) = figure()
+    data = {"z": zz.numpy(), **_draw_bfunctions(ax, bfns, act, zz, styles)}
+    set_title(ax, title or f"b-functions in place of {act.name}'")
+    return Plotted(save(fig, path), data)
+
+
+def _draw_bfunctions(ax, bfns: Mapping[str, BFunction], act, zz: Tensor,
+                     styles: Mapping[str, dict] | None) -> dict[str, np.ndarray]:
+    """Draw each ``g(z)`` of ``bfns`` on ``ax`` with a legend; label -> ``g(z)``."""
+    data = {}
     for label, g in bfns.items():
         data[label] = g(zz, act).double().numpy()
-        ax.plot(data["z"], data[label], label=label, **{"lw": 1.6, **(styles or {}).get(label, {})})
+        ax.plot(zz.numpy(), data[label], label=label, **{"lw": 1.6, **(styles or {}).get(label, {})})
     ax.axhline(0, color="0.8", lw=0.8)
     ax.set(xlabel="pre-activation z", ylabel="g(z)")
-    set_title(ax, title or f"b-functions in place of {act.name}'")
     ax.legend(fontsize=8)
+    return data
+
+
+def plot_bfunction_panels(
+    panels: Mapping[str, Mapping[str, BFunction]],
+    activation: ActivationLike = "relu",
+    path: str | os.PathLike = "bfunction_panels.png",
+    *,
+    z: Tensor | None = None,
+    title: str | None = None,
+    styles: Mapping[str, dict] | None = None,
+) -> Plotted:
+    """One axis per panel (e.g. one per activation site), each as :func:`plot_bfunctions`.
+
+    Returns:
+        :class:`Plotted` with data ``z`` and ``"{panel}/{label}"`` -> ``g(z)``.
+    """
+    if not panels or not all(panels.values()):
+        raise ConfigError("panels is empty or has an empty panel; give {panel: {label: b-function}}")
+    act = get_activation(activation)
+    zz = grid(z)
+    fig, axes = figure(len(panels))
+    data: dict[str, np.ndarray] = {"z": zz.numpy()}
+    for ax, (name, bfns) in zip(axes, panels.items(), strict=True):
+        drawn = _draw_bfunctions(ax, bfns, act, zz, styles)
+        data.update({f"{name}/{label}": v for label, v in drawn.items()})
+        set_title(ax, name)
+    suptitle(fig, title or f"b-functions in place of {act.name}'")
     return Plotted(save(fig, path), data)
 
 

@@ -26,6 +26,7 @@ from metabp._plot_bfunctions import (
     CREDIT_TOL,
     injected_credit,
     plot_bfunction,
+    plot_bfunction_panels,
     plot_bfunction_spread,
     plot_bfunctions,
     plot_implicit_lr,
@@ -40,7 +41,8 @@ from metabp._plot_curves import (
 )
 
 __all__ = [
-    "Plotted", "bfunction_curves", "optimizer_note", "plot_bfunction", "plot_bfunctions",
+    "Plotted", "bfunction_curves", "optimizer_note", "plot_bfunction", "plot_bfunction_panels",
+    "plot_bfunctions",
     "plot_implicit_lr", "plot_bfunction_spread", "injected_credit", "CREDIT_TOL", "plot_loss_curves",
     "best_so_far", "plot_search_trace", "plot_alignment", "plot_heldout_scatter", "plot_transfer",
 ]

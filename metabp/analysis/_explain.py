@@ -11,6 +11,10 @@ baseline (the best tuned one, when known) on held-out seeds, paired by seed. A f
 (mean AULCs; 1: the form does all ``g`` does, 0: no better than the baseline), undefined when
 ``g`` has no gain. ``z`` is the paired difference form - baseline in standard errors
 (:mod:`metabp.analysis._stats`).
+
+For one ``g`` per site (a ``metabp.PerSite``) every site's ``g_s`` is described and fitted on its
+own, and each row of the ablation trains one named form fitted at every site, as one ``PerSite``
+(:mod:`metabp.analysis._explain_sites`).
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from metabp import BFunction
-from metabp.analysis._describe import describe
+from metabp import BFunction, PerSite, is_per_site
+from metabp.analysis._describe import Description, describe
 from metabp.analysis._explain_output import to_markdown, write
 from metabp.analysis._explain_result import AblationRow, Explanation
+from metabp.analysis._explain_sites import fit_sites
 from metabp.analysis._forms import Form, fit_forms
 from metabp.analysis._stats import paired
 from metabp.exceptions import ConfigError
@@ -41,10 +46,12 @@ def _check(seeds: Sequence[int], lr: float, zmax: float) -> list[int]:
     return [int(s) for s in seeds]
 
 
-def ablate(g: BFunction, forms: Sequence[Form], spec: Any, baseline: tuple[str, Any], seeds: Sequence[int],
-           *, where: str | None, lr: float, device: str = "cpu", data_dir: Any = None) -> list[AblationRow]:
+def ablate(g: BFunction | PerSite, forms: Sequence[Form], spec: Any, baseline: tuple[str, Any],
+           seeds: Sequence[int], *, where: str | None, lr: float, device: str = "cpu",
+           data_dir: Any = None) -> list[AblationRow]:
     """Train ``g`` and every form at ``lr`` (one batched run) and ``baseline = (label, spec)``
-    (plain backprop with that spec's optimizer and lr) on ``seeds``; rows g, forms, baseline."""
+    (plain backprop with that spec's optimizer and lr) on ``seeds``; rows g, forms, baseline.
+    ``where`` is None for a ``PerSite`` ``g`` (its sites patch)."""
     from metabp.targets import train_many
 
     n = len(seeds)
@@ -79,8 +86,17 @@ def _score(rows: list[AblationRow]) -> None:
             r.z_g = paired(r.aulcs, g.aulcs).z
 
 
+def _fit(g: BFunction | PerSite, activation: str, *, zmax: float, knots: int, box: Any
+         ) -> tuple[Description | None, dict[str, Description], dict[str, list[Form]], list[Form]]:
+    """``g``'s description and fitted forms; for a ``PerSite`` each site's, and the form sets."""
+    if is_per_site(g):
+        return None, *fit_sites(g, activation, zmax=zmax, knots=knots, box=box)
+    forms = fit_forms(g, activation, zmax=zmax, knots=knots)
+    return describe(g, activation, zmax=zmax, box=box), {}, {}, forms
+
+
 def explain(
-    g: BFunction,
+    g: BFunction | PerSite,
     spec: Any,
     *,
     lr: float,
@@ -97,13 +113,15 @@ def explain(
     """Describe ``g``, fit the named forms, train them beside ``g`` and a baseline, write the result.
 
     Args:
-        g: the b-function to explain (any kind; a study's is a ``MetaNet``).
+        g: the b-function to explain (any kind; a study's is a ``MetaNet``), or a ``metabp.PerSite``
+            (or dict) of one per site: each site is described and fitted, each form trained at every
+            site at once.
         spec: the ``metabp.targets.TargetSpec`` it trains on (its activation is the sigma g replaces).
         lr: ``g``'s learning rate; every form trains at it too.
         seeds: held-out seeds (neither searched nor validated on), paired across rows.
         baseline: ``(label, spec)`` of the best tuned baseline (plain backprop with that spec's
             optimizer and lr); default plain backprop with ``spec``'s own.
-        where: patch site (default the spec's).
+        where: patch site (default the spec's); None for a ``PerSite``.
         box: the search box ``(lo, hi)`` of omega, to say which weights sit on its edge.
         zmax: the forms are fitted on ``[-zmax, zmax]``.
         knots: inner knots of the piecewise-linear form.
@@ -114,13 +132,18 @@ def explain(
         :class:`Explanation`.
     """
     seeds = _check(seeds, lr, zmax)
+    if isinstance(g, Mapping) and not is_per_site(g):
+        g = PerSite(g)
+    if is_per_site(g) and where is not None:
+        raise ConfigError(f"where={where!r} with a PerSite: its sites {list(g)} say where each g goes; "
+                          "leave where at None")
     activation = spec.activation
-    desc = describe(g, activation, zmax=zmax, box=box)
-    forms = fit_forms(g, activation, zmax=zmax, knots=knots)
+    desc, descriptions, site_forms, forms = _fit(g, activation, zmax=zmax, knots=knots, box=box)
     baseline = baseline or (f"plain backprop ({spec.optimizer}, lr {spec.lr!r})", spec)
     rows = ablate(g, forms, spec, baseline, seeds, where=where, lr=lr, device=device, data_dir=data_dir)
     result = Explanation(desc, forms, rows, seeds, getattr(spec, "name", "target"), where, activation,
-                         float(lr), g, dict(getattr(g, "meta", {}) or {}))
+                         float(lr), g, dict(getattr(g, "meta", {}) or {}), sites=list(site_forms),
+                         descriptions=descriptions, site_forms=site_forms)
     result.markdown = to_markdown(result)
     if output is not None:
         result.files = write(result, output)

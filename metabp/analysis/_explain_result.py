@@ -1,4 +1,9 @@
-"""The result of :func:`metabp.analysis.explain`: the rows trained and the forms fitted."""
+"""The result of :func:`metabp.analysis.explain`: the rows trained and the forms fitted.
+
+For one ``g`` per site (a ``metabp.PerSite``) each site's ``g`` has its own description and
+fitted forms (``descriptions``, ``site_forms``); a row of ``forms`` is then a form set: the same
+named form fitted at every site, trained as one ``PerSite``.
+"""
 
 from __future__ import annotations
 
@@ -34,9 +39,9 @@ class AblationRow:
 
 @dataclass
 class Explanation:
-    """The result of :func:`explain`."""
+    """The result of :func:`explain`; ``description`` is None and ``sites`` non-empty for a ``PerSite``."""
 
-    description: Description
+    description: Description | None
     forms: list[Form]
     rows: list[AblationRow]
     seeds: list[int]
@@ -48,6 +53,14 @@ class Explanation:
     g_meta: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     markdown: str = ""
+    sites: list[str] = field(default_factory=list)
+    descriptions: dict[str, Description] = field(default_factory=dict)
+    site_forms: dict[str, list[Form]] = field(default_factory=dict)
+
+    @property
+    def zmax(self) -> float:
+        """The forms were fitted on ``[-zmax, zmax]``."""
+        return (self.description or next(iter(self.descriptions.values()))).zmax
 
     def row(self, kind: str) -> AblationRow:
         return next(r for r in self.rows if r.kind == kind)

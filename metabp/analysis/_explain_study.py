@@ -73,6 +73,22 @@ def from_meta(meta: dict[str, Any], path: Path, n_seeds: int) -> Context:
                    (f"plain backprop (lr {spec.lr!r})", spec))
 
 
+def _check_metanets(g: Any, path: Path) -> None:
+    """A found meta-network, or one per site (``metabp export`` of a study with ``sites``)."""
+    import metabp
+    from metabp import MetaNet
+
+    found = "explain reads a found meta-network (kind metanet), e.g. from `metabp export`"
+    if not metabp.is_per_site(g):
+        if not isinstance(g, MetaNet):
+            raise ConfigError(f"{path} holds a {g.kind} b-function; {found}")
+        return
+    other = [(site, h.kind) for site, h in g.items() if not isinstance(h, MetaNet)]
+    if other:
+        raise ConfigError(f"{path} holds one b-function per site and site {other[0][0]!r} holds a "
+                          f"{other[0][1]} b-function; {found}, or one per site")
+
+
 def explain_file(
     bfn: str | os.PathLike,
     *,
@@ -88,7 +104,7 @@ def explain_file(
     """:func:`explain` the meta-network saved in ``bfn`` (``metabp explain BFN``).
 
     Args:
-        bfn: a ``.bfn`` file holding a ``MetaNet`` (``metabp export``).
+        bfn: a ``.bfn`` file holding a ``MetaNet``, or a ``PerSite`` of them (``metabp export``).
         study: its study (file path or ``metabp.search.Study``), validated; default: what the file's
             ``meta`` records (target, site, seeds).
         storage: the study's storage URL.
@@ -98,13 +114,10 @@ def explain_file(
         zmax, output, device: as for :func:`explain`.
     """
     import metabp
-    from metabp import MetaNet
 
     path = Path(bfn)
     g = metabp.load(path)
-    if not isinstance(g, MetaNet):
-        raise ConfigError(f"{path} holds a {g.kind} b-function; explain reads a found meta-network (kind "
-                          "metanet), e.g. from `metabp export`")
+    _check_metanets(g, path)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2:
         raise ConfigError(f"seeds={seeds!r}: give at least 2 held-out seeds (a paired z needs 2)")
     ctx = from_study(study, storage, seeds) if study is not None else from_meta(g.meta, path, seeds)
@@ -115,5 +128,6 @@ def explain_file(
         lr = float(baseline_lr) if baseline_lr is not None else ctx.baseline[1].lr
         ctx.baseline = (f"{opt} at lr {lr!r}", dataclasses.replace(ctx.spec, optimizer=opt, lr=lr))
     lr = g.meta.get("lr") if isinstance(g.meta.get("lr"), (int, float)) else ctx.spec.lr
-    return explain(g, ctx.spec, lr=float(lr), seeds=ctx.seeds, baseline=ctx.baseline, where=ctx.where,
+    where = None if metabp.is_per_site(g) else ctx.where
+    return explain(g, ctx.spec, lr=float(lr), seeds=ctx.seeds, baseline=ctx.baseline, where=where,
                    box=ctx.box, zmax=zmax, output=output, device=device or ctx.device, data_dir=ctx.data_dir)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metabp import BFunction, MetaNet, Scaled, get_activation
+from metabp import BFunction, MetaNet, PerSite, Scaled, get_activation
 
 STEEP = 1e4  # slope W of a step's tanh unit: its transition (~2/W) is below one table cell
 GRID = 1601  # grid points on [-zmax, zmax] (odd: z = 0 is on it)
@@ -41,14 +41,15 @@ class Form:
     Attributes:
         name: e.g. ``"3-level step"``.
         params: the fitted numbers (``c``; ``thresholds`` and ``levels``; ``knots`` and ``values``).
-        bfn: the form as a b-function (saves as a ``.bfn``).
+        bfn: the form as a b-function (saves as a ``.bfn``); for a form set over sites, the
+            ``PerSite`` of each site's form.
         rms: root-mean-square of ``form - g`` on the grid.
         rel: ``rms`` over the root-mean-square of ``g`` (0: exact).
     """
 
     name: str
     params: dict[str, Any]
-    bfn: BFunction
+    bfn: BFunction | PerSite
     rms: float = 0.0
     rel: float = 0.0
     text: str = field(default="")
