@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from metabp import BFunction
+from metabp import BFunction, PerSite, is_per_site
 from metabp.analysis._compare_output import to_markdown, write
 from metabp.analysis._compare_result import Comparison, MethodResult
 from metabp.analysis._lr_sweep import lr_sweep as run_sweep
@@ -45,13 +45,25 @@ def evaluate(methods: Sequence[Tuned], seeds: Sequence[int], *, where: str | Non
     for m in methods:
         if bar is not None:
             bar.set_postfix_str(f"{m.label}: held-out seeds")
-        site = where if m.bfn is not None else None
+        site = where if m.bfn is not None and not is_per_site(m.bfn) else None
         runs = train_many(m.spec, [m.bfn] * len(seeds), site, seed=list(seeds), device=device,
                           data_dir=data_dir)
         if bar is not None:
             bar.update(len(seeds))
         rows.append(MethodResult(m.label, m.kind, m.spec.optimizer, m.spec.lr, runs, m.tuning_runs, m.note))
     return rows
+
+
+def _per_site(bfn: Any, where: str | None) -> tuple[Any, list[str]]:
+    """``bfn`` (a dict of b-functions as a ``PerSite``) and its sites ([] unless per site)."""
+    if isinstance(bfn, Mapping) and not is_per_site(bfn):
+        bfn = PerSite(bfn)
+    if not is_per_site(bfn):
+        return bfn, []
+    if where is not None:
+        raise ConfigError(f"where={where!r} with a PerSite: its sites {list(bfn)} say where each g goes; "
+                          "leave where at None")
+    return bfn, list(bfn)
 
 
 def _check(optimizers: Sequence[str] | None, seeds: Sequence[int], tune_seeds: Any, budget: Any,
@@ -71,7 +83,7 @@ def _check(optimizers: Sequence[str] | None, seeds: Sequence[int], tune_seeds: A
     return optimizers, [int(s) for s in seeds], tune_seeds
 
 
-def _fixed_rows(spec: Any, bfn: BFunction | None, bfn_lr: float | None, label: str) -> list[Tuned]:
+def _fixed_rows(spec: Any, bfn: BFunction | PerSite | None, bfn_lr: float | None, label: str) -> list[Tuned]:
     """Plain backprop and (when given) ``bfn``, at ``bfn_lr`` when it was searched with it."""
     rows = [Tuned("plain backprop", "plain", spec)]
     if bfn is not None:
@@ -82,7 +94,7 @@ def _fixed_rows(spec: Any, bfn: BFunction | None, bfn_lr: float | None, label: s
 
 def compare(
     spec: Any,
-    bfn: BFunction | None,
+    bfn: BFunction | PerSite | None,
     *,
     where: str | None = None,
     budget: int,
@@ -102,8 +114,8 @@ def compare(
 
     Args:
         spec: a ``metabp.targets.TargetSpec`` (its optimizer and lr are "plain backprop").
-        bfn: the b-function under test, or None to compare baselines only.
-        where: patch site; None for the spec's own.
+        bfn: the b-function under test (or a ``metabp.PerSite``, one per site); None: baselines only.
+        where: patch site; None for the spec's own (and for a ``PerSite``: its sites patch).
         budget: trials to tune each baseline's lr and "lr tuned alone" (the study's trials).
         seeds: held-out evaluation seeds (each row trains once per seed).
         tune_seeds: the seeds a tuning trial averages over (the study's search seeds).
@@ -120,10 +132,9 @@ def compare(
     from tqdm.auto import tqdm
 
     optimizers, seeds, tune_seeds = _check(optimizers, seeds, tune_seeds, budget, lr_sweep)
-    methods = 1 + (bfn is not None) + 1 + len(optimizers)
-    sweep_runs = 2 * lr_sweep * len(seeds) if bfn is not None else 0
-    bar = tqdm(total=budget * (len(optimizers) + 1) + methods * len(seeds) + sweep_runs, desc="compare",
-               unit="run", disable=not progress)
+    bfn, sites = _per_site(bfn, where)
+    runs = (2 + len(optimizers) + (bfn is not None) * (1 + 2 * lr_sweep)) * len(seeds)
+    bar = tqdm(total=budget * (len(optimizers) + 1) + runs, desc="compare", unit="run", disable=not progress)
     rows = _fixed_rows(spec, bfn, bfn_lr, label)
     rows += tune_methods(spec, optimizers=optimizers, budget=budget, seeds=tune_seeds, lr_range=lr_range,
                          device=device, data_dir=data_dir, bar=bar)
@@ -135,7 +146,7 @@ def compare(
     bar.close()
     results.sort(key=lambda r: (r.aulc[0], r.label))
     result = Comparison(results, spec.optimizer, seeds, budget, tune_seeds, getattr(spec, "name", "target"),
-                        where, sweep=sweep)
+                        where, sweep=sweep, sites=sites)
     result.markdown = to_markdown(result)
     if output is not None:
         result.files = write(result, output)

@@ -30,6 +30,8 @@ def optimizer_case(optimizer: str) -> str:
 def to_markdown(result: Comparison) -> str:
     """The comparison table in Markdown: how it was measured, the verdict in words, the rows."""
     where = f" (b-function at `{result.where}`)" if result.where else ""
+    if result.sites:
+        where = " (one g per site: " + ", ".join(f"`{s}`" for s in result.sites) + ")"
     lines = [
         f"## Comparison on `{result.target}`{where}",
         "",

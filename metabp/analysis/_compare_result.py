@@ -68,6 +68,7 @@ class Comparison:
     markdown: str = ""
     files: dict[str, Path] = field(default_factory=dict)
     sweep: Any = None  # a metabp.analysis._lr_sweep.LrSweep when compare ran one
+    sites: list[str] = field(default_factory=list)  # the sites of a PerSite g (one g per site)
 
     @property
     def scale_invariant(self) -> bool:

@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from metabp import is_per_site
 from metabp.analysis._compare import Comparison, compare
 from metabp.analysis._report import ReportFiles, report
 from metabp.analysis._report_data import ReportRequest
@@ -119,7 +120,9 @@ def compare_study(
     label = f"g{' + its lr' if lr is not None else ''} (trial {trial.number}, {how})"
     spec, where = _target(cfg, target)
     budget = int(budget) if budget is not None else len(done)
-    return compare(spec, st.bfn_of(trial), where=where, budget=budget, seeds=heldout_seeds(cfg, seeds),
+    g = st.bfn_of(trial)
+    where = None if is_per_site(g) else where
+    return compare(spec, g, where=where, budget=budget, seeds=heldout_seeds(cfg, seeds),
                    tune_seeds=list(cfg.seeds), optimizers=optimizers, bfn_lr=lr, lr_range=cfg.lr_bounds,
                    output=output, label=label, lr_sweep=lr_sweep, device=device or cfg.device,
                    data_dir=cfg.data_dir, progress=progress)

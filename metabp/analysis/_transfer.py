@@ -8,6 +8,9 @@ For each target and each seed ``s`` both train from the same initial weights and
 its mean ± std over seeds (below 1: ``g`` learns faster), the AULCs and test accuracies of both.
 ``g`` goes at each target's own patch site unless ``where`` names one, and both train with the
 target's own optimizer and lr (an ``lr`` a study searched with ``g`` belongs to its search target).
+
+One ``g`` per site (a ``metabp.PerSite``) goes at its own sites; a target whose network lacks one
+of them (or where two sites select one activation) gets a row marked not applicable, with the reason.
 """
 
 from __future__ import annotations
@@ -15,19 +18,20 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from metabp import BFunction
+from metabp import BFunction, PerSite, is_per_site
 from metabp.analysis._stats import mean_std, paired, pm
-from metabp.exceptions import ConfigError
+from metabp.exceptions import ConfigError, PatchError
 
 
 @dataclass
 class TransferRow:
-    """One target: ``g``'s and backprop's runs, one per seed, in seed order."""
+    """One target: ``g``'s and backprop's runs, one per seed, in seed order; none, and the reason in
+    ``skipped``, when ``g`` does not apply to the target (a site its network lacks)."""
 
     target: str
     where: str
@@ -35,6 +39,11 @@ class TransferRow:
     seeds: list[int]
     g: list[Any]
     backprop: list[Any]
+    skipped: str = ""
+
+    @property
+    def applicable(self) -> bool:
+        return not self.skipped
 
     @property
     def ratios(self) -> list[float]:
@@ -64,6 +73,8 @@ class TransferRow:
     def verdict(self) -> str:
         """``better`` or ``worse`` for ``g`` when the mean ratio differs from 1 by more than 2
         standard errors, else ``within noise`` (``same`` when every ratio is exactly 1)."""
+        if self.skipped:
+            return "not applicable"
         p = paired(self.ratios, [1.0] * len(self.seeds))
         if p.diff == 0:
             return "same"
@@ -78,7 +89,7 @@ class TransferRow:
 class Transfer:
     """The result of :func:`transfer`: one row per target, and the files :func:`write` made."""
 
-    bfn: BFunction
+    bfn: BFunction | PerSite
     rows: list[TransferRow]
     seeds: list[int]
     files: dict[str, Path] = field(default_factory=dict)
@@ -124,9 +135,11 @@ def _targets(targets: Any) -> list[Any]:
     return specs
 
 
-def _bfn(bfn: Any) -> BFunction:
-    if isinstance(bfn, BFunction):
+def _bfn(bfn: Any) -> BFunction | PerSite:
+    if isinstance(bfn, BFunction) or is_per_site(bfn):
         return bfn
+    if isinstance(bfn, Mapping):
+        return PerSite(bfn)
     if isinstance(bfn, (str, os.PathLike)):
         import metabp
 
@@ -134,8 +147,42 @@ def _bfn(bfn: Any) -> BFunction:
     raise ConfigError(f"bfn={bfn!r} is not a b-function or the path of a .bfn file")
 
 
+def not_applicable(g: PerSite, spec: Any) -> str:
+    """Why ``g``'s sites do not fit ``spec``'s network (``""`` when they do)."""
+    import metabp
+    from metabp.targets import build_model
+
+    model = build_model(spec)
+    for site in g:
+        try:
+            metabp.activations(model, site)
+        except PatchError:
+            have = ", ".join(metabp.activations(model, "*"))
+            return f"not applicable: the network has no activation for site {site!r} (it has: {have})"
+    try:
+        g.resolve(model)
+    except PatchError as exc:
+        return f"not applicable: {exc}"
+    return ""
+
+
+def _row(g: BFunction | PerSite, spec: Any, seeds: list[int], where: str | None, **kw: Any) -> TransferRow:
+    """``g`` and backprop on ``spec``, one batched run (none when ``g``'s sites do not fit)."""
+    from metabp.targets import train_many
+
+    if is_per_site(g):
+        site, skipped = ", ".join(g), not_applicable(g, spec)
+        if skipped:
+            return TransferRow(spec.name, site, spec.optimizer, seeds, [], [], skipped)
+    else:
+        site = spec.where if where is None else where
+    n = len(seeds)
+    runs = train_many(spec, [g] * n + [None] * n, None if is_per_site(g) else site, seed=seeds * 2, **kw)
+    return TransferRow(spec.name, site, spec.optimizer, seeds, runs[:n], runs[n:])
+
+
 def transfer(
-    bfn: BFunction | str | os.PathLike,
+    bfn: BFunction | PerSite | str | os.PathLike,
     targets: str | Any | Sequence[str | Any],
     *,
     seeds: int | Sequence[int] = 5,
@@ -147,10 +194,11 @@ def transfer(
     """Train ``bfn`` and plain backprop on each target over the same seeds.
 
     Args:
-        bfn: a b-function or the path of a ``.bfn`` file.
+        bfn: a b-function, a ``metabp.PerSite`` (one per site) or the path of a ``.bfn`` file.
         targets: preset names (a list, or one comma-separated string) or ``TargetSpec`` objects.
         seeds: a number ``S`` (seeds ``0 .. S-1``) or a list of distinct ints.
-        where: the patch site on every target; ``None``: each target's own (``spec.where``).
+        where: the patch site on every target; ``None``: each target's own (``spec.where``), or
+            a ``PerSite``'s own sites (``where`` must then be None).
         device, data_dir: as for ``metabp.targets.train``.
         progress: a tqdm bar over the targets.
 
@@ -164,16 +212,12 @@ def transfer(
     """
     from tqdm.auto import tqdm
 
-    from metabp.targets import train_many
-
     g, specs, seeds = _bfn(bfn), _targets(targets), _seeds(seeds)
-    rows = []
-    for spec in tqdm(specs, desc="transfer", unit="target", disable=not progress):
-        site = spec.where if where is None else where
-        runs = train_many(spec, [g] * len(seeds) + [None] * len(seeds), site, seed=seeds * 2, device=device,
-                          data_dir=data_dir)
-        n = len(seeds)
-        rows.append(TransferRow(spec.name, site, spec.optimizer, seeds, runs[:n], runs[n:]))
+    if is_per_site(g) and where is not None:
+        raise ConfigError(f"where={where!r} with a PerSite: its sites {list(g)} say where each g goes; "
+                          "leave where at None")
+    rows = [_row(g, spec, seeds, where, device=device, data_dir=data_dir)
+            for spec in tqdm(specs, desc="transfer", unit="target", disable=not progress)]
     return Transfer(g, rows, seeds)
 
 
@@ -198,6 +242,10 @@ def to_markdown(result: Transfer) -> str:
     ]
     for r in result.rows:
         n = len(r.seeds)
+        if r.skipped:
+            lines.append(f"| {r.target} | `{r.where}` | {r.optimizer} | - | - | - | {r.skipped} | - | - "
+                         "| - |")
+            continue
         div = f"{sum(x.diverged for x in r.g)}/{n} / {sum(x.diverged for x in r.backprop)}/{n}"
         lines.append(f"| {r.target} | `{r.where}` | {r.optimizer} | {pm(r.aulc_g)} | "
                      f"{pm(r.aulc_backprop)} | {pm(r.ratio)} | {r.verdict()} | "
@@ -207,14 +255,29 @@ def to_markdown(result: Transfer) -> str:
 
 def write(result: Transfer, output: str | os.PathLike) -> dict[str, Path]:
     """Write ``transfer.md``, ``transfer.csv`` (one row per target, column ``ratio``),
-    ``transfer_seeds.csv`` (one row per target and seed) and ``transfer.png`` into ``output``."""
+    ``transfer_seeds.csv`` (one row per target and seed) and ``transfer.png`` (of the targets ``g``
+    applies to; none when it applies to none) into ``output``."""
     from metabp.plots import plot_transfer
 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     files = {"markdown": out / "transfer.md", "csv": out / "transfer.csv",
              "seeds_csv": out / "transfer_seeds.csv", "png": out / "transfer.png"}
-    files["markdown"].write_text(to_markdown(result) + "\n![transfer](transfer.png)\n")
+    done = [r for r in result.rows if r.applicable]
+    files["markdown"].write_text(to_markdown(result) + ("\n![transfer](transfer.png)\n" if done else ""))
+    _write_csvs(result, files)
+    if done:
+        plot_transfer({r.target: {"g": r.aulc_g, "backprop": r.aulc_backprop} for r in done},
+                      {r.target: r.ratio for r in done}, files["png"],
+                      title=f"{result.bfn!r} against plain backprop, {len(result.seeds)} seeds")
+    else:
+        del files["png"]
+    result.files = files
+    return files
+
+
+def _write_csvs(result: Transfer, files: dict[str, Path]) -> None:
+    """``transfer.csv`` (a not-applicable row: its reason as the verdict) and ``transfer_seeds.csv``."""
     with files["csv"].open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["target", "where", "optimizer", "n_seeds", "aulc_g_mean", "aulc_g_std",
@@ -222,6 +285,9 @@ def write(result: Transfer, output: str | os.PathLike) -> dict[str, Path]:
                     "test_accuracy_g_mean", "test_accuracy_g_std", "test_accuracy_backprop_mean",
                     "test_accuracy_backprop_std", "diverged_g", "diverged_backprop"])
         for r in result.rows:
+            if r.skipped:
+                w.writerow([r.target, r.where, r.optimizer, 0, *[""] * 6, r.skipped, *[""] * 6])
+                continue
             w.writerow([r.target, r.where, r.optimizer, len(r.seeds), *r.aulc_g, *r.aulc_backprop, *r.ratio,
                         r.verdict(), *r.accuracy_g, *r.accuracy_backprop, sum(x.diverged for x in r.g),
                         sum(x.diverged for x in r.backprop)])
@@ -229,12 +295,7 @@ def write(result: Transfer, output: str | os.PathLike) -> dict[str, Path]:
         w = csv.writer(f)
         w.writerow(["target", "seed", "aulc_g", "aulc_backprop", "ratio", "test_accuracy_g",
                     "test_accuracy_backprop", "diverged_g", "diverged_backprop"])
-        for r in result.rows:
+        for r in (r for r in result.rows if r.applicable):
             for s, a, b, q in zip(r.seeds, r.g, r.backprop, r.ratios, strict=True):
                 w.writerow([r.target, s, a.aulc, b.aulc, q, a.test_accuracy, b.test_accuracy, a.diverged,
                             b.diverged])
-    plot_transfer({r.target: {"g": r.aulc_g, "backprop": r.aulc_backprop} for r in result.rows},
-                  {r.target: r.ratio for r in result.rows}, files["png"],
-                  title=f"{result.bfn!r} against plain backprop, {len(result.seeds)} seeds")
-    result.files = files
-    return files
