@@ -4,6 +4,7 @@ The front door::
 
     g = metabp.MetaNet(hidden=1, act="tanh")      # or Derivative("tanh"), Scaled(0.5)
     metabp.patch(model, g, where="act2")          # backward uses g in place of sigma'
+    metabp.patch(model, metabp.PerSite({"act1": g, "act2": h}))   # one g per site
     metabp.save(g, "found.bfn"); g = metabp.load("found.bfn")
     beta = metabp.implicit_lr(g, activation="relu", lr=0.01)
 """
@@ -16,6 +17,7 @@ from metabp._feedback import LayerAlignment, alignment, feedback, feedbacks, unf
 from metabp._implicit_lr import SCALE_INVARIANT, SCALE_NOTE, implicit_lr
 from metabp._metanet import MetaNet
 from metabp._patch import activations, patch, patched, replace_derivative, unpatch
+from metabp._sites import PerSite, is_per_site
 from metabp._stacked import stack
 from metabp._synthetic import (
     SyntheticGradient,
@@ -30,7 +32,7 @@ __version__ = "0.1.0"
 __all__ = [
     "patch", "unpatch", "patched", "activations", "stack", "replace_derivative",
     "load", "save", "implicit_lr", "SCALE_INVARIANT", "SCALE_NOTE",
-    "BFunction", "MetaNet", "Derivative", "Scaled", "Activation", "get_activation",
+    "BFunction", "MetaNet", "Derivative", "Scaled", "PerSite", "is_per_site", "Activation", "get_activation",
     "activation_of", "ACTIVATION_MODULES",
     "feedback", "unfeedback", "feedbacks", "alignment", "LayerAlignment", "BatchManhattan",
     "SyntheticGradient", "synthetic_gradients", "set_synthetic_labels", "remove_synthetic_gradients",

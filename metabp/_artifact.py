@@ -28,12 +28,14 @@ from torch import Tensor
 from metabp._activations import get_activation
 from metabp._bfunctions import BFunction, Derivative, Scaled
 from metabp._metanet import MetaNet
+from metabp._sites import MAX_SITES, PerSite, as_per_site, site_tensors
 from metabp.exceptions import ArtifactError, ConfigError, MetabpError
 
 FORMAT = "metabp.bfn"
 VERSION = "1"
 MAX_BYTES = 16 * 2**20  # a .bfn is a few KiB; nothing larger is read
 KINDS: dict[str, type[BFunction]] = {c.kind: c for c in (MetaNet, Derivative, Scaled)}  # what a file names
+FILE_KINDS = (*KINDS, PerSite.kind)  # a file holds one of KINDS, or a PerSite of them
 TABLE_SIZES = (MetaNet.table_sizes[0], 2**15)  # MetaNet table_size range a file may ask for (int16 index)
 #: The largest ``|g(z)|`` a saved or loaded b-function may reach at any ``z``. Each patched layer
 #: scales the backward's ``delta`` by at most this where backprop scales it by ``|sigma'| <= 1.2``,
@@ -68,8 +70,12 @@ def _path(path: Any, who: str) -> Path:
     return Path(text)
 
 
-def save(bfn: BFunction, path: str | os.PathLike, *, meta: Mapping[str, Any] | None = None) -> Path:
+def save(bfn: BFunction | PerSite, path: str | os.PathLike, *, meta: Mapping[str, Any] | None = None) -> Path:
     """Write ``bfn`` to ``path`` (conventionally ``*.bfn``); ``meta`` is any JSON-able provenance.
+
+    ``bfn`` is one b-function or a :class:`~metabp.PerSite` (or dict) of them, one per site; the
+    file holds all of them (config ``{"sites": [{site, kind, config}]}``, site ``j``'s tensors
+    named ``"{j}.{name}"``).
 
     The file is written to a temporary file beside ``path`` and renamed over it, so a failed save
     never leaves a half-written file and an existing file stays intact.
@@ -80,8 +86,13 @@ def save(bfn: BFunction, path: str | os.PathLike, *, meta: Mapping[str, Any] | N
         >>> metabp.load(p).omega.tolist()
         [1.0, 0.0, 1.0, 0.0]
     """
-    if not isinstance(bfn, BFunction):
-        raise ArtifactError(f"save(bfn={bfn!r}): only b-functions (MetaNet, Derivative, Scaled) can be saved")
+    try:
+        bfn = as_per_site(bfn)
+    except MetabpError as exc:
+        raise ArtifactError(f"save: {exc}") from None
+    if not isinstance(bfn, BFunction | PerSite):
+        raise ArtifactError(f"save(bfn={bfn!r}): only b-functions (MetaNet, Derivative, Scaled) or a "
+                            "PerSite of them can be saved")
     path = _path(path, "save")
     own = getattr(bfn, "meta", None)
     own, meta = ({} if own is None else own), ({} if meta is None else meta)
@@ -92,7 +103,10 @@ def save(bfn: BFunction, path: str | os.PathLike, *, meta: Mapping[str, Any] | N
         meta_json = json.dumps({**own, **meta}, sort_keys=True)
     except (TypeError, ValueError, RecursionError) as exc:
         raise ArtifactError(f"save(meta=...): metadata must be JSON-serialisable ({exc})") from None
-    tensors, config = bfn.state()
+    try:
+        tensors, config = bfn.state()
+    except MetabpError as exc:
+        raise ArtifactError(f"save({bfn!r}): {exc}") from None
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     try:  # what load would refuse is not written
         _CHECKS[bfn.kind](json.loads(json.dumps(config)), tensors)
@@ -100,7 +114,7 @@ def save(bfn: BFunction, path: str | os.PathLike, *, meta: Mapping[str, Any] | N
         raise ArtifactError(
             f"save({bfn!r}): a {bfn.kind} with config {config} would not load ({exc})"
         ) from None
-    problem = bound_problem(bfn)
+    problem = _bound_problem(bfn)
     if problem:
         raise ArtifactError(f"save({bfn!r}): {problem}")
     header = {"format": FORMAT, "version": VERSION, "kind": bfn.kind,
@@ -131,8 +145,10 @@ def _write_atomic(path: Path, data: bytes) -> None:
             tmp.unlink()
 
 
-def load(path: str | os.PathLike) -> BFunction:
+def load(path: str | os.PathLike) -> BFunction | PerSite:
     """Read a ``.bfn`` file written by :func:`save`; its provenance is in ``bfn.meta`` (a dict).
+
+    Returns the b-function, or a :class:`~metabp.PerSite` when the file holds one per site.
 
     Raises:
         ArtifactError: the file is missing, truncated, corrupted, not a metabp artifact, of an
@@ -146,10 +162,11 @@ def load(path: str | os.PathLike) -> BFunction:
     meta = _json_object(path, header, "meta", required=False)
     try:
         _CHECKS[kind](config, tensors)
-        bfn = KINDS[kind].from_state(tensors, config)
+        bfn = (PerSite.from_state(tensors, config, KINDS) if kind == PerSite.kind
+               else KINDS[kind].from_state(tensors, config))
     except (MetabpError, ValueError, TypeError, ArithmeticError, RuntimeError) as exc:
         raise ArtifactError(f"{path}: {kind} config {json.dumps(config)[:200]}: {exc}") from None
-    problem = bound_problem(bfn)
+    problem = _bound_problem(bfn)
     if problem:
         raise ArtifactError(f"{path}: {problem}")
     bfn.meta = meta
@@ -202,8 +219,8 @@ def _check_header(path: Path, header: dict[str, Any], tensors: dict[str, Tensor]
             f"version {VERSION})"
         )
     kind = header.get("kind")
-    if not isinstance(kind, str) or kind not in KINDS:
-        raise ArtifactError(f"{path}: unknown b-function kind {kind!r}; known: {', '.join(KINDS)}")
+    if not isinstance(kind, str) or kind not in FILE_KINDS:
+        raise ArtifactError(f"{path}: unknown b-function kind {kind!r}; known: {', '.join(FILE_KINDS)}")
     if header.get("sha256") != _digest(tensors):
         raise ArtifactError(f"{path}: checksum mismatch, the tensor data is corrupted")
     return kind
@@ -284,7 +301,38 @@ def _check_scaled(config: dict[str, Any], tensors: dict[str, Tensor]) -> None:
         raise ConfigError(f"field 'c' = {config['c']!r}: must be a finite number")
 
 
-_CHECKS = {"metanet": _check_metanet, "derivative": _check_derivative, "scaled": _check_scaled}
+def _check_per_site(config: dict[str, Any], tensors: dict[str, Tensor]) -> None:
+    _keys(config, {"sites"}, set())
+    sites = config["sites"]
+    if not isinstance(sites, list) or not 1 <= len(sites) <= MAX_SITES:
+        raise ConfigError(f"field 'sites': must be a list of 1 to {MAX_SITES} {{site, kind, config}} objects")
+    names = [entry.get("site") if isinstance(entry, dict) else None for entry in sites]
+    for j, entry in enumerate(sites):
+        if not isinstance(entry, dict) or set(entry) != {"site", "kind", "config"}:
+            raise ConfigError(f"sites[{j}] = {str(entry)[:100]}: must be an object with exactly the fields "
+                              "site, kind, config")
+        if not isinstance(entry["site"], str) or not entry["site"] or names.count(entry["site"]) > 1:
+            raise ConfigError(f"sites[{j}].site = {entry['site']!r}: must be a non-empty name, "
+                              "each site once")
+        if entry["kind"] not in KINDS or not isinstance(entry["config"], dict):
+            raise ConfigError(f"sites[{j}]: kind {entry['kind']!r} with config {str(entry['config'])[:80]}; "
+                              f"allowed: a kind of {', '.join(KINDS)} with an object config")
+        _CHECKS[entry["kind"]](entry["config"], site_tensors(tensors, j))
+    stray = sorted(n for n in tensors if n.split(".", 1)[0] not in {str(j) for j in range(len(sites))})
+    if stray:
+        raise ConfigError(f"tensors {stray}: belong to no site (names must be '<site index>.<name>')")
+
+
+_CHECKS = {"metanet": _check_metanet, "derivative": _check_derivative, "scaled": _check_scaled,
+           "per_site": _check_per_site}
+
+
+def _bound_problem(bfn: BFunction | PerSite) -> str | None:
+    """:func:`bound_problem` of ``bfn``, or of each site's b-function (the first problem)."""
+    if not isinstance(bfn, PerSite):
+        return bound_problem(bfn)
+    problems = (bound_problem(g) for g in bfn.values())
+    return next((f"site {site!r}: {p}" for site, p in zip(bfn, problems, strict=True) if p), None)
 
 
 def bound_problem(bfn: BFunction) -> str | None:

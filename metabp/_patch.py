@@ -19,6 +19,7 @@ from metabp._activations import Activation, activation_of, get_activation
 from metabp._bfunctions import BFunction, Scaled, check_bfn  # noqa: F401 - Scaled: the doctest's
 from metabp._function import FastFunction, once_differentiable
 from metabp._select import Selector, select
+from metabp._sites import PerSite, as_per_site
 from metabp._table import TableArgs, grid_index, read
 from metabp.exceptions import PatchError
 
@@ -137,13 +138,16 @@ def _patched_forward(self: nn.Module, z: Tensor) -> Tensor:
     return _apply(z, self._metabp_bfn, self._metabp_activation)
 
 
-def patch(model: nn.Module, bfn: BFunction, where: Selector = "*") -> list[str]:
+def patch(model: nn.Module, bfn: BFunction | PerSite | dict[str, BFunction],
+          where: Selector = "*") -> list[str]:
     """Make the selected activations of ``model`` backprop ``bfn`` in place of ``sigma'``.
 
     Args:
         model: any ``nn.Module``; its activation modules (ReLU, LeakyReLU, ELU, GELU, SiLU,
             Softplus, Sigmoid, Tanh) can be patched.
-        bfn: the b-function (``MetaNet``, ``Derivative``, ``Scaled``, or a ``stack`` of them).
+        bfn: the b-function (``MetaNet``, ``Derivative``, ``Scaled``, or a ``stack`` of them), or
+            a :class:`~metabp.PerSite` (or dict) ``{site: g}``: each site its own b-function;
+            ``where`` then stays ``"*"`` (the sites select).
         where: a module name, a glob (``"act*"``, ``"features.*"``), an index among the
             activations (``-1`` is the last), or a list of these. Default: every activation.
 
@@ -156,14 +160,23 @@ def patch(model: nn.Module, bfn: BFunction, where: Selector = "*") -> list[str]:
         ['1']
     """
     _check_model(model)
-    check_bfn(bfn)
-    selected = _selected(model, where)
-    _prepare(model, bfn)
-    for module in selected.values():
-        module._metabp_bfn = bfn
+    bfn = as_per_site(bfn)
+    if isinstance(bfn, PerSite):
+        if not (isinstance(where, str) and where == "*"):
+            raise PatchError(f"patch(where={where!r}) with a PerSite: its sites {list(bfn)} select the "
+                             "activations; leave where at its default")
+        chosen = bfn.resolve(model)
+    else:
+        check_bfn(bfn)
+        chosen = dict.fromkeys(_selected(model, where), bfn)
+    modules = dict(model.named_modules())
+    for name, g in chosen.items():
+        _prepare(model, g)
+        module = modules[name]
+        module._metabp_bfn = g
         module._metabp_activation = activation_of(module)
         module.forward = types.MethodType(_patched_forward, module)
-    return list(selected)
+    return list(chosen)
 
 
 def _prepare(model: nn.Module, bfn: BFunction) -> None:

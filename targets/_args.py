@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numbers
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from metabp import BFunction
-from metabp.exceptions import ConfigError
+from metabp import BFunction, PerSite
+from metabp.exceptions import ConfigError, MetabpError
 from metabp.targets._optim import check_lr
 from metabp.targets._spec import TargetSpec
 
@@ -24,11 +24,17 @@ def check_spec(spec: object) -> TargetSpec:
     return spec
 
 
-def check_bfn(bfn: object, name: str = "bfn") -> BFunction | None:
-    """``bfn`` if it is a b-function or ``None`` (plain backprop); ``ConfigError`` naming ``name``
-    otherwise."""
-    if bfn is not None and not isinstance(bfn, BFunction):
-        raise ConfigError(f"{name}={bfn!r} is not a b-function (MetaNet, Derivative, Scaled) or None")
+def check_bfn(bfn: object, name: str = "bfn") -> BFunction | PerSite | None:
+    """``bfn`` if it is a b-function, a ``PerSite`` (a dict ``{site: g}`` becomes one) or ``None``
+    (plain backprop); ``ConfigError`` naming ``name`` otherwise."""
+    if isinstance(bfn, Mapping) and not isinstance(bfn, PerSite):
+        try:
+            bfn = PerSite(bfn)
+        except MetabpError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    if bfn is not None and not isinstance(bfn, BFunction | PerSite):
+        raise ConfigError(f"{name}={bfn!r} is not a b-function (MetaNet, Derivative, Scaled), a "
+                          "PerSite {site: b-function}, or None")
     return bfn
 
 

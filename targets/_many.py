@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 
 import metabp
-from metabp import BFunction, Derivative, activation_of
+from metabp import BFunction, Derivative, PerSite, activation_of
 from metabp.exceptions import ConfigError
 from metabp.targets._args import (
     check_bfn,
@@ -38,7 +38,7 @@ from metabp.targets._threads import num_threads, resolve_threads
 from metabp.targets._train import Run, on_device, train, train_copies
 
 
-def _distinct(bfns: Sequence[BFunction | None]) -> list[BFunction | None]:
+def _distinct(bfns: Sequence[BFunction | PerSite | None]) -> list[BFunction | PerSite | None]:
     """``bfns`` with each repeat of a b-function object replaced by a copy of it (a candidate on
     several seeds): a compiled graph then never gets one table tensor as two of its inputs, which
     torch.compile would guard on and compile again for each new pattern of repeats."""
@@ -50,24 +50,27 @@ def _distinct(bfns: Sequence[BFunction | None]) -> list[BFunction | None]:
     return out
 
 
-def batched_model(spec: TargetSpec, bfns: Sequence[BFunction | None], where: str | None,
+def batched_model(spec: TargetSpec, bfns: Sequence[BFunction | PerSite | None], where: str | None,
                   seeds: Sequence[int], device: str | torch.device = "cpu") -> BatchedSequential:
     """The ``K`` copies of ``spec``'s network, copy ``k`` with the weights of ``seeds[k]`` and
-    backpropagating ``bfns[k]`` (``None``: the exact derivative) at ``where``."""
+    backpropagating ``bfns[k]`` (``None``: the exact derivative) at ``where``; a :class:`PerSite`
+    copy backprops its own g at each of its sites and the exact derivative at the others."""
     models = {s: build_model(spec, s).to(device) for s in dict.fromkeys(seeds)}
     template = models[seeds[0]]
     names = metabp.activations(template, spec.where if where is None else where)
-    bfns = _distinct(bfns)
+    per_copy = [g.resolve(template) if isinstance(g, PerSite) else dict.fromkeys(names, g)
+                for g in _distinct(bfns)]
     sites = {}
     for name, module in template.named_modules():
-        if name in names:
+        if any(name in chosen for chosen in per_copy):
             act = activation_of(module)
-            sites[name] = metabp.stack([g if g is not None else Derivative(act.name, **act.kwargs)
-                                        for g in bfns])
+            exact = Derivative(act.name, **act.kwargs)
+            sites[name] = metabp.stack([exact if chosen.get(name) is None else chosen[name]
+                                        for chosen in per_copy])
     return BatchedSequential([models[s] for s in seeds], sites, len(spec.in_shape))
 
 
-def train_many(spec: TargetSpec, bfns: Sequence[BFunction | None], where: str | None = None,
+def train_many(spec: TargetSpec, bfns: Sequence[BFunction | PerSite | None], where: str | None = None,
                seed: int | Sequence[int] = 0, *, lr: float | Sequence[float] | None = None,
                device: str | torch.device = "cpu", progress: bool = False,
                data_dir: str | os.PathLike | None = None, threads: int | str | None = "auto",
@@ -81,7 +84,9 @@ def train_many(spec: TargetSpec, bfns: Sequence[BFunction | None], where: str | 
     seed=[0, 1, 0, 1], lr=[0.01, 0.01, 0.1, 0.1])`` scores two candidates, each at its own lr, on
     two seeds each (different lrs step through :class:`~metabp.targets._optim.PerCopyLR`). ``None``
     in ``bfns`` means plain backprop for that copy. Targets that cannot be batched (a ``feedback``
-    mode) fall back to sequential ``train`` calls. The other arguments are as for :func:`train`;
+    mode) fall back to sequential ``train`` calls. A :class:`~metabp.PerSite` copy backprops its own
+    g at each of its sites (and the exact derivative at the other sites ``where`` selects). The
+    other arguments are as for :func:`train`;
     callbacks see the batched model (parameters ``K x ...``) and, when the seeds differ, per-copy
     batches.
 
@@ -96,7 +101,8 @@ def train_many(spec: TargetSpec, bfns: Sequence[BFunction | None], where: str | 
     progress, compile = check_flag(progress, "progress"), check_flag(compile, "compile")
     data_dir = check_data_dir(data_dir)
     if spec.feedback is not None:
-        return [train(dataclasses.replace(spec, lr=a), g, where, s, device=dev, progress=progress,
+        return [train(dataclasses.replace(spec, lr=a), g, None if isinstance(g, PerSite) else where, s,
+                      device=dev, progress=progress,
                       data_dir=data_dir, threads=threads, compile=compile, callbacks=callbacks)
                 for g, s, a in zip(bfns, seeds, lrs, strict=True)]
     data = on_device(load_data(spec, data_dir), dev)

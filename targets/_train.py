@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 import metabp
-from metabp import BFunction
+from metabp import BFunction, PerSite
 from metabp.exceptions import ConfigError
 from metabp.targets._args import (
     check_bfn,
@@ -191,7 +191,8 @@ def train_copies(spec: TargetSpec, data: Data, model: nn.Module, seeds: Sequence
             for k in range(K)]
 
 
-def train(spec: TargetSpec, bfn: BFunction | None = None, where: str | None = None, seed: int = 0, *,
+def train(spec: TargetSpec, bfn: BFunction | PerSite | None = None, where: str | None = None,
+          seed: int = 0, *,
           device: str | torch.device = "cpu", progress: bool = False,
           data_dir: str | os.PathLike | None = None, threads: int | str | None = "auto",
           compile: bool = False, callbacks: Sequence[Callback] = ()) -> Run:
@@ -199,7 +200,8 @@ def train(spec: TargetSpec, bfn: BFunction | None = None, where: str | None = No
 
     Args:
         spec: the target (``get_target(...)``).
-        bfn: the b-function; ``None`` trains with plain backprop.
+        bfn: the b-function; ``None`` trains with plain backprop. A :class:`~metabp.PerSite`
+            (or dict ``{site: g}``) backprops each site's own g (``where`` stays ``None``).
         where: the activation(s) to patch, as for ``metabp.patch``; ``None`` uses ``spec.where``.
         seed: an int in ``[0, 2**63 - 1]``; fixes the initial weights and the data order
             (common random numbers).
@@ -225,13 +227,18 @@ def train(spec: TargetSpec, bfn: BFunction | None = None, where: str | None = No
         (3, False)
     """
     spec, bfn = check_spec(spec), check_bfn(bfn)
+    if isinstance(bfn, PerSite) and where is not None:
+        raise ConfigError(f"train(where={where!r}) with a PerSite: its sites {list(bfn)} select the "
+                          "activations; leave where at None")
     seed, dev, callbacks = check_seed(seed), check_device(device), check_callbacks(callbacks)
     progress, compile = check_flag(progress, "progress"), check_flag(compile, "compile")
     data = on_device(load_data(spec, check_data_dir(data_dir)), dev)
     with num_threads(resolve_threads(threads, spec, dev)):
         start = time.perf_counter()
         model = build_model(spec, seed).to(dev)
-        if bfn is not None:
+        if isinstance(bfn, PerSite):
+            metabp.patch(model, bfn)
+        elif bfn is not None:
             metabp.patch(model, bfn, spec.where if where is None else where)
         if spec.feedback is not None:
             apply_feedback(model, spec.feedback, seed)

@@ -217,3 +217,30 @@ def test_per_copy_lr_on_cuda_matches_the_cpu(float64):
     cuda = train_many(spec, bfns, seed=seeds, lr=lrs, device="cuda")
     for a, b in zip(cpu, cuda, strict=True):
         assert a.step_losses == pytest.approx(b.step_losses, rel=1e-9, abs=1e-9)
+
+
+PER_SITE = metabp.PerSite({"act1": metabp.MetaNet(hidden=2, seed=5), "act2": metabp.Scaled(-0.5)})
+
+
+@pytest.mark.parametrize("spec", [get_target("gaussians-mlp3", epochs=10, trainable=None),
+                                  get_target("mnist1d-cnn", epochs=1, train_size=300)],
+                         ids=["mlp", "cnn"])
+def test_per_site_copies_equal_their_own_train(spec):
+    """A PerSite copy backprops its own g at each site; the others patch `where` as before."""
+    cands = [PER_SITE, metabp.MetaNet(hidden=1, seed=2), None, {"act2": metabp.Scaled(2.0)}]
+    many = train_many(spec, cands, where="act*", seed=[0, 1, 0, 1])
+    for g, s, run in zip(cands, [0, 1, 0, 1], many, strict=True):
+        per_site = isinstance(g, dict | metabp.PerSite)
+        _close(run, train(spec, g, None if per_site else "act*", s))
+    assert many[0].step_losses != many[2].step_losses
+
+
+def test_per_site_with_feedback_falls_back_to_train():
+    spec = get_target("gaussians-mlp3", epochs=3, feedback="fa")
+    run = train_many(spec, [PER_SITE], where="act2", seed=0)[0]
+    assert run.step_losses == train(spec, PER_SITE, seed=0).step_losses
+
+
+def test_a_per_site_with_a_missing_site_is_named():
+    with pytest.raises(metabp.PatchError, match="'act7' matches no activation"):
+        train_many(get_target("gaussians-mlp3", epochs=1), [{"act7": metabp.Scaled(1.0)}])
