@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from metabp import BFunction, patch, patched, unpatch
+from metabp import BFunction, PerSite, is_per_site, patch, patched, unpatch
 from metabp.exceptions import ConfigError
 
 
@@ -151,7 +151,7 @@ def true_gradients(model: nn.Module, loss_fn: Callable[[nn.Module], Tensor],
 
 def alignment_run(
     spec: Any,
-    bfn: BFunction,
+    bfn: BFunction | PerSite,
     *,
     where: str | None = None,
     seed: int = 0,
@@ -159,7 +159,8 @@ def alignment_run(
     data_dir: str | None = None,
     progress: bool = False,
 ) -> AlignmentTrace:
-    """Train target ``spec`` with ``bfn`` patched at ``where`` and record the gradient alignment.
+    """Train target ``spec`` with ``bfn`` patched at ``where`` (a ``PerSite``: at its own sites,
+    ``where`` None) and record the gradient alignment.
 
     The run is ``metabp.targets.train(spec, bfn, where, seed)`` itself, observed through a step
     callback, so ``trace.losses`` is that run's ``step_losses``; at each step the callback
@@ -170,8 +171,8 @@ def alignment_run(
 
     from metabp.targets import train
 
-    if not isinstance(bfn, BFunction):
-        raise ConfigError(f"bfn={bfn!r} is not a b-function (MetaNet, Derivative, Scaled)")
+    if not (isinstance(bfn, BFunction) or is_per_site(bfn)):
+        raise ConfigError(f"bfn={bfn!r} is not a b-function (MetaNet, Derivative, Scaled) or a PerSite")
     trace = AlignmentTrace()
 
     def record(event: Any) -> None:

@@ -11,6 +11,7 @@ figure, and summarises:
 * the spread of the top candidates' ``g(z)`` (divided by ``max |g|`` under scale-invariant
   optimizers: :data:`metabp._implicit_lr.SCALE_NOTE`);
 * optionally, the gradient alignment of the chosen ``g`` over one training run;
+* for a study with one ``g`` per site (``sites``), the curves and the spread at each site;
 * overfitting: held-out minus search score of each validated candidate, and their rank
   agreement (Spearman's :math:`\rho`).
 """
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from metabp import SCALE_INVARIANT, MetaNet
+from metabp import SCALE_INVARIANT, MetaNet, PerSite
 from metabp.exceptions import ConfigError
 
 
@@ -40,9 +41,18 @@ def trial_omega(trial: Any) -> list[float]:
     return [float(trial.params[k]) for k in keys]
 
 
-def trial_bfn(trial: Any, *, hidden: int = 1, act: str = "tanh") -> MetaNet:
-    """The meta-network ``g_omega`` a trial scored."""
-    return MetaNet(hidden, act, omega=trial_omega(trial))
+def trial_bfn(trial: Any, *, hidden: int = 1, act: str = "tanh",
+              sites: Sequence[str] = ()) -> MetaNet | PerSite:
+    """The meta-network ``g_omega`` a trial scored; with ``sites``, the ``PerSite`` whose site ``j``
+    is the meta-network of ``omega[j*P : (j+1)*P]``, ``P = 3*hidden+1``."""
+    omega = trial_omega(trial)
+    if not sites:
+        return MetaNet(hidden, act, omega=omega)
+    p = 3 * hidden + 1
+    if len(omega) != p * len(sites):
+        raise ConfigError(f"trial {trial.number} has {len(omega)} omega_i params; {len(sites)} sites of "
+                          f"3*hidden+1 = {p} need {p * len(sites)}")
+    return PerSite({s: MetaNet(hidden, act, omega=omega[j * p:(j + 1) * p]) for j, s in enumerate(sites)})
 
 
 def trial_lr(trial: Any, default: float) -> float:
@@ -105,50 +115,13 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 @dataclass
-class ReportData:
-    """Everything the report's figures and text show, as numbers.
+class Shape:
+    """The chosen ``g`` at one site: its ``curves`` (``z``, ``g``, ``dsigma``, ``beta``), the top
+    candidates' ``g`` there (``top_g``) and the width of their 10-90% band over ``z`` (``band``)."""
 
-    Attributes:
-        name, sampler, spec, where, hidden, act, seeds: what the study searched.
-        trials: every trial; ``done``: completed ones by number; ``ranked``: by search score.
-        best: best by search score; ``chosen``: what ``metabp export`` picks (best held-out when
-            validated, else ``best``), its ``g`` and ``lr``.
-        plain: plain backprop's ``Run`` on ``seeds[0]`` (the first seed's curve, as the trials'
-            ``step_losses``); ``backprop``: its score on the search seeds, in the trials' units.
-        multi_target: scores are ratios to backprop averaged over targets (backprop = 1).
-        validated: validated trials in search-score order; ``controls``: the study's held-out
-            controls (``backprop``, ``tuned_lr``).
-        baselines: label -> completed trials of random/TPE searches of the same problem.
-    """
-
-    name: str
-    sampler: str
-    spec: Any
-    where: str
-    hidden: int
-    act: str
-    seeds: list[int]
-    trials: list[Any]
-    done: list[Any]
-    ranked: list[Any]
-    best: Any
-    chosen: Any
-    g: MetaNet
-    lr: float
-    plain: Any
-    backprop: float
-    multi_target: bool = False
-    validated: list[Any] = field(default_factory=list)
-    controls: dict = field(default_factory=dict)
-    baselines: dict[str, list] = field(default_factory=dict)
-    curves: dict[str, np.ndarray] = field(default_factory=dict)
-    top_g: list[Any] = field(default_factory=list)
-    band: np.ndarray | None = None
-    alignment: Any = None
-
-    @property
-    def scale_invariant(self) -> bool:
-        return self.spec.optimizer in SCALE_INVARIANT
+    curves: dict[str, np.ndarray]
+    top_g: list[Any]
+    band: np.ndarray
 
     @property
     def beta_range(self) -> tuple[float, float] | None:
@@ -168,6 +141,66 @@ class ReportData:
         z = self.curves["z"]
         return (float(np.nanmean(self.band)), float(np.nanmean(self.band[z < 0])),
                 float(np.nanmean(self.band[z > 0])))
+
+
+@dataclass
+class ReportData:
+    """Everything the report's figures and text show, as numbers.
+
+    Attributes:
+        name, sampler, spec, where, hidden, act, seeds: what the study searched.
+        trials: every trial; ``done``: completed ones by number; ``ranked``: by search score.
+        best: best by search score; ``chosen``: what ``metabp export`` picks (best held-out when
+            validated, else ``best``), its ``g`` and ``lr``.
+        plain: plain backprop's ``Run`` on ``seeds[0]`` (the first seed's curve, as the trials'
+            ``step_losses``); ``backprop``: its score on the search seeds, in the trials' units.
+        multi_target: scores are ratios to backprop averaged over targets (backprop = 1).
+        validated: validated trials in search-score order; ``controls``: the study's held-out
+            controls (``backprop``, ``tuned_lr``).
+        baselines: label -> completed trials of random/TPE searches of the same problem.
+        sites: the sites of a study with one ``g`` per site (``g`` is then a ``PerSite``), else [].
+        shapes: site (or ``where``) -> :class:`Shape`; ``curves``, ``top_g``, ``band`` and their
+            summaries are the first one's (the only one without ``sites``).
+    """
+
+    name: str
+    sampler: str
+    spec: Any
+    where: str
+    hidden: int
+    act: str
+    seeds: list[int]
+    trials: list[Any]
+    done: list[Any]
+    ranked: list[Any]
+    best: Any
+    chosen: Any
+    g: MetaNet | PerSite
+    lr: float
+    plain: Any
+    backprop: float
+    multi_target: bool = False
+    validated: list[Any] = field(default_factory=list)
+    controls: dict = field(default_factory=dict)
+    baselines: dict[str, list] = field(default_factory=dict)
+    sites: list[str] = field(default_factory=list)
+    shapes: dict[str, Shape] = field(default_factory=dict)
+    alignment: Any = None
+
+    @property
+    def scale_invariant(self) -> bool:
+        return self.spec.optimizer in SCALE_INVARIANT
+
+    @property
+    def shape(self) -> Shape:
+        return next(iter(self.shapes.values()))
+
+    curves = property(lambda self: self.shape.curves)
+    top_g = property(lambda self: self.shape.top_g)
+    band = property(lambda self: self.shape.band)
+    beta_range = property(lambda self: self.shape.beta_range)
+    injected = property(lambda self: self.shape.injected)
+    spread = property(lambda self: self.shape.spread)
 
     @property
     def diverged(self) -> int:
@@ -198,8 +231,8 @@ class ReportData:
         c = self.controls.get(key)
         return c if isinstance(c, Mapping) and "mean" in c else None
 
-    def bfn(self, trial: Any) -> MetaNet:
-        return trial_bfn(trial, hidden=self.hidden, act=self.act)
+    def bfn(self, trial: Any) -> MetaNet | PerSite:
+        return trial_bfn(trial, hidden=self.hidden, act=self.act, sites=self.sites)
 
 
 class Normalised:
@@ -213,21 +246,30 @@ class Normalised:
         return self.g(z, activation) / self.scale
 
 
-def shapes(data: ReportData, *, top: int = 10) -> None:
-    """Fill ``data.curves`` (z, g, sigma', beta of the chosen g), ``data.top_g`` and ``data.band``."""
+def _shape(g: Any, top_g: list[Any], data: ReportData) -> Shape:
+    """:class:`Shape` of ``g`` among ``top_g`` (each divided by its max |g| under Adam-like optimizers)."""
     import torch
 
     from metabp import get_activation
     from metabp.plots import bfunction_curves
 
-    data.curves = bfunction_curves(data.g, data.spec.activation, lr=data.lr)
-    z = torch.from_numpy(data.curves["z"])
-    data.top_g = [data.bfn(t) for t in data.ranked[: max(1, min(top, len(data.ranked)))]]
+    curves = bfunction_curves(g, data.spec.activation, lr=data.lr)
+    z = torch.from_numpy(curves["z"])
     if data.scale_invariant:
-        data.top_g = [Normalised(h, z) for h in data.top_g]
+        top_g = [Normalised(h, z) for h in top_g]
     act = get_activation(data.spec.activation)
-    curves = np.stack([h(z, act).double().numpy() for h in data.top_g])
-    data.band = np.quantile(curves, 0.9, 0) - np.quantile(curves, 0.1, 0)
+    values = np.stack([h(z, act).double().numpy() for h in top_g])
+    return Shape(curves, top_g, np.quantile(values, 0.9, 0) - np.quantile(values, 0.1, 0))
+
+
+def shapes(data: ReportData, *, top: int = 10) -> None:
+    """Fill ``data.shapes``: the chosen g's curves (z, g, sigma', beta) and the spread of the top
+    candidates, at ``data.where`` or at each of ``data.sites``."""
+    tops = [data.bfn(t) for t in data.ranked[: max(1, min(top, len(data.ranked)))]]
+    if not data.sites:
+        data.shapes = {data.where: _shape(data.g, tops, data)}
+        return
+    data.shapes = {s: _shape(data.g[s], [h[s] for h in tops], data) for s in data.sites}
 
 
 @dataclass(frozen=True)
@@ -238,6 +280,8 @@ class ReportRequest:
         spec: the (first) target (``metabp.targets.TargetSpec``) the trials trained.
         where: the patch site; None for ``spec.where``.
         hidden, act: the meta-network's shape.
+        sites: one ``g`` per site (a study's ``sites``): trial ``omega`` is split site by site; ``()``:
+            one ``g`` at ``where``.
         name, sampler: the study's name and sampler, for the text.
         seeds: the search seeds (a trial's score is its mean over them).
         backprop: the study's ``backprop`` user attr (``mean`` on the search seeds), if stored.
@@ -266,6 +310,7 @@ class ReportRequest:
     device: str = "cpu"
     data_dir: str | None = None
     progress: bool = False
+    sites: Sequence[str] = ()
 
 
 def _backprop_score(r: ReportRequest, seeds: list[int], plain: Any) -> float:
@@ -297,13 +342,15 @@ def compute(trials: Sequence[Any], request: ReportRequest) -> ReportData:
     validated = [t for t in ranked if heldout(t) is not None]
     chosen = min(validated, key=lambda t: (heldout(t)["mean"], t.number)) if validated else ranked[0]
     plain = train(r.spec, None, None, seeds[0], device=r.device, data_dir=r.data_dir, progress=r.progress)
+    sites = list(r.sites)
     data = ReportData(
-        name=r.name, sampler=r.sampler, spec=r.spec, where=r.where or r.spec.where, hidden=r.hidden,
-        act=r.act, seeds=seeds, trials=list(trials), done=done, ranked=ranked, best=ranked[0],
-        chosen=chosen, g=trial_bfn(chosen, hidden=r.hidden, act=r.act), lr=trial_lr(chosen, r.spec.lr),
+        name=r.name, sampler=r.sampler, spec=r.spec, where=", ".join(sites) or r.where or r.spec.where,
+        hidden=r.hidden, act=r.act, seeds=seeds, trials=list(trials), done=done, ranked=ranked,
+        best=ranked[0], chosen=chosen, g=trial_bfn(chosen, hidden=r.hidden, act=r.act, sites=sites),
+        lr=trial_lr(chosen, r.spec.lr),
         plain=plain, backprop=_backprop_score(r, seeds, plain), multi_target=r.multi_target,
         validated=validated, controls=dict(r.controls or {}),
-        baselines={k: completed(v) for k, v in (r.baselines or {}).items() if completed(v)},
+        baselines={k: completed(v) for k, v in (r.baselines or {}).items() if completed(v)}, sites=sites,
     )
     shapes(data, top=r.top)
     if r.alignment:
@@ -311,7 +358,8 @@ def compute(trials: Sequence[Any], request: ReportRequest) -> ReportData:
 
         from metabp.analysis._alignment import alignment_run
 
-        data.alignment = alignment_run(dataclasses.replace(r.spec, lr=data.lr), data.g, where=data.where,
+        data.alignment = alignment_run(dataclasses.replace(r.spec, lr=data.lr), data.g,
+                                       where=None if sites else data.where,
                                        seed=seeds[0], device=r.device, data_dir=r.data_dir,
                                        progress=r.progress)
     return data

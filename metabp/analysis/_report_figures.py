@@ -42,19 +42,32 @@ def _heldout_scatter(data: ReportData, out: Path) -> Any:
                                  "y = x did worse on new seeds)")
 
 
+def _shapes(data: ReportData, out: Path) -> dict[str, Any]:
+    """The chosen g with its implicit lr (``beta``) and the top candidates' spread (``spread``); with
+    one g per site, one of each per site (``beta/act1``, ``best_implicit_lr_act1.png``, ...)."""
+    from metabp import plots
+
+    spec, figs = data.spec, {}
+    scale = " / max|g| (a constant factor cancels under Adam-like optimizers)" if data.scale_invariant else ""
+    for site in data.sites or [None]:
+        key, file, at = ("", "", "") if site is None else (f"/{site}", f"_{site}", f" at {site}")
+        g = data.g if site is None else data.g[site]
+        figs["beta" + key] = plots.plot_implicit_lr(
+            g, spec.activation, data.lr, out / f"best_implicit_lr{file}.png", optimizer=spec.optimizer,
+            title=f"chosen g{at} (trial {data.chosen.number}): {g!r}")
+        top = data.shapes[site or data.where].top_g
+        figs["spread" + key] = plots.plot_bfunction_spread(
+            top, spec.activation, out / f"top_candidates{file}.png",
+            title=f"top {len(top)} of {len(data.done)} candidates' g(z){at}{scale}")
+    return figs
+
+
 def draw(data: ReportData, out: Path) -> dict[str, Any]:
     """Write the report's PNGs into ``out``; name -> :class:`metabp.plots.Plotted`."""
     from metabp import plots
 
     spec, where = data.spec, data.where
-    figs = {"trace": _search_trace(data, out)}
-    figs["beta"] = plots.plot_implicit_lr(data.g, spec.activation, data.lr, out / "best_implicit_lr.png",
-                                          optimizer=spec.optimizer,
-                                          title=f"chosen g (trial {data.chosen.number}): {data.g!r}")
-    scale = " / max|g| (a constant factor cancels under Adam-like optimizers)" if data.scale_invariant else ""
-    figs["spread"] = plots.plot_bfunction_spread(
-        data.top_g, spec.activation, out / "top_candidates.png",
-        title=f"top {len(data.top_g)} of {len(data.done)} candidates' g(z){scale}")
+    figs = {"trace": _search_trace(data, out), **_shapes(data, out)}
     curves: dict[str, Any] = {"plain backprop": data.plain.step_losses}
     for t in data.ranked[:3]:
         if losses := step_losses(t):

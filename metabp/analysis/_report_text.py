@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from metabp.analysis._report_data import ReportData, heldout, trial_accuracy, trial_lr, trial_omega
+from metabp.analysis._report_data import ReportData, Shape, heldout, trial_accuracy, trial_lr, trial_omega
 from metabp.analysis._stats import in_words, paired
 from metabp.plots import optimizer_note
 
@@ -68,30 +68,37 @@ def _heldout_lines(d: ReportData) -> list[str]:
     return lines
 
 
+def _shape_lines(shape: Shape, at: str, inv: bool) -> list[str]:
+    """beta's range, the credit injected where sigma' = 0 and the top candidates' spread, at one site."""
+    beta = shape.beta_range
+    band, band_neg, band_pos = shape.spread
+    return [
+        f"- {at}Implicit learning rate beta(z) = lr*g/sigma' where sigma' != 0: "
+        + (f"from {beta[0]:.4g} to {beta[1]:.4g} for z in [-4, 4]." if beta
+           else "undefined on the plotted range."),
+        f"- {at}Where sigma' = 0 the chosen g reaches |g| = {shape.injected:.3g}: "
+        + ("it injects credit plain backprop would not give (paper section 2 calls this potentially "
+           "harmful)." if shape.injected > 1e-6 else "it leaves those units without credit, like backprop."),
+        f"- {at}The top {len(shape.top_g)} candidates' g(z){' / max|g|' if inv else ''} spread by {band:.3g} "
+        "on average (width of the 10-90% band over z):"
+        + (" they agree on a shape" if band < 0.25 else " several different shapes score alike")
+        + f" (band {band_neg:.3g} for z < 0, {band_pos:.3g} for z > 0).",
+    ]
+
+
 def _summary(d: ReportData, compare_line: str | None) -> list[str]:
-    spec, inv = d.spec, d.scale_invariant
     unit = "score (mean ratio to backprop over targets and seeds)" if d.multi_target else "AULC"
     better = d.best.value < d.backprop
-    beta = d.beta_range
-    band, band_neg, band_pos = d.spread
     lines = [
         f"- **Best {unit} {d.best.value:.4f}** (trial {d.best.number}) against plain backprop's "
         f"{d.backprop:.4f} on the same seeds {d.seeds}: "
         + (f"{100 * d.gain:.1f}% lower." if better else f"{-100 * d.gain:.1f}% higher (no improvement)."),
         *_heldout_lines(d),
         f"- Chosen g (what `metabp export` saves): trial {d.chosen.number}, `{d.g!r}`, lr {d.lr:g}.",
-        "- Implicit learning rate beta(z) = lr*g/sigma' where sigma' != 0: "
-        + (f"from {beta[0]:.4g} to {beta[1]:.4g} for z in [-4, 4]." if beta
-           else "undefined on the plotted range."),
-        f"- Where sigma' = 0 the chosen g reaches |g| = {d.injected:.3g}: "
-        + ("it injects credit plain backprop would not give (paper section 2 calls this potentially "
-           "harmful)." if d.injected > 1e-6 else "it leaves those units without credit, like backprop."),
-        "- " + optimizer_note(spec.optimizer) + ".",
-        f"- The top {len(d.top_g)} candidates' g(z){' / max|g|' if inv else ''} spread by {band:.3g} on "
-        "average (width of the 10-90% band over z):"
-        + (" they agree on a shape" if band < 0.25 else " several different shapes score alike")
-        + f" (band {band_neg:.3g} for z < 0, {band_pos:.3g} for z > 0).",
     ]
+    for site, shape in d.shapes.items():
+        lines += _shape_lines(shape, f"At `{site}`: " if d.sites else "", d.scale_invariant)
+    lines.append("- " + optimizer_note(d.spec.optimizer) + ".")
     if compare_line:
         lines.append(f"- On {compare_line}")
     return lines
@@ -146,6 +153,23 @@ def _alignment_text(d: ReportData, figs: dict[str, Any]) -> str:
             "true gradient (cosine 1); layers below it see g.\n\n" + "\n".join(rows))
 
 
+def _at(d: ReportData) -> str:
+    """Where g goes: ```act2``` or, one g per site, ```act1``, ``act2`` (one g each, own omega)``."""
+    if not d.sites:
+        return f"`{d.where}`"
+    return ", ".join(f"`{s}`" for s in d.sites) + " (one g per site, each with its own omega)"
+
+
+def _images(figs: dict[str, Any], kind: str, alt: str) -> list[str]:
+    """The figure ``kind`` (``beta``, ``spread``), or one per site (``kind/site``), as Markdown images."""
+    keys = [k for k in figs if k == kind or k.startswith(kind + "/")]
+    lines = []
+    for k in keys:
+        at = f"At `{k.split('/', 1)[1]}`:\n\n" if "/" in k else ""
+        lines += [f"{at}![{alt}]({figs[k].path.name})", ""]
+    return lines
+
+
 def to_markdown(d: ReportData, figs: dict[str, Any], *, compare_md: str | None = None,
                 compare_line: str | None = None) -> str:
     """The whole ``index.md``: summary, held-out validation, search progress, the chosen g, the top
@@ -157,7 +181,7 @@ def to_markdown(d: ReportData, figs: dict[str, Any], *, compare_md: str | None =
         f"Target `{spec.name}` ({spec.dataset}, {spec.network}, optimizer `{spec.optimizer}`, "
         f"lr {spec.lr:g}, {spec.epochs} epochs, trainable `{spec.trainable or 'all'}`); the meta-network "
         f"g(z) = sum_k w2_k {d.act}(w1_k z + b1_k) + b2 with {d.hidden} hidden unit(s) replaces "
-        f"`{spec.activation}'` at `{d.where}`. Sampler `{d.sampler}`; search seeds {d.seeds}; "
+        f"`{spec.activation}'` at {_at(d)}. Sampler `{d.sampler}`; search seeds {d.seeds}; "
         f"{len(d.done)} completed trials "
         f"({d.diverged} diverged, scored with the divergence penalty), {len(d.trials)} in all.", "",
         "## Summary", "", *_summary(d, compare_line), "",
@@ -174,8 +198,8 @@ def to_markdown(d: ReportData, figs: dict[str, Any], *, compare_md: str | None =
         + (" Baseline searches: " + ", ".join(others) + "." if others
            else " (No random/TPE baseline searches of this target in the storage.)"), "",
         "## The chosen b-function and its implicit learning rate", "",
-        f"![chosen g and beta]({figs['beta'].path.name})", "",
-        "## Agreement among the top candidates", "", f"![top candidates]({figs['spread'].path.name})", "",
+        *_images(figs, "beta", "chosen g and beta"),
+        "## Agreement among the top candidates", "", *_images(figs, "spread", "top candidates"),
         *_candidates_table(d), "",
         "## Loss curves", "", f"![loss curves]({figs['loss'].path.name})", "",
         f"Plain backprop on seed {d.seeds[0]}: AULC {d.plain.aulc:.4f}, final loss "

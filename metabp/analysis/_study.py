@@ -142,7 +142,9 @@ def report_study(
     st = open_study(study, storage)
     cfg = st.config
     spec, where = _target(cfg, None)
-    request = ReportRequest(spec, where=where, hidden=cfg.hidden, act=cfg.act, name=st.name,
+    sites = tuple(getattr(cfg, "sites", ()) or ())
+    request = ReportRequest(spec, where=None if sites else where, sites=sites, hidden=cfg.hidden, act=cfg.act,
+                            name=st.name,
                             sampler=cfg.sampler, seeds=list(cfg.seeds), backprop=st.backprop,
                             controls=st.heldout_controls, multi_target=cfg.multi_target,
                             baselines=baseline_studies(st), top=top, alignment=alignment,
