@@ -143,3 +143,79 @@ def test_cli_explain_errors_are_one_line_and_exit_2(bad_files, argv, says, capsy
     code = main(["explain", *argv, "-o", str(bad_files / "out")])
     err = capsys.readouterr().err
     assert code == 2 and says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+PER_SITE = metabp.PerSite({"act1": metabp.Derivative("relu"), "act2": metabp.Scaled(2.0)})
+
+
+def test_explain_per_site_finds_each_exact_form(tmp_path):
+    res = explain(PER_SITE, SPEC, lr=SPEC.lr, seeds=[3, 4], baseline=SLOW, output=tmp_path)
+    assert res.sites == ["act1", "act2"] and res.description is None
+    scaled = next(r for r in res.form_rows if r.label == "scaled derivative")
+    assert scaled.form.params == {"act1": {"c": 1.0}, "act2": {"c": 2.0}} and scaled.form.rms == 0.0
+    assert scaled.aulcs == res.row("g").aulcs and scaled.share == 1.0
+    assert res.best_form.share == pytest.approx(1.0, abs=0.01)
+    for site, c in (("act1", 1.0), ("act2", 2.0)):
+        two = next(f for f in res.site_forms[site] if f.name == "2-level step")
+        assert two.params["levels"] == [0.0, c] and two.rms == 0.0
+        assert res.descriptions[site].limits == (0.0, c)
+    assert "### Site `act1`" in res.markdown and "### Site `act2`" in res.markdown
+    assert "`act1`: c = 1; `act2`: c = 2" in res.markdown and "100% of the gain, at least 70%" in res.markdown
+    rows = (tmp_path / "explain.csv").read_text().splitlines()
+    assert rows[0].endswith(",site") and rows[2].startswith("scaled derivative,form,")
+    assert [r.rsplit(",", 1)[1] for r in rows[2:5]] == ["all", "act1", "act2"]
+    assert rows[3].startswith("scaled derivative,form,c = 1,")
+    saved = metabp.load(tmp_path / "forms" / "scaled-derivative.bfn")
+    assert metabp.is_per_site(saved) and list(saved) == ["act1", "act2"]
+    assert (saved["act1"].c, saved["act2"].c) == (1.0, 2.0) and saved.meta["form"] == "scaled derivative"
+    assert (tmp_path / "explain.png").exists()
+
+
+def test_a_per_site_two_level_step_metanet_is_recovered_at_its_site():
+    from metabp.analysis._explain_sites import fit_sites
+
+    lo, hi, t = -1.5, 3.0, 0.5
+    step = metabp.MetaNet(1, "tanh", omega=[1e3, -1e3 * t, (hi - lo) / 2, (hi + lo) / 2])
+    g = metabp.PerSite({"act1": metabp.Derivative("relu"), "act2": step})
+    descriptions, site_forms, sets = fit_sites(g, "relu", zmax=4.0, knots=3, box=(-1e3, 1e3))
+    two = next(f for f in site_forms["act2"] if f.name == "2-level step")
+    assert two.params["thresholds"][0] == pytest.approx(t, abs=0.005)
+    assert two.params["levels"] == pytest.approx([lo, hi], abs=0.01) and two.rel < 0.05
+    assert descriptions["act2"].edges == ["w1_1 = 1000"] and descriptions["act1"].edges == []
+    assert descriptions["act2"].zero_crossings == [pytest.approx(t, abs=0.005)]
+    two_set = next(f for f in sets if f.name == "2-level step")
+    assert two_set.bfn["act2"] is two.bfn and two_set.params["act2"] == two.params
+
+
+def test_a_saved_per_site_form_loads_and_trains(tmp_path):
+    from metabp.analysis._explain_sites import fit_sites
+
+    g = metabp.PerSite({"act1": metabp.MetaNet(2, "tanh", omega=[-5.0, 5.0, 5.0, 2.7, -3.4, 3.4, 5.0]),
+                        "act2": metabp.MetaNet(1, "tanh", omega=[3.0, 1.0, 2.0, 1.0])})
+    _, _, sets = fit_sites(g, "relu", zmax=4.0, knots=3, box=None)
+    form = next(f for f in sets if f.name == "3-level step")
+    loaded = metabp.load(metabp.save(form.bfn, tmp_path / "form.bfn"))
+    z = torch.linspace(-5, 5, 101, dtype=torch.float64)
+    assert all(torch.equal(loaded[s](z, "relu"), form.bfn[s](z, "relu")) for s in ("act1", "act2"))
+    a, b = train(SPEC, loaded, seed=0), train(SPEC, form.bfn, seed=0)
+    assert math.isfinite(a.aulc) and a.step_losses == b.step_losses
+    with pytest.raises(ConfigError, match="where='act2' with a PerSite"):
+        explain(g, SPEC, lr=SPEC.lr, seeds=[3], where="act2")
+
+
+def test_cli_explain_reads_a_per_site_metanet_file(tmp_path, capsys):
+    from metabp._cli import main
+
+    g = metabp.PerSite({"act1": metabp.MetaNet(1, "tanh", omega=[1.0, 0.0, 1.0, 0.0]),
+                        "act2": metabp.MetaNet(1, "tanh", omega=[2.0, 0.0, 1.0, 1.0])})
+    path = metabp.save(g, tmp_path / "g.bfn", meta={"target": "gaussians-mlp3", "overrides": {"epochs": 2},
+                                                    "sites": ["act1", "act2"]})
+    assert main(["explain", str(path), "--seeds", "2", "-o", str(tmp_path / "out")]) == 0
+    assert "### Site `act2`" in capsys.readouterr().out
+    saved = metabp.load(tmp_path / "out" / "forms" / "2-level-step.bfn")
+    assert list(saved) == ["act1", "act2"] and saved.meta["sites"] == ["act1", "act2"]
+    metabp.save(metabp.PerSite({"act1": g["act1"], "act2": metabp.Scaled(2.0)}), tmp_path / "mixed.bfn",
+                meta={"target": "gaussians-mlp3"})
+    assert main(["explain", str(tmp_path / "mixed.bfn"), "-o", str(tmp_path / "out2")]) == 2
+    err = capsys.readouterr().err
+    assert "site 'act2' holds a scaled b-function" in err and len(err.strip().splitlines()) == 1
