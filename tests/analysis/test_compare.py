@@ -120,3 +120,28 @@ def test_compare_says_why_two_rows_tune_the_same_optimizer_and_gives_exact_lrs()
     assert "wide range (lr in [0.0001, 1])" in res.markdown
     assert f"lr tuned alone {control.lr!r}" in res.markdown and f"adam (tuned lr) {twin.lr!r}" in res.markdown
     assert res.sweep is None  # no sweep unless asked
+
+
+def test_per_site_compare_trains_g_on_held_out_seeds_only(monkeypatch):
+    import metabp.targets as targets
+
+    spec = get_target("gaussians-mlp3", epochs=2)
+    g = metabp.PerSite({"act1": metabp.Scaled(0.5), "act2": metabp.Scaled(2.0)})
+    seen, real = [], targets.train_many
+
+    def spy(spec, bfns, where=None, seed=0, **kw):
+        seen.append((list(bfns), where, list(seed) if not isinstance(seed, int) else [seed]))
+        return real(spec, bfns, where, seed=seed, **kw)
+
+    monkeypatch.setattr(targets, "train_many", spy)
+    res = compare(spec, g, budget=1, seeds=[7, 8], tune_seeds=[0], optimizers=["adam"], bfn_lr=0.05,
+                  lr_range=(0.01, 0.5), lr_sweep=2)
+    with_g = [(where, s) for bfns, where, s in seen if any(b is g for b in bfns)]
+    assert len(with_g) == 1 + 2  # the g row and the two swept lrs
+    assert all(where is None and set(s) == {7, 8} for where, s in with_g)
+    assert res.sites == ["act1", "act2"] and "(one g per site: `act1`, `act2`)" in res.markdown
+    row = res.kind("bfn")
+    expected = [train(dataclasses.replace(spec, lr=0.05), g, seed=s).aulc for s in (7, 8)]
+    assert row.aulcs == pytest.approx(expected, rel=1e-6)  # batched: equal up to float rounding
+    with pytest.raises(ConfigError, match="where='act2' with a PerSite"):
+        compare(spec, g, where="act2", budget=1, seeds=[7])

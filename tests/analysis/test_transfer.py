@@ -77,3 +77,25 @@ def test_cli_transfer(tmp_path, capsys):
         assert float(next(csv.DictReader(f))["ratio"]) == 1.0
     assert main(["transfer", str(bfn), "--targets", "bogus", "-o", str(out)]) != 0
     assert "bogus" in capsys.readouterr().err
+
+
+def test_a_per_site_g_is_not_applicable_to_a_target_lacking_a_site(tmp_path):
+    g = metabp.PerSite({"act1": metabp.Derivative("relu"), "act2": metabp.Scaled(1.0)})
+    specs = [get_target("gaussians-mlp3", epochs=2),
+             get_target("gaussians-mlp3", epochs=2, hidden=(16,), where="act1")]  # one hidden layer: act1
+    res = transfer(g, specs, seeds=[0, 1], progress=False)
+    fits, lacks = res.rows
+    assert fits.applicable and fits.where == "act1, act2" and fits.ratios == [1.0, 1.0]
+    assert not lacks.applicable and lacks.g == [] and lacks.verdict() == "not applicable"
+    reason = "not applicable: the network has no activation for site 'act2' (it has: act1)"
+    assert lacks.skipped == reason
+    files = write_transfer(res, tmp_path)
+    assert f"| {reason} |" in files["markdown"].read_text()
+    with files["csv"].open() as f:
+        assert [r["verdict"] for r in csv.DictReader(f)] == ["same", reason]
+    with files["seeds_csv"].open() as f:
+        assert len(list(csv.DictReader(f))) == 2 and files["png"].exists()
+    only = write_transfer(transfer(g, specs[1:], seeds=1, progress=False), tmp_path / "none")
+    assert "png" not in only and "not applicable" in only["markdown"].read_text()
+    with pytest.raises(ConfigError, match="where='act2' with a PerSite"):
+        transfer(g, specs[:1], seeds=1, where="act2", progress=False)
