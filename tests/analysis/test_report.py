@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -203,3 +204,40 @@ def test_compare_study_rejects_search_seeds(tiny_study):
         compare_study(path, storage=storage, seeds=[1, 7], output=None)
     with pytest.raises(ConfigError, match="target='mnist1d-mlp'"):
         compare_study(path, storage=storage, target="mnist1d-mlp", output=None)
+
+
+def _per_site_trials(omegas):
+    """Trials of a study with sites act1, act2: params omega_0..omega_7, site j's g from omega[4j:4j+4]."""
+    dist = optuna.distributions.FloatDistribution(-5, 5)
+    out = []
+    for i, omega in enumerate(omegas):
+        g = metabp.PerSite({"act1": metabp.MetaNet(omega=omega[:4]), "act2": metabp.MetaNet(omega=omega[4:])})
+        run = train(SPEC, g, seed=0)
+        t = optuna.trial.create_trial(params={f"omega_{k}": w for k, w in enumerate(omega)},
+                                      distributions={f"omega_{k}": dist for k in range(8)}, value=run.aulc,
+                                      user_attrs={"step_losses": run.step_losses, "diverged": run.diverged})
+        t.number = i
+        out.append(t)
+    return out
+
+
+def test_a_per_site_report_shows_each_sites_g(tmp_path):
+    omegas = [OMEGAS[0] + OMEGAS[1], OMEGAS[2] + OMEGAS[3], OMEGAS[3] + OMEGAS[0]]
+    trials = _per_site_trials(omegas)
+    request = ReportRequest(SPEC, sites=("act1", "act2"), seeds=[0], top=3)
+    files = report(trials, request, tmp_path)
+    best = min(trials, key=lambda t: t.value)
+    omega = omegas[best.number]
+    data = compute(trials, dataclasses.replace(request, alignment=False))
+    assert list(data.g) == ["act1", "act2"] and data.g["act2"].omega.tolist() == omega[4:]
+    z = torch.from_numpy(data.shapes["act2"].curves["z"])
+    np.testing.assert_allclose(data.shapes["act2"].curves["g"], metabp.MetaNet(omega=omega[4:])(z))
+    text = files.index.read_text()
+    assert "at `act1`, `act2` (one g per site, each with its own omega)" in text
+    assert "- At `act1`: Implicit learning rate" in text and "- At `act2`: The top 3 candidates" in text
+    names = {p.name for p in files.figures}
+    assert {"best_implicit_lr_act1.png", "best_implicit_lr_act2.png", "top_candidates_act1.png",
+            "top_candidates_act2.png", "alignment.png"} <= names
+    assert sorted(names) == sorted(re.findall(r"\]\(([^)]+\.png)\)", text))
+    with pytest.raises(ConfigError, match="8 omega_i params; 3 sites"):
+        trial_bfn(trials[0], sites=("act1", "act2", "act3"))
