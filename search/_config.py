@@ -73,7 +73,10 @@ class StudyConfig:
         device: torch device for training. compile: ``torch.compile`` the training step.
         data_dir: dataset directory passed to ``train`` (``None``: the targets' default).
         hidden, act: the meta-network's shape (``metabp.MetaNet(hidden, act)``).
-        bounds: one ``(lo, hi)`` per meta-network weight, ``3*hidden+1`` of them.
+        sites: one g per site, each with its own omega (activation names or globs of the targets'
+            models, e.g. ``("act1", "act2")``); ``()``: one g at ``where``. Excludes ``where``.
+        bounds: one ``(lo, hi)`` per omega entry, :attr:`num_params` of them (``3*hidden+1``
+            pairs are repeated for each site).
         sampler, acquisition, q, n_initial, n_trials, sampler_seed: the search. With
             ``sampler = "es"``, ``q`` is the population (a generation trains as one batch).
         population, sigma, step_size: ``sampler = "es"`` only (``search/_es.py``); ``None``: its
@@ -108,6 +111,7 @@ class StudyConfig:
     population: int | None = None
     sigma: float | None = None
     step_size: float | None = None
+    sites: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         at = f" in {self.path}" if self.path else ""
@@ -137,14 +141,25 @@ class StudyConfig:
             object.__setattr__(self, "lr_bounds", check_lr_bounds(self.lr_bounds, at))
         if not isinstance(self.compile, bool):
             raise ConfigError(f"compile = {self.compile!r}{at}: must be true or false")
-        num = 3 * self.hidden + 1
-        if len(self.bounds) != num:
-            raise ConfigError(f"[search] bounds{at}: {len(self.bounds)} (lo, hi) pairs for a meta-network "
-                              f"with 3*hidden+1 = {num} weights; give one box [lo, hi] or {num} pairs")
+        self._check_sites(at)
+        object.__setattr__(self, "bounds", check_bounds(self.bounds, self.site_params, len(self.sites), at))
         for i, (lo, hi) in enumerate(self.bounds):
             if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi and max(-lo, hi) <= 1e6):
                 raise ConfigError(f"[search] bounds[{i}] = [{lo}, {hi}]{at}: need finite lo < hi "
                                   "within [-1e6, 1e6]")
+
+    def _check_sites(self, at: str) -> None:
+        """``sites``: a tuple of distinct non-empty names; no ``where`` beside it (study or target)."""
+        if not self.sites:
+            object.__setattr__(self, "sites", ())
+            return
+        object.__setattr__(self, "sites", check_sites(self.sites, at))
+        wheres = [(t.preset, t.where) for t in self.targets if t.where is not None]
+        if self.where is not None or wheres:
+            label = "where" if self.where is not None else f"[[targets]] {wheres[0][0]} where"
+            where = self.where if self.where is not None else wheres[0][1]
+            raise ConfigError(f"{label} = {where!r} and sites = {list(self.sites)!r}{at}: give one of them "
+                              "(where: one g shared by the sites it selects; sites: one g per site)")
 
     def _check_search(self, at: str) -> None:
         if self.sampler not in SAMPLER_NAMES:
@@ -191,9 +206,15 @@ class StudyConfig:
         return len(self.targets) > 1
 
     @property
-    def num_params(self) -> int:
-        """Number of meta-network weights ``3*hidden+1`` (the box has one more with ``lr``)."""
+    def site_params(self) -> int:
+        """Weights of one meta-network, ``P = 3*hidden+1``."""
         return 3 * self.hidden + 1
+
+    @property
+    def num_params(self) -> int:
+        """Length of omega, ``P * max(1, len(sites))``: site ``j`` owns ``omega_{jP} .. omega_{jP+P-1}``
+        (the box has one more with ``lr``)."""
+        return self.site_params * max(1, len(self.sites))
 
     @property
     def param_names(self) -> list[str]:
@@ -209,6 +230,18 @@ class StudyConfig:
     def search_log(self) -> list[bool]:
         """Per name in :attr:`param_names`: searched on a log scale (only ``lr``)."""
         return [False] * self.num_params + ([True] if self.lr_bounds else [])
+
+    def candidate(self, omega: Any):
+        """The b-function of ``omega`` (``num_params`` values): ``metabp.MetaNet(hidden, act, omega)``,
+        or with ``sites`` a ``metabp.PerSite`` whose site ``j`` is the MetaNet of
+        ``omega[j*P : (j+1)*P]`` (``P`` = :attr:`site_params`)."""
+        import metabp
+
+        if not self.sites:
+            return metabp.MetaNet(self.hidden, self.act, omega=omega)
+        p = self.site_params
+        return metabp.PerSite({site: metabp.MetaNet(self.hidden, self.act, omega=omega[j * p:(j + 1) * p])
+                               for j, site in enumerate(self.sites)})
 
     def target_spec(self, index: int = 0):
         """The validated ``metabp.targets.TargetSpec`` of target ``index`` (imports the targets layer)."""
@@ -239,6 +272,7 @@ class StudyConfig:
             "act": self.act,
             "bounds": [list(b) for b in self.bounds],
             "lr_bounds": list(self.lr_bounds) if self.lr_bounds else None,
+            **({"sites": list(self.sites)} if self.sites else {}),
             **({"es": {"population": self.population, "sigma": self.sigma, "step_size": self.step_size}}
                if self.sampler == "es" else {}),
         }))
@@ -277,6 +311,36 @@ def check_seeds(key: str, value: Any, at: str, *, allow_empty: bool = False) -> 
     if len(set(value)) != len(value):
         raise ConfigError(f"{key} = {_short(value)}{at}: a seed is listed twice")
     return tuple(value)
+
+
+def check_sites(value: Any, at: str) -> tuple[str, ...]:
+    """``value`` as a tuple of 1 to 64 distinct, non-empty activation names (or globs)."""
+    ok = isinstance(value, list | tuple) and 1 <= len(value) <= 64
+    if not ok or not all(isinstance(s, str) and s.strip() for s in value):
+        raise ConfigError(f"sites = {_short(value)}{at}: must be a list of 1 to 64 activation names, "
+                          'one g per site, e.g. ["act1", "act2"]')
+    if len(set(value)) != len(value):
+        raise ConfigError(f"sites = {_short(value)}{at}: a site is listed twice; give each site once")
+    return tuple(value)
+
+
+def check_bounds(value: Any, per_site: int, sites: int, at: str) -> tuple[tuple[float, float], ...]:
+    """One ``(lo, hi)`` per omega entry: ``per_site * max(1, sites)`` pairs, or ``per_site`` pairs
+    repeated for each site."""
+    num = per_site * max(1, sites)
+    value = tuple(value) if isinstance(value, list | tuple) else value
+    if isinstance(value, tuple) and len(value) == per_site and sites > 1:
+        value = value * sites
+    if not isinstance(value, tuple) or len(value) != num:
+        count = len(value) if isinstance(value, tuple) else _short(value)
+        each = f" or {per_site} (repeated for each of the {sites} sites)" if sites > 1 else ""
+        raise ConfigError(f"[search] bounds{at}: {count} (lo, hi) pairs for {num} omega entries "
+                          f"at 3*hidden+1 = {per_site} per meta-network; give one box [lo, hi], "
+                          f"{num} pairs{each}")
+    for i, pair in enumerate(value):
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise ConfigError(f"[search] bounds[{i}] = {_short(pair)}{at}: must be a (lo, hi) pair")
+    return tuple((lo, hi) for lo, hi in value)
 
 
 def check_lr_bounds(value: Any, at: str) -> tuple[float, float]:

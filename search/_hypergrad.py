@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from metabp import MetaNet, get_activation
+from metabp import MetaNet, get_activation, is_per_site
 from metabp.exceptions import ConfigError
 
 #: Optimizers the unroll writes functionally, with torch's default hyperparameters.
@@ -41,6 +41,8 @@ ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
 #: Floor under Adam's second moment before the square root: ``sqrt`` has an infinite derivative
 #: at 0 (a weight whose gradient is exactly 0, e.g. behind a dead ReLU). Far below ``ADAM_EPS**2``.
 V_FLOOR = 1e-30
+#: What a one-g-per-site b-function is told: the unroll differentiates one MetaNet's omega.
+PER_SITE_NOTE = "; one g per site is not supported: pass one site's MetaNet and that site as where"
 
 
 @dataclass
@@ -127,7 +129,8 @@ def hypergrad(target, g: MetaNet, *, unroll: int, seed: int = 0, where: str | No
     if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
         raise ConfigError(f"unroll={unroll!r}: the unroll length T must be an integer >= 1")
     if not isinstance(g, MetaNet):
-        raise ConfigError(f"g={type(g).__name__}: hypergradients are taken with respect to a MetaNet's omega")
+        raise ConfigError(f"g={type(g).__name__}: hypergradients are taken with respect to a MetaNet's "
+                          f"omega{PER_SITE_NOTE if is_per_site(g) else ''}")
     if spec.network != "mlp" or spec.optimizer not in UNROLL_OPTIMIZERS or spec.feedback or spec.trainable:
         raise ConfigError(f"target={spec.name!r} (network={spec.network!r}, optimizer={spec.optimizer!r}): "
                           f"the unroll supports an mlp trained by {' or '.join(UNROLL_OPTIMIZERS)} "

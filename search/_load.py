@@ -4,6 +4,7 @@ A study file overrides only what differs from the defaults (like nanoGPT's ``con
 
     name = "quickstart"            # default: the file's stem
     where = "act2"                 # patch site; default: the target preset's
+    sites = ["act1", "act2"]       # or: one g per site, each its own omega (excludes where)
     seeds = [0, 1, 2]              # training seeds; a candidate's score is its mean AULC over them
     device = "cpu"                 # cpu, cuda, cuda:N (checked: the device must exist)
     compile = false                # torch.compile the training step
@@ -37,6 +38,11 @@ A study file overrides only what differs from the defaults (like nanoGPT's ``con
 Several targets: ``[[targets]]`` tables in place of ``[target]``, each with ``preset``, its
 overrides and an optional ``where``; the score is then the mean over targets and seeds of
 ``AULC(g) / AULC(backprop)``. ``seed = 0`` is accepted for ``seeds = [0]``.
+
+``sites`` searches one meta-network per site: omega has ``(3*hidden+1) * len(sites)`` entries,
+site ``j`` owning ``omega_{jP} .. omega_{jP+P-1}`` (``P = 3*hidden+1``), and a candidate is a
+``metabp.PerSite``. Every site must select activations of every target's model, no two sites the
+same one. ``bounds`` is one box, ``P`` pairs (repeated per site) or one pair per omega entry.
 """
 
 from __future__ import annotations
@@ -54,9 +60,11 @@ from ._config import (
     MAX_SEED,
     StudyConfig,
     TargetEntry,
+    check_bounds,
     check_int,
     check_number,
     check_seeds,
+    check_sites,
 )
 from ._es import POPULATION
 
@@ -65,7 +73,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-_TOP_KEYS = {"name", "where", "seed", "seeds", "device", "data_dir", "compile", "target", "targets",
+_TOP_KEYS = {"name", "where", "sites", "seed", "seeds", "device", "data_dir", "compile", "target", "targets",
              "metanet", "search", "validate"}
 _METANET_KEYS = {"hidden", "act"}
 _SEARCH_KEYS = {"sampler", "acquisition", "q", "n_initial", "n_trials", "bounds", "seed", "storage", "lr",
@@ -129,6 +137,7 @@ def study_config_from_dict(doc: Mapping[str, Any], *, path: str | None = None) -
     for key in ("name", "where", "device", "data_dir"):
         if key in doc and not isinstance(doc[key], str):
             raise ConfigError(f"{key} = {doc[key]!r}{at}: must be a string")
+    sites = _sites(doc, at)
     targets = _targets(doc, at)
     hidden = check_int("[metanet] hidden", metanet.get("hidden", 1), 1, MAX_HIDDEN, at)
     _es_batch(search, at)
@@ -144,7 +153,8 @@ def study_config_from_dict(doc: Mapping[str, Any], *, path: str | None = None) -
         compile=doc.get("compile", False),
         hidden=hidden,
         act=metanet.get("act", "tanh"),
-        bounds=_bounds(search.get("bounds", [-5.0, 5.0]), 3 * hidden + 1, at),
+        sites=sites,
+        bounds=_bounds(search.get("bounds", [-5.0, 5.0]), 3 * hidden + 1, len(sites), at),
         sampler=_choice_str("[search] sampler", search.get("sampler", "botorch"), at),
         acquisition=_choice_str("[search] acquisition", search.get("acquisition", "logei"), at),
         q=search.get("q", 1),
@@ -164,8 +174,8 @@ def study_config_from_dict(doc: Mapping[str, Any], *, path: str | None = None) -
 
 
 def check_targets(cfg: StudyConfig) -> None:
-    """Build each target's spec and model once: bad overrides, activation names and ``where``
-    (it must select activations of the target's model) fail at load, naming the target."""
+    """Build each target's spec and model once: bad overrides, activation names and ``where`` or
+    ``sites`` (they must select activations of the target's model) fail at load, naming the target."""
     import metabp
     from metabp.targets import build_model
 
@@ -179,9 +189,30 @@ def check_targets(cfg: StudyConfig) -> None:
         where = spec.where if entry.where is None else entry.where
         model = build_model(spec, 0)
         try:
+            if cfg.sites:  # each site selects activations, no two the same one
+                metabp.PerSite({s: metabp.Derivative(spec.activation) for s in cfg.sites}).resolve(model)
+                continue
             metabp.patch(model, metabp.Derivative(spec.activation), where)
         except metabp.MetabpError as exc:
-            raise ConfigError(f"where = {where!r}{at}: does not fit target {entry.preset!r}: {exc}") from None
+            key = f"sites = {list(cfg.sites)!r}" if cfg.sites else f"where = {where!r}"
+            raise ConfigError(f"{key}{at}: does not fit target {entry.preset!r}: {exc}") from None
+
+
+def _sites(doc: Mapping[str, Any], at: str) -> tuple[str, ...]:
+    """``sites``, checked; ``where`` (top level or in a ``[[targets]]`` table) may not be beside it."""
+    if "sites" not in doc:
+        return ()
+    sites = check_sites(doc["sites"], at)
+    tables = doc.get("targets") if isinstance(doc.get("targets"), list) else [doc.get("target")]
+    for i, t in enumerate(tables):
+        if isinstance(t, dict) and "where" in t:
+            label = "[target]" if "target" in doc else f"[[targets]] #{i + 1}"
+            raise ConfigError(f"{label} where = {t['where']!r} and sites = {list(sites)!r}{at}: give one "
+                              "of them (sites: one g per site for every target)")
+    if "where" in doc:
+        raise ConfigError(f"where = {doc['where']!r} and sites = {list(sites)!r}{at}: give one of them "
+                          "(where: one g shared by the sites it selects; sites: one g per site)")
+    return sites
 
 
 def _targets(doc: Mapping[str, Any], at: str) -> tuple[TargetEntry, ...]:
@@ -315,7 +346,7 @@ def _table(doc: Mapping[str, Any], key: str, at: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _bounds(value: Any, num: int, at: str) -> tuple[tuple[float, float], ...]:
+def _bounds(value: Any, per_site: int, sites: int, at: str) -> tuple[tuple[float, float], ...]:
     def pair(v: Any, label: str) -> tuple[float, float]:
         if not isinstance(v, list | tuple) or len(v) != 2:
             raise ConfigError(f"[search] {label} = {v!r}{at}: must be [lo, hi] numbers, e.g. [-5.0, 5.0]")
@@ -324,8 +355,6 @@ def _bounds(value: Any, num: int, at: str) -> tuple[tuple[float, float], ...]:
         return lo, hi
 
     if isinstance(value, list | tuple) and value and all(isinstance(v, list | tuple) for v in value):
-        if len(value) != num:
-            raise ConfigError(f"[search] bounds{at}: {len(value)} [lo, hi] pairs for a meta-network with "
-                              f"3*hidden+1 = {num} weights; give one box [lo, hi] or {num} pairs")
-        return tuple(pair(v, f"bounds[{i}]") for i, v in enumerate(value))
-    return (pair(value, "bounds"),) * num
+        pairs = check_bounds(value, per_site, sites, at)
+        return tuple(pair(v, f"bounds[{i}]") for i, v in enumerate(pairs))
+    return (pair(value, "bounds"),) * (per_site * max(1, sites))

@@ -1,8 +1,11 @@
 """The storage schema: every key metabp writes into an Optuna storage, in one place.
 
 The search writes these keys; ``metabp.analysis``, ``metabp show`` and optuna-dashboard read them
-(through ``metabp.search.schema``). A trial's params are ``omega_0 .. omega_{P-1}`` (:func:`omega`)
+(through ``metabp.search.schema``). A trial's params are ``omega_0 .. omega_{N-1}`` (:func:`omega`)
 and, when the study file searches it, ``lr`` (:data:`LR`, log scale); its value is the score.
+One meta-network has ``N = P = 3*hidden+1``; a per-site study (``sites = [s_0, .., s_{S-1}]``) has
+``N = S*P``, site ``s_j``'s meta-network owning ``omega_{jP} .. omega_{jP+P-1}``, in the order of
+``sites`` (stored in :data:`CONFIG` as ``sites``).
 
 Study user attrs:
 

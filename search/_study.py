@@ -35,7 +35,7 @@ import torch
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from metabp import MetaNet
+from metabp import MetaNet, PerSite
 from metabp.exceptions import ConfigError
 
 from . import _schema as schema
@@ -165,14 +165,16 @@ class Study:
         """The trial's learning rate (``None``: the targets' own)."""
         return float(trial.params[schema.LR]) if self.config.lr_bounds else None
 
-    def bfn_of(self, trial: FrozenTrial) -> MetaNet:
-        """The trial's meta-network, ``meta`` filled with its provenance (and held-out score)."""
+    def bfn_of(self, trial: FrozenTrial) -> MetaNet | PerSite:
+        """The trial's meta-network (with ``sites``: a ``PerSite``, site ``j`` the MetaNet of omega's
+        ``j``-th chunk), ``meta`` filled with its provenance (and held-out score)."""
         cfg = self.config
-        g = MetaNet(cfg.hidden, cfg.act, omega=self.omega_of(trial))
+        g = cfg.candidate(self.omega_of(trial))
         g.meta = {"study": self.name, "trial": trial.number, "score": trial.value,
                   "target": cfg.target, "targets": [t.preset for t in cfg.targets],
                   "overrides": dict(cfg.overrides), "where": cfg.where, "search_seeds": list(cfg.seeds),
-                  "sampler": cfg.sampler, "study_file": Path(cfg.path).name if cfg.path else None}
+                  "sampler": cfg.sampler, "study_file": Path(cfg.path).name if cfg.path else None,
+                  **({"sites": list(cfg.sites)} if cfg.sites else {})}
         if not cfg.multi_target:  # one target: the score is a mean AULC (several: a ratio to backprop)
             g.meta["aulc"] = trial.value
         if cfg.lr_bounds:
@@ -182,7 +184,7 @@ class Study:
             g.meta.update(heldout_aulc={"mean": held["mean"], "std": held["std"]}, seeds=list(held["seeds"]))
         return g
 
-    def best_bfn(self) -> MetaNet:
+    def best_bfn(self) -> MetaNet | PerSite:
         """The best held-out candidate's meta-network, else the best search score's."""
         return self.bfn_of(self.best_heldout_trial() or self.best_trial)
 
@@ -352,7 +354,7 @@ class Study:
 
     def _run_batch(self, batch: list[optuna.Trial]) -> None:
         cfg = self.config
-        gs = [MetaNet(cfg.hidden, cfg.act, omega=self.omega_of(t)) for t in batch]
+        gs = [cfg.candidate(self.omega_of(t)) for t in batch]
         lrs = [self.lr_of(t) for t in batch]
         base = (self.backprop or {}).get("per_target")
         try:

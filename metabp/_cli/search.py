@@ -33,6 +33,22 @@ def _open(args: argparse.Namespace, *, create: bool = False, train: bool = False
     return Study(cfg, storage=args.storage, create=create)
 
 
+def _site_names(cfg: Any) -> dict[str, list[str]]:
+    """A per-site study's param names by site (site ``j``: omega's ``j``-th chunk); ``{}`` otherwise."""
+    p = cfg.site_params
+    return {site: cfg.param_names[j * p:(j + 1) * p] for j, site in enumerate(cfg.sites)}
+
+
+def _omega_text(study: Any, trial: Any) -> str:
+    """``omega [..]``, or per site ``omega act1 [..], act2 [..]``."""
+    values = study.omega_of(trial).tolist()
+    if not study.config.sites:
+        return "omega [" + ", ".join(f"{v:.4g}" for v in values) + "]"
+    p = study.config.site_params
+    return "omega " + ", ".join(f"{site} [" + ", ".join(f"{v:.4g}" for v in values[j * p:(j + 1) * p]) + "]"
+                                for j, site in enumerate(study.config.sites))
+
+
 def _fmt(summary: dict | None) -> str:
     return "-" if not summary else f"{summary['mean']:.5g} ± {summary['std']:.2g}"
 
@@ -72,10 +88,9 @@ class Search:
         study.optimize(args.max_new, progress=not args.quiet, validate=not args.no_validate)
         if not args.quiet and study.completed():
             best = study.best_trial
-            omega = ", ".join(f"{v:.4g}" for v in study.omega_of(best).tolist())
             lr = f", lr {study.lr_of(best):.4g}" if study.config.lr_bounds else ""
             label = " (diverged)" if best.user_attrs.get(schema.DIVERGED) else ""
-            print(f"best: trial {best.number}, score {best.value:.6g}{label}, omega [{omega}]{lr}")
+            print(f"best: trial {best.number}, score {best.value:.6g}{label}, {_omega_text(study, best)}{lr}")
             if study.backprop is not None:
                 print(f"backprop on the search seeds {study.backprop['seeds']}: {_fmt(study.backprop)}")
             print(heldout_verdict(study))
@@ -151,7 +166,9 @@ class Show:
                        "n_trials": study.config.n_trials, "complete": len(done) >= study.config.n_trials,
                        "seeds": list(study.config.seeds), "backprop": study.backprop,
                        schema.HELDOUT_CONTROLS: study.heldout_controls,
-                       "heldout_verdict": heldout_verdict(study), "trials": rows}, sys.stdout, indent=1)
+                       "heldout_verdict": heldout_verdict(study), "trials": rows,
+                       **({"sites": _site_names(study.config)} if study.config.sites else {})},
+                      sys.stdout, indent=1)
             print()
             return 0
         self._table(study, rows, len(done), best, held)
@@ -173,6 +190,8 @@ class Show:
                 print(f"held-out {c['seeds']}: {label}{lr} {_fmt(c)}")
         if held is not None:
             print(heldout_verdict(study))
+        for site, site_names in _site_names(cfg).items():  # a per-site study: one g per site
+            print(f"site {site}: its own g, {site_names[0]} .. {site_names[-1]}")
         print(f"{'#':>4} {'state':<8} {'score':>10} {'held-out':>17} " + " ".join(f"{n:>9}" for n in names)
               + "  time_s  note")
         for r in rows:

@@ -47,7 +47,7 @@ def test_good_file(tmp_path):
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
 def test_shipped_studies_load(path):
     cfg = load_study(path, check_device=False)
-    assert cfg.n_trials >= cfg.n_initial and cfg.num_params == 3 * cfg.hidden + 1
+    assert cfg.n_trials >= cfg.n_initial and cfg.num_params == (3 * cfg.hidden + 1) * max(1, len(cfg.sites))
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="device = 'cuda'.* 0 CUDA device"):
             load_study(path)
