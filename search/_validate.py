@@ -37,7 +37,7 @@ from optuna.distributions import FloatDistribution
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
-from metabp import BFunction
+from metabp import BFunction, PerSite
 from metabp.exceptions import ConfigError
 
 from . import _schema as schema
@@ -51,11 +51,12 @@ CONTROLS = ((schema.CONTROL_BACKPROP, "backprop"), (schema.CONTROL_TUNED_LR, "ba
 
 @dataclass(frozen=True)
 class Candidate:
-    """A trial to validate: its number, search score, b-function and lr (``None``: the targets')."""
+    """A trial to validate: its number, search score, b-function (a ``PerSite`` with one per site)
+    and lr (``None``: the targets')."""
 
     number: int
     value: float
-    bfn: BFunction
+    bfn: BFunction | PerSite
     lr: float | None
 
 

@@ -17,16 +17,9 @@ HEAD = '[target]\npreset = "gaussians-mlp3"\nepochs = 2\n'
 TINY = """
 sites = ["act1", "act2"]
 seeds = [0]
-[target]
-preset = "gaussians-mlp3"
-epochs = 2
-[search]
-sampler = "random"
-n_initial = 2
-n_trials = 2
-[validate]
-seeds = [10]
-top_k = 1
+target = {preset = "gaussians-mlp3", epochs = 2}
+search = {sampler = "random", n_initial = 2, n_trials = 2}
+validate = {seeds = [10], top_k = 1}
 """
 
 
