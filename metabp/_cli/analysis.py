@@ -21,7 +21,8 @@ class Plot:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("kind", choices=PLOT_KINDS,
                             help="implicit-lr: g, sigma' and beta = lr*g/sigma'; bfunction: g and sigma'")
-        parser.add_argument("bfn", type=Path, help="a .bfn file (metabp export, metabp.save)")
+        parser.add_argument("bfn", type=Path, help="a .bfn file (metabp export, metabp.save); one with a g "
+                                                   "per site draws one PNG per site, OUT.SITE.png")
         parser.add_argument("--activation", default=None,
                             help="the sigma that g replaces (default: the .bfn's target's, else relu)")
         parser.add_argument("--lr", type=float, default=None,
@@ -38,11 +39,9 @@ class Plot:
                             help="PNG to write (default: beside the .bfn, BFN.KIND.png)")
 
     def run(self, args: argparse.Namespace) -> int:
-        import numpy as np
         import torch
 
         import metabp
-        from metabp import plots
 
         if not args.zmin < args.zmax:
             raise ConfigError(f"--zmin {args.zmin} --zmax {args.zmax}: zmin must be below zmax")
@@ -53,17 +52,31 @@ class Plot:
         optimizer = args.optimizer or known.get("optimizer")
         z = torch.linspace(args.zmin, args.zmax, 401, dtype=torch.float64)
         out = args.output or args.bfn.with_suffix(f".{args.kind}.png")
+        sites = dict(g) if metabp.is_per_site(g) else {None: g}  # one g per site: one PNG per site
+        for site, h in sites.items():
+            path = out if site is None else out.with_name(f"{out.stem}.{site}{out.suffix}")
+            at = "" if site is None else f" at {site}"
+            self._draw(args, h, path, at, activation=activation, lr=lr, optimizer=optimizer, z=z)
+        return 0
+
+    @staticmethod
+    def _draw(args: argparse.Namespace, g, out: Path, at: str, *, activation: str, lr: float,
+              optimizer: str | None, z) -> None:
+        """One PNG of ``g`` (``at``: which site, for one g per site) and a line saying what it shows."""
+        import numpy as np
+
+        from metabp import plots
+
         if args.kind == "implicit-lr":
             res = plots.plot_implicit_lr(g, activation, lr, out, z=z, optimizer=optimizer)
             beta = res.data["beta"]
             ok = beta[np.isfinite(beta)]
             span = f"beta in [{ok.min():.4g}, {ok.max():.4g}]" if ok.size else "beta undefined everywhere"
-            print(f"wrote {res.path}  ({span} on z in [{args.zmin:g}, {args.zmax:g}], {activation}, "
+            print(f"wrote {res.path}  (g{at}: {span} on z in [{args.zmin:g}, {args.zmax:g}], {activation}, "
                   f"lr {lr:g}; {plots.optimizer_note(optimizer)})")
         else:
             res = plots.plot_bfunction(g, activation, out, z=z)
-            print(f"wrote {res.path}")
-        return 0
+            print(f"wrote {res.path}" + (f" (g{at})" if at else ""))
 
 
 def trained_with(meta: dict) -> dict:
@@ -197,7 +210,8 @@ class Explain:
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("bfn", type=Path, help="a .bfn file holding a meta-network (metabp export)")
+        parser.add_argument("bfn", type=Path, help="a .bfn file holding a meta-network, or one per site "
+                                                   "(metabp export)")
         for flag, kind, default, help_text in self.OPTIONS:
             parser.add_argument(flag, type=kind, default=default, help=help_text)
         parser.add_argument("-o", "--output", type=Path, default=Path("explain"),

@@ -169,3 +169,22 @@ def test_cli_plot_reads_the_optimizer_and_lr_of_the_bfn_target(tmp_path, capsys)
                  "-o", str(tmp_path / "b.png")]) == 0
     text = capsys.readouterr().out
     assert "beta in [0.005, 0.005]" in text and "adam is scale-invariant" in text
+
+
+def test_cli_plot_draws_each_site_of_a_per_site_file(tmp_path, capsys):
+    g = metabp.PerSite({"act1": metabp.Scaled(0.5), "act2": metabp.Scaled(2.0)})
+    bfn = metabp.save(g, tmp_path / "g.bfn")
+    assert main(["plot", "implicit-lr", str(bfn), "--lr", "0.1", "-o", str(tmp_path / "b.png")]) == 0
+    out = capsys.readouterr().out
+    assert "g at act1: beta in [0.05, 0.05]" in out and "g at act2: beta in [0.2, 0.2]" in out
+    assert (tmp_path / "b.act1.png").stat().st_size > 1000 and (tmp_path / "b.act2.png").exists()
+
+
+def test_bfunction_panels_draw_each_panel(tmp_path):
+    panels = {"act1": {"g": metabp.Scaled(0.5)},
+              "act2": {"g": metabp.Scaled(2.0), "h": metabp.Derivative("relu")}}
+    out = plots.plot_bfunction_panels(panels, "relu", tmp_path / "p.png")
+    assert float(out.data["act1/g"][-1]) == 0.5 and float(out.data["act2/g"][-1]) == 2.0
+    assert set(out.data) == {"z", "act1/g", "act2/g", "act2/h"} and out.path.stat().st_size > 1000
+    with pytest.raises(ConfigError, match="empty panel"):
+        plots.plot_bfunction_panels({"act1": {}}, "relu", tmp_path / "q.png")
