@@ -132,3 +132,28 @@ def test_reading_a_study_never_run_leaves_no_file(tmp_path, monkeypatch, capsys,
     assert main([command, "new.toml"]) == 2
     assert "run `metabp search new.toml` first" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["new.toml"]  # no empty journal beside it
+
+
+@pytest.fixture(scope="module")
+def per_site_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli-per-site")
+    g = metabp.MetaNet(1, "tanh", seed=0)
+    metabp.save(metabp.PerSite({"act1": g, "act2": metabp.Scaled(2.0)}), d / "mixed.bfn",
+                meta={"target": "gaussians-mlp3"})
+    metabp.save(metabp.PerSite({"act1": g, "act2": g}), d / "sites.bfn", meta={"target": "gaussians-mlp3"})
+    data = (d / "sites.bfn").read_bytes()
+    (d / "corrupt.bfn").write_bytes(data[:-8] + bytes(8))
+    return d
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["explain", "mixed.bfn"], "site 'act2' holds a scaled b-function"),
+    (["explain", "corrupt.bfn"], "corrupt.bfn"),
+    (["transfer", "sites.bfn", "--targets", "gaussians-mlp3", "--where", "act2"], "with a PerSite"),
+])
+def test_per_site_files_bad_invocations_are_one_line_and_exit_2(per_site_files, capsys, argv, says):
+    argv = [str(per_site_files / a) if a.endswith(".bfn") else a for a in argv]
+    code = main([*argv, "-o", str(per_site_files / "out")])
+    out, err = capsys.readouterr()
+    assert code == 2 and "Traceback" not in out + err
+    assert len(err.strip().splitlines()) == 1 and says in err, err
