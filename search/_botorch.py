@@ -10,8 +10,9 @@ Here, per proposal:
 2. ``SingleTaskGP`` (BoTorch's default RBF ARD kernel with dimension-scaled priors) with a
    **fixed tiny noise** (:attr:`EngineSettings.noise_var`): under common random numbers a
    candidate's AULC is deterministic, so the function is modelled as noiseless;
-3. hyperparameters by ``fit_gpytorch_mll`` (one intra-op thread), warm-started from the previous
-   fit of the same study when the dimension is unchanged;
+3. hyperparameters by maximum a posteriori (``_mll.py``: ``fit_gpytorch_mll``'s objective in plain
+   torch; ``fit_gpytorch_mll`` itself for an inferred noise), one intra-op thread, warm-started from
+   the previous fit of the same study when the dimension is unchanged;
 4. LogEI maximised over the box with ``optimize_acqf`` (multi-start L-BFGS-B) on a posterior whose
    Cholesky factor is computed once (:class:`CachedGP`). Points other workers still run (or
    earlier members of a batch) are *pending*: the GP is conditioned on them at its own posterior
@@ -47,6 +48,7 @@ from torch import Tensor
 
 from metabp.exceptions import ConfigError
 
+from ._mll import fit_model, kernel
 from ._warps import WARPS, cap_outliers, warp_log1p, warp_power
 
 __all__ = ["EngineSettings", "DEFAULT", "fit_gp", "CachedGP", "maximize_acquisition", "WARPS",
@@ -82,6 +84,11 @@ class EngineSettings:
             of the box) beside the ``raw_samples`` Sobol points; the ``num_restarts`` starts are
             picked from both by acquisition value (late in a search the LogEI peak is narrow and
             near the incumbent, where few Sobol points fall).
+        kernel: ``"rbf"`` or ``"matern"`` (Matern-5/2), both ARD with BoTorch's dimension-scaled
+            lengthscale prior.
+        fast_fit: with a fixed noise, the marginal likelihood is maximised in plain torch
+            (``_mll.py``: the same objective and optimiser, without GPyTorch's per-call overhead).
+        best_start: one L-BFGS-B start is the best observed point itself (as GPSampler's local search).
         tr_length: 0 (off), or a trust region: LogEI is maximised inside a box around the
             incumbent of side ``tr_length * l_i / geomean(l)`` on the unit cube (``l``: the GP's
             lengthscales), as TuRBO's (Eriksson et al. 2019) without its adaptation.
@@ -98,6 +105,9 @@ class EngineSettings:
     fit_gtol: float = 1e-3
     local_starts: int = 64
     tr_length: float = 0.0
+    kernel: str = "rbf"
+    best_start: bool = False
+    fast_fit: bool = True
 
     def __post_init__(self) -> None:
         if self.noise_var is not None and not (isinstance(self.noise_var, (int, float))
@@ -105,6 +115,8 @@ class EngineSettings:
             raise ConfigError(f"EngineSettings(noise_var={self.noise_var!r}): need None or 0 < noise_var < 1")
         if self.warp not in WARPS:
             raise ConfigError(f"EngineSettings(warp={self.warp!r}): choose one of {', '.join(WARPS)}")
+        if self.kernel not in ("rbf", "matern"):
+            raise ConfigError(f"EngineSettings(kernel={self.kernel!r}): choose rbf or matern")
         if not (isinstance(self.fit_gtol, (int, float)) and self.fit_gtol > 0):
             raise ConfigError(f"EngineSettings(fit_gtol={self.fit_gtol!r}): need a number > 0")
         if not (isinstance(self.tr_length, (int, float)) and 0 <= self.tr_length):
@@ -139,6 +151,7 @@ def fit_gp(train_x: Tensor, train_y: Tensor, bounds: Tensor, *, settings: Engine
     """
     from botorch.fit import fit_gpytorch_mll
     from botorch.models import SingleTaskGP
+    from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
     from botorch.utils.transforms import normalize
     from gpytorch.mlls import ExactMarginalLogLikelihood
 
@@ -153,14 +166,18 @@ def fit_gp(train_x: Tensor, train_y: Tensor, bounds: Tensor, *, settings: Engine
     yvar = None if settings.noise_var is None else torch.full_like(y_std, settings.noise_var)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = SingleTaskGP(x, y_std, train_Yvar=yvar, outcome_transform=None)
+        covar = get_covar_module_with_dim_scaled_prior(x.shape[-1], use_rbf_kernel=settings.kernel == "rbf")
+        model = SingleTaskGP(x, y_std, train_Yvar=yvar, covar_module=covar, outcome_transform=None)
         if init:
             with torch.no_grad():
                 for name, p in model.named_parameters():
                     if name in init and init[name].shape == p.shape:
                         p.copy_(init[name])
-        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model),
-                         optimizer_kwargs={"options": {"gtol": settings.fit_gtol, "ftol": 1e-7}})
+        if yvar is None or not settings.fast_fit:
+            fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model),
+                             optimizer_kwargs={"options": {"gtol": settings.fit_gtol, "ftol": 1e-7}})
+        else:
+            fit_model(model, x, y_std, yvar, matern=settings.kernel == "matern", gtol=settings.fit_gtol)
     model.eval().requires_grad_(False)
     return model, y_std
 
@@ -181,10 +198,12 @@ class CachedGP:
 
     def __init__(self, model, x: Tensor, y: Tensor, noise: Tensor) -> None:
         self.model, self.x, self.y, self.noise = model, x, y, noise
-        self.kernel = model.covar_module
+        self.kernel = model.covar_module  # no output scale: k(x, x) = 1
+        self.ls = self.kernel.lengthscale.detach().reshape(-1)
+        self.matern = type(self.kernel).__name__ == "MaternKernel"
         self.c = model.mean_module.constant.detach()
         with torch.no_grad():
-            k = self.kernel(x).to_dense() + torch.diag_embed(noise)
+            k = kernel(x, x, self.ls, self.matern) + torch.diag_embed(noise)
             jitter = 0.0
             for _ in range(4):  # jitter only when the factorisation fails
                 self.L, info = torch.linalg.cholesky_ex(k + jitter * torch.eye(len(x), dtype=x.dtype))
@@ -200,11 +219,10 @@ class CachedGP:
 
     def mean_var(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Posterior mean and variance at ``x`` (``b x d``), each ``b``."""
-        kx = self.kernel(x, self.x).to_dense()  # b x n
+        kx = kernel(x, self.x, self.ls, self.matern)  # b x n
         mean = self.c + (kx @ self.alpha).squeeze(-1)
         v = torch.linalg.solve_triangular(self.L, kx.transpose(-1, -2), upper=False)  # n x b
-        prior = self.kernel(x, x, diag=True)
-        return mean, (prior - (v * v).sum(-2)).clamp_min(1e-12)
+        return mean, (1 - (v * v).sum(-2)).clamp_min(1e-12)
 
     def with_pending(self, pending: Tensor) -> CachedGP:
         """The GP also conditioned on ``pending`` (``m x d``) at its posterior mean (same hyperparameters)."""
@@ -294,7 +312,11 @@ def _starts(acqf, gp: CachedGP, box: Tensor, settings: EngineSettings) -> Tensor
     x = torch.cat([raw, around]).unsqueeze(-2)
     with torch.no_grad():
         values = acqf(x)
-    return initialize_q_batch(x, values, n=settings.num_restarts)[0]
+    if not settings.best_start:
+        return initialize_q_batch(x, values, n=settings.num_restarts)[0]
+    n = settings.num_restarts - 1
+    picked = initialize_q_batch(x, values, n=n)[0] if n else x[:0]
+    return torch.cat([picked, best[:1].unsqueeze(-2)])
 
 
 class Proposer:

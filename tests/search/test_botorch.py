@@ -193,3 +193,53 @@ def test_local_starts_and_trust_region_propose_in_the_box(changes):
     c = Proposer(settings=EngineSettings(**changes))(x, y, bounds, pending)
     assert _inside(c, bounds)
     assert (c - 0.5).norm() < (x[y.argmax()] - 0.5).norm() + 0.3
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "matern"])
+def test_plain_torch_objective_equals_gpytorchs(kernel):
+    """``_mll.neg_log_posterior`` is minus ExactMarginalLogLikelihood (priors included) at the same
+    hyperparameters, and its fit finds the lengthscales and marginal likelihood of fit_gpytorch_mll."""
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    from metabp.search._mll import neg_log_posterior
+
+    x, y, bounds = _data(n=20)
+    slow = EngineSettings(kernel=kernel, fast_fit=False)
+    fits = [fit_gp(x, y, bounds, settings=s)[0] for s in (slow, slow.replace(fast_fit=True))]
+    mlls = []
+    for model in fits:
+        model.train()
+        mlls.append(float(ExactMarginalLogLikelihood(model.likelihood, model)(
+            model(*model.train_inputs), model.train_targets)))
+        theta = torch.cat([model.covar_module.lengthscale.reshape(-1), model.mean_module.constant.reshape(1)])
+        ours, _ = neg_log_posterior(theta, model.train_inputs[0], model.train_targets,
+                                 model.likelihood.noise, kernel == "matern")
+        assert abs(-float(ours) - mlls[-1]) < 1e-9
+    assert abs(mlls[0] - mlls[1]) < 1e-6
+    ls = [m.covar_module.lengthscale for m in fits]
+    assert torch.allclose(ls[0], ls[1], rtol=1e-3)
+
+
+@pytest.mark.parametrize("matern", [False, True])
+def test_plain_torch_gradient_equals_autograds(matern):
+    from metabp.search._mll import neg_log_posterior
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(15, 4, generator=g, dtype=torch.float64)
+    y = torch.randn(15, generator=g, dtype=torch.float64)
+    theta = torch.tensor([0.3, 0.7, 1.5, 0.05, 0.4], dtype=torch.float64, requires_grad=True)
+    noise = torch.full((15,), 1e-4, dtype=torch.float64)
+    value, grad = neg_log_posterior(theta.detach(), x, y, noise, matern)
+    # the same objective through autograd: GPyTorch's kernel and LogNormal prior
+    from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
+    k = get_covar_module_with_dim_scaled_prior(4, use_rbf_kernel=not matern).double()
+    k.lengthscale = theta[:4].detach()
+    k.raw_lengthscale.requires_grad_(True)
+    cov = k(x).to_dense() + 1e-4 * torch.eye(15, dtype=torch.float64)
+    c = theta[4]
+    mvn = torch.distributions.MultivariateNormal(c.expand(15), cov)
+    ref = -(mvn.log_prob(y) + k.lengthscale_prior.log_prob(k.lengthscale).sum()) / 15
+    ref.backward()
+    assert torch.allclose(value, ref.detach(), atol=1e-10)
+    assert torch.allclose(grad[:4], k.raw_lengthscale.grad.reshape(-1), atol=1e-8)
+    assert torch.allclose(grad[4], theta.grad[4], atol=1e-8)
