@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from metabp import BFunction, PerSite, is_per_site
 from metabp.analysis._compare_output import to_markdown, write
 from metabp.analysis._compare_result import Comparison, MethodResult
 from metabp.analysis._lr_sweep import lr_sweep as run_sweep
+from metabp.analysis._per_site import per_site
 from metabp.analysis._tuning import BASELINES, Tuned, tune_methods
 from metabp.exceptions import ConfigError
 
@@ -52,18 +53,6 @@ def evaluate(methods: Sequence[Tuned], seeds: Sequence[int], *, where: str | Non
             bar.update(len(seeds))
         rows.append(MethodResult(m.label, m.kind, m.spec.optimizer, m.spec.lr, runs, m.tuning_runs, m.note))
     return rows
-
-
-def _per_site(bfn: Any, where: str | None) -> tuple[Any, list[str]]:
-    """``bfn`` (a dict of b-functions as a ``PerSite``) and its sites ([] unless per site)."""
-    if isinstance(bfn, Mapping) and not is_per_site(bfn):
-        bfn = PerSite(bfn)
-    if not is_per_site(bfn):
-        return bfn, []
-    if where is not None:
-        raise ConfigError(f"where={where!r} with a PerSite: its sites {list(bfn)} say where each g goes; "
-                          "leave where at None")
-    return bfn, list(bfn)
 
 
 def _check(optimizers: Sequence[str] | None, seeds: Sequence[int], tune_seeds: Any, budget: Any,
@@ -132,7 +121,7 @@ def compare(
     from tqdm.auto import tqdm
 
     optimizers, seeds, tune_seeds = _check(optimizers, seeds, tune_seeds, budget, lr_sweep)
-    bfn, sites = _per_site(bfn, where)
+    bfn, sites = per_site(bfn, where)
     runs = (2 + len(optimizers) + (bfn is not None) * (1 + 2 * lr_sweep)) * len(seeds)
     bar = tqdm(total=budget * (len(optimizers) + 1) + runs, desc="compare", unit="run", disable=not progress)
     rows = _fixed_rows(spec, bfn, bfn_lr, label)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from metabp import BFunction, PerSite, is_per_site
@@ -31,6 +31,7 @@ from metabp.analysis._explain_output import to_markdown, write
 from metabp.analysis._explain_result import AblationRow, Explanation
 from metabp.analysis._explain_sites import fit_sites
 from metabp.analysis._forms import Form, fit_forms
+from metabp.analysis._per_site import per_site
 from metabp.analysis._stats import paired
 from metabp.exceptions import ConfigError
 
@@ -132,17 +133,13 @@ def explain(
         :class:`Explanation`.
     """
     seeds = _check(seeds, lr, zmax)
-    if isinstance(g, Mapping) and not is_per_site(g):
-        g = PerSite(g)
-    if is_per_site(g) and where is not None:
-        raise ConfigError(f"where={where!r} with a PerSite: its sites {list(g)} say where each g goes; "
-                          "leave where at None")
+    g, sites = per_site(g, where)
     activation = spec.activation
     desc, descriptions, site_forms, forms = _fit(g, activation, zmax=zmax, knots=knots, box=box)
     baseline = baseline or (f"plain backprop ({spec.optimizer}, lr {spec.lr!r})", spec)
     rows = ablate(g, forms, spec, baseline, seeds, where=where, lr=lr, device=device, data_dir=data_dir)
     result = Explanation(desc, forms, rows, seeds, getattr(spec, "name", "target"), where, activation,
-                         float(lr), g, dict(getattr(g, "meta", {}) or {}), sites=list(site_forms),
+                         float(lr), g, dict(getattr(g, "meta", {}) or {}), sites=sites,
                          descriptions=descriptions, site_forms=site_forms)
     result.markdown = to_markdown(result)
     if output is not None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from metabp import BFunction, PerSite, is_per_site
+from metabp.analysis._per_site import per_site
 from metabp.analysis._stats import mean_std, paired, pm
 from metabp.exceptions import ConfigError, PatchError
 
@@ -135,11 +136,10 @@ def _targets(targets: Any) -> list[Any]:
     return specs
 
 
-def _bfn(bfn: Any) -> BFunction | PerSite:
-    if isinstance(bfn, BFunction) or is_per_site(bfn):
+def _bfn(bfn: Any) -> BFunction | Mapping:
+    """``bfn``, or the b-function (or ``PerSite``) a ``.bfn`` path holds."""
+    if isinstance(bfn, (BFunction, Mapping)):
         return bfn
-    if isinstance(bfn, Mapping):
-        return PerSite(bfn)
     if isinstance(bfn, (str, os.PathLike)):
         import metabp
 
@@ -212,10 +212,7 @@ def transfer(
     """
     from tqdm.auto import tqdm
 
-    g, specs, seeds = _bfn(bfn), _targets(targets), _seeds(seeds)
-    if is_per_site(g) and where is not None:
-        raise ConfigError(f"where={where!r} with a PerSite: its sites {list(g)} say where each g goes; "
-                          "leave where at None")
+    (g, _), specs, seeds = per_site(_bfn(bfn), where), _targets(targets), _seeds(seeds)
     rows = [_row(g, spec, seeds, where, device=device, data_dir=data_dir)
             for spec in tqdm(specs, desc="transfer", unit="target", disable=not progress)]
     return Transfer(g, rows, seeds)

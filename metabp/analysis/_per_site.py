@@ -1,0 +1,26 @@
+"""One ``g`` per site at the analyses' front door: a dict becomes a ``metabp.PerSite``, and a
+``PerSite`` takes no ``where`` (its sites say where each ``g`` goes)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from metabp import PerSite, is_per_site
+from metabp.exceptions import ConfigError
+
+
+def per_site(bfn: Any, where: str | None) -> tuple[Any, list[str]]:
+    """``bfn`` (a dict of b-functions as a ``PerSite``) and its sites (``[]`` unless one per site).
+
+    Raises:
+        ConfigError: ``where`` is given with a ``PerSite``.
+    """
+    if isinstance(bfn, Mapping) and not is_per_site(bfn):
+        bfn = PerSite(bfn)
+    if not is_per_site(bfn):
+        return bfn, []
+    if where is not None:
+        raise ConfigError(f"where={where!r} with a PerSite: its sites {list(bfn)} say where each g goes; "
+                          "leave where at None")
+    return bfn, list(bfn)
