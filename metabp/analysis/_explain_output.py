@@ -56,7 +56,7 @@ def _what_g(result: Explanation) -> list[str]:
     lines = [f"## What g is (`{result.target}`, one g per site: {names}, each in place of "
              f"{result.activation}')"]
     for site, d in result.descriptions.items():
-        lines += ["", f"### Site `{site}`", "", *[f"- {line}" for line in d.lines()]]
+        lines += ["", f"**Site `{site}`**", "", *[f"- {line}" for line in d.lines()]]
     lines += ["", f"### Named forms fitted at each site on z in [-{result.zmax:g}, {result.zmax:g}]", "",
               "| form | site | fitted | RMS error | relative |", "|---|---|---|---:|---:|"]
     for site, forms in result.site_forms.items():

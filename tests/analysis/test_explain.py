@@ -159,7 +159,7 @@ def test_explain_per_site_finds_each_exact_form(tmp_path):
         two = next(f for f in res.site_forms[site] if f.name == "2-level step")
         assert two.params["levels"] == [0.0, c] and two.rms == 0.0
         assert res.descriptions[site].limits == (0.0, c)
-    assert "### Site `act1`" in res.markdown and "### Site `act2`" in res.markdown
+    assert "**Site `act1`**" in res.markdown and "**Site `act2`**" in res.markdown
     assert "`act1`: c = 1; `act2`: c = 2" in res.markdown and "100% of the gain, at least 70%" in res.markdown
     rows = (tmp_path / "explain.csv").read_text().splitlines()
     assert rows[0].endswith(",site") and rows[2].startswith("scaled derivative,form,")
@@ -211,7 +211,7 @@ def test_cli_explain_reads_a_per_site_metanet_file(tmp_path, capsys):
     path = metabp.save(g, tmp_path / "g.bfn", meta={"target": "gaussians-mlp3", "overrides": {"epochs": 2},
                                                     "sites": ["act1", "act2"]})
     assert main(["explain", str(path), "--seeds", "2", "-o", str(tmp_path / "out")]) == 0
-    assert "### Site `act2`" in capsys.readouterr().out
+    assert "**Site `act2`**" in capsys.readouterr().out
     saved = metabp.load(tmp_path / "out" / "forms" / "2-level-step.bfn")
     assert list(saved) == ["act1", "act2"] and saved.meta["sites"] == ["act1", "act2"]
     metabp.save(metabp.PerSite({"act1": g["act1"], "act2": metabp.Scaled(2.0)}), tmp_path / "mixed.bfn",
