@@ -11,6 +11,11 @@
   forms fitted to it (each a ``.bfn``) and the share of ``g``'s gain each recovers when trained.
 * :func:`lr_sweep`: ``g`` and backprop over a sweep of learning rates (``compare(lr_sweep=8)``).
 
+Each takes one ``g`` per site too (a ``metabp.PerSite``, e.g. a study with ``sites = [...]``):
+``explain`` describes and fits every site's ``g`` (:func:`fit_sites`) and trains each form fitted
+at every site as one ``PerSite``; ``compare`` and ``transfer`` train it at its own sites (a target
+lacking one is a row marked not applicable); ``report`` shows each site's chosen ``g``.
+
 This package reaches into ``metabp.targets`` and ``metabp.search``; nothing in the core imports it.
 
 Example::
@@ -35,6 +40,7 @@ from metabp.analysis._compare_output import TUNING
 from metabp.analysis._describe import Description, describe
 from metabp.analysis._explain import ablate, explain
 from metabp.analysis._explain_result import AblationRow, Explanation
+from metabp.analysis._explain_sites import fit_sites
 from metabp.analysis._explain_study import explain_file
 from metabp.analysis._forms import Form, fit_forms
 from metabp.analysis._lr_sweep import LrSweep, lr_sweep
@@ -57,6 +63,6 @@ __all__ = [
     "trial_bfn",
     "trial_omega", "baseline_studies", "heldout_seeds", "transfer", "write_transfer", "Transfer",
     "TransferRow", "paired", "Paired", "mean_std", "explain", "explain_file", "Explanation", "AblationRow",
-    "ablate", "describe", "Description", "fit_forms", "Form", "lr_sweep", "LrSweep", "read_sweep",
-    "sweep_markdown", "write_sweep", "TUNING",
+    "ablate", "describe", "Description", "fit_forms", "fit_sites", "Form", "lr_sweep", "LrSweep",
+    "read_sweep", "sweep_markdown", "write_sweep", "TUNING",
 ]
