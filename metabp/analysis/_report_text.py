@@ -104,6 +104,14 @@ def _summary(d: ReportData, compare_line: str | None) -> list[str]:
     return lines
 
 
+def _omega_text(omega: list[float], sites: list[str], p: int) -> str:
+    """``1, 0.5, ...``; with one g per site each site's ``P`` entries: ``act1: 1, 0.5; act2: ...``."""
+    if not sites:
+        return ", ".join(f"{w:.3g}" for w in omega)
+    return "; ".join(f"{s}: " + ", ".join(f"{w:.3g}" for w in omega[j * p:(j + 1) * p])
+                     for j, s in enumerate(sites))
+
+
 def _candidates_table(d: ReportData) -> list[str]:
     rows = ["| rank | trial | search score | held-out (mean ± std) | test acc | lr | omega |",
             "|---:|---:|---:|---:|---:|---:|---|"]
@@ -112,7 +120,7 @@ def _candidates_table(d: ReportData) -> list[str]:
         held = f"{h['mean']:.4f} ± {h.get('std', math.nan):.4f}" if h else "-"
         acc = _fmt(trial_accuracy(t), ".3f")
         rows.append(f"| {i} | {t.number} | {t.value:.4f} | {held} | {acc} | {trial_lr(t, d.spec.lr):.3g} | "
-                    f"{', '.join(f'{w:.3g}' for w in trial_omega(t))} |")
+                    f"{_omega_text(trial_omega(t), d.sites, 3 * d.hidden + 1)} |")
     return rows
 
 

@@ -235,6 +235,7 @@ def test_a_per_site_report_shows_each_sites_g(tmp_path):
     text = files.index.read_text()
     assert "at `act1`, `act2` (one g per site, each with its own omega)" in text
     assert "- At `act1`: Implicit learning rate" in text and "- At `act2`: The top 3 candidates" in text
+    assert f"act1: {', '.join(f'{w:.3g}' for w in omega[:4])}; act2: " in text  # the candidates' omega
     names = {p.name for p in files.figures}
     assert {"best_implicit_lr_act1.png", "best_implicit_lr_act2.png", "top_candidates_act1.png",
             "top_candidates_act2.png", "alignment.png"} <= names
