@@ -75,7 +75,7 @@ def test_bad_per_site_is_named(functions, message):
 def test_sites_that_overlap_or_miss_are_named():
     with pytest.raises(PatchError, match="both select activation '1'"):
         metabp.patch(_net(), {"1": Scaled(1.0), "*": Scaled(2.0)})
-    with pytest.raises(PatchError, match="'act9' matches no activation"):
+    with pytest.raises(PatchError, match="site 'act9' matches no activation"):
         metabp.patch(_net(), {"act9": Scaled(1.0)})
     with pytest.raises(PatchError, match="leave where at its default"):
         metabp.patch(_net(), {"1": Scaled(1.0)}, where="1")

@@ -242,5 +242,5 @@ def test_per_site_with_feedback_falls_back_to_train():
 
 
 def test_a_per_site_with_a_missing_site_is_named():
-    with pytest.raises(metabp.PatchError, match="'act7' matches no activation"):
+    with pytest.raises(metabp.PatchError, match="site 'act7' matches no activation"):
         train_many(get_target("gaussians-mlp3", epochs=1), [{"act7": metabp.Scaled(1.0)}])
