@@ -48,8 +48,8 @@ from torch import Tensor
 
 from metabp.exceptions import ConfigError
 
-from ._mll import fit_model, kernel
-from ._warps import WARPS, cap_outliers, warp_log1p, warp_power
+from ._mll import cholesky, fit_model, kernel
+from ._warps import WARPS, cap_outliers, standardize, warp_log1p, warp_power
 
 __all__ = ["EngineSettings", "DEFAULT", "fit_gp", "CachedGP", "maximize_acquisition", "WARPS",
            "cap_outliers", "warp_log1p", "warp_power"]
@@ -86,6 +86,10 @@ class EngineSettings:
             near the incumbent, where few Sobol points fall).
         kernel: ``"rbf"`` or ``"matern"`` (Matern-5/2), both ARD with BoTorch's dimension-scaled
             lengthscale prior.
+        ls_prior: lengthscale prior of the plain-torch fit (``_mll.log_prior``): ``"dim_scaled"``
+            (BoTorch's) or ``"optuna"`` (GPSampler's).
+        outputscale: the kernel times a fitted output scale (``ScaleKernel``; prior Gamma(2, 1) as
+            GPSampler's), else 1 (BoTorch's default model).
         fast_fit: with a fixed noise, the marginal likelihood is maximised in plain torch
             (``_mll.py``: the same objective and optimiser, without GPyTorch's per-call overhead).
         best_start: one L-BFGS-B start is the best observed point itself (as GPSampler's local search).
@@ -108,6 +112,8 @@ class EngineSettings:
     kernel: str = "rbf"
     best_start: bool = False
     fast_fit: bool = True
+    ls_prior: str = "dim_scaled"
+    outputscale: bool = False
 
     def __post_init__(self) -> None:
         if self.noise_var is not None and not (isinstance(self.noise_var, (int, float))
@@ -115,8 +121,10 @@ class EngineSettings:
             raise ConfigError(f"EngineSettings(noise_var={self.noise_var!r}): need None or 0 < noise_var < 1")
         if self.warp not in WARPS:
             raise ConfigError(f"EngineSettings(warp={self.warp!r}): choose one of {', '.join(WARPS)}")
-        if self.kernel not in ("rbf", "matern"):
-            raise ConfigError(f"EngineSettings(kernel={self.kernel!r}): choose rbf or matern")
+        for name, allowed in (("kernel", ("rbf", "matern")), ("ls_prior", ("dim_scaled", "optuna"))):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"EngineSettings({name}={getattr(self, name)!r}): "
+                                  f"choose {' or '.join(allowed)}")
         if not (isinstance(self.fit_gtol, (int, float)) and self.fit_gtol > 0):
             raise ConfigError(f"EngineSettings(fit_gtol={self.fit_gtol!r}): need a number > 0")
         if not (isinstance(self.tr_length, (int, float)) and 0 <= self.tr_length):
@@ -153,20 +161,16 @@ def fit_gp(train_x: Tensor, train_y: Tensor, bounds: Tensor, *, settings: Engine
     from botorch.models import SingleTaskGP
     from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
     from botorch.utils.transforms import normalize
+    from gpytorch.kernels import ScaleKernel
     from gpytorch.mlls import ExactMarginalLogLikelihood
 
     x = normalize(train_x, bounds=bounds)
-    y = -cap_outliers(-train_y, settings.outlier_iqr)  # minimisation view for the cap, then back
-    if settings.warp == "log1p":
-        y = -warp_log1p(-y)
-    elif settings.warp == "power":
-        y = -warp_power(-y)
-    std = y.std() if y.numel() > 1 else torch.ones((), dtype=y.dtype)
-    y_std = (y - y.mean()) / (std if std > 0 else 1.0)
+    y_std = -standardize(-train_y, settings.outlier_iqr, settings.warp)  # minimisation view, then back
     yvar = None if settings.noise_var is None else torch.full_like(y_std, settings.noise_var)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         covar = get_covar_module_with_dim_scaled_prior(x.shape[-1], use_rbf_kernel=settings.kernel == "rbf")
+        covar = ScaleKernel(covar) if settings.outputscale else covar
         model = SingleTaskGP(x, y_std, train_Yvar=yvar, covar_module=covar, outcome_transform=None)
         if init:
             with torch.no_grad():
@@ -177,7 +181,8 @@ def fit_gp(train_x: Tensor, train_y: Tensor, bounds: Tensor, *, settings: Engine
             fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model),
                              optimizer_kwargs={"options": {"gtol": settings.fit_gtol, "ftol": 1e-7}})
         else:
-            fit_model(model, x, y_std, yvar, matern=settings.kernel == "matern", gtol=settings.fit_gtol)
+            fit_model(model, x, y_std, yvar, matern=settings.kernel == "matern", gtol=settings.fit_gtol,
+                      prior=settings.ls_prior)
     model.eval().requires_grad_(False)
     return model, y_std
 
@@ -198,18 +203,13 @@ class CachedGP:
 
     def __init__(self, model, x: Tensor, y: Tensor, noise: Tensor) -> None:
         self.model, self.x, self.y, self.noise = model, x, y, noise
-        self.kernel = model.covar_module  # no output scale: k(x, x) = 1
-        self.ls = self.kernel.lengthscale.detach().reshape(-1)
-        self.matern = type(self.kernel).__name__ == "MaternKernel"
+        base = getattr(model.covar_module, "base_kernel", model.covar_module)
+        self.s = model.covar_module.outputscale.detach() if base is not model.covar_module else 1.0
+        self.ls = base.lengthscale.detach().reshape(-1)  # k(x, x) = s: no other scale
+        self.matern = type(base).__name__ == "MaternKernel"
         self.c = model.mean_module.constant.detach()
         with torch.no_grad():
-            k = kernel(x, x, self.ls, self.matern) + torch.diag_embed(noise)
-            jitter = 0.0
-            for _ in range(4):  # jitter only when the factorisation fails
-                self.L, info = torch.linalg.cholesky_ex(k + jitter * torch.eye(len(x), dtype=x.dtype))
-                if int(info) == 0:
-                    break
-                jitter = max(10 * jitter, 1e-8)
+            self.L = cholesky(self.s * kernel(x, x, self.ls, self.matern) + torch.diag_embed(noise))
             self.alpha = torch.cholesky_solve(y - self.c, self.L)
 
     @classmethod
@@ -219,10 +219,10 @@ class CachedGP:
 
     def mean_var(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Posterior mean and variance at ``x`` (``b x d``), each ``b``."""
-        kx = kernel(x, self.x, self.ls, self.matern)  # b x n
+        kx = self.s * kernel(x, self.x, self.ls, self.matern)  # b x n
         mean = self.c + (kx @ self.alpha).squeeze(-1)
         v = torch.linalg.solve_triangular(self.L, kx.transpose(-1, -2), upper=False)  # n x b
-        return mean, (1 - (v * v).sum(-2)).clamp_min(1e-12)
+        return mean, (self.s - (v * v).sum(-2)).clamp_min(1e-12)
 
     def with_pending(self, pending: Tensor) -> CachedGP:
         """The GP also conditioned on ``pending`` (``m x d``) at its posterior mean (same hyperparameters)."""
@@ -263,7 +263,7 @@ def _search_box(gp: CachedGP, tr_length: float) -> Tensor:
     d = gp.x.shape[-1]
     if not tr_length > 0:
         return torch.stack([torch.zeros(d), torch.ones(d)]).double()
-    ls = gp.kernel.lengthscale.detach().reshape(-1).double()
+    ls = gp.ls.double()
     half = 0.5 * tr_length * ls / ls.log().mean().exp()
     best = gp.x[gp.y.reshape(-1).argmax()]
     return torch.stack([(best - half).clamp(0, 1), (best + half).clamp(0, 1)])

@@ -14,6 +14,18 @@ from torch import Tensor
 WARPS = ("log1p", "power", "cap")
 
 
+def standardize(y: Tensor, iqr: float = 3.0, warp: str = "power") -> Tensor:
+    """``y`` (``n x 1``, to minimise) outlier-capped (:func:`cap_outliers`), warped (``"log1p"``,
+    ``"power"``; ``"cap"``: none) and standardised to mean 0, standard deviation 1."""
+    y = cap_outliers(y, iqr)
+    if warp == "log1p":
+        y = warp_log1p(y)
+    elif warp == "power":
+        y = warp_power(y)
+    std = y.std() if y.numel() > 1 else torch.ones((), dtype=y.dtype)
+    return (y - y.mean()) / (std if std > 0 else 1.0)
+
+
 def cap_outliers(y: Tensor, iqr: float = 3.0) -> Tensor:
     """Cap values above the upper Tukey fence ``Q3 + iqr * IQR`` (``y``: ``n x 1``, to minimise).
 

@@ -58,9 +58,10 @@ def _inside(c, bounds):
         (c >= bounds[0]) & (c <= bounds[1])).all()
 
 
-def test_cached_posterior_equals_botorchs():
+@pytest.mark.parametrize("changes", [{}, {"kernel": "matern", "outputscale": True, "noise_var": 1e-6}])
+def test_cached_posterior_equals_botorchs(changes):
     x, y, bounds = _data(n=20)
-    model, _ = fit_gp(x, y, bounds)
+    model, _ = fit_gp(x, y, bounds, settings=EngineSettings(**changes))
     gp = CachedGP.of(model)
     test = torch.rand(7, 3, dtype=torch.float64)
     post = model.posterior(test)
@@ -157,6 +158,10 @@ def test_bad_settings_are_errors():
         EngineSettings(local_starts=-1)
     with pytest.raises(ConfigError, match=r"tr_length=-0.5.*>= 0 \(0: off\)"):
         EngineSettings(tr_length=-0.5)
+    with pytest.raises(ConfigError, match=r"kernel='periodic'.*choose rbf or matern"):
+        EngineSettings(kernel="periodic")
+    with pytest.raises(ConfigError, match=r"ls_prior='flat'.*choose dim_scaled or optuna"):
+        EngineSettings(ls_prior="flat")
     with pytest.raises(ConfigError, match=r"EngineSettings\(FOO=...\): unknown; the settings are noise_var"):
         EngineSettings().replace(FOO=1)
     with pytest.raises(ConfigError, match=r"engine=.*EngineSettings"):
@@ -220,14 +225,15 @@ def test_plain_torch_objective_equals_gpytorchs(kernel):
     assert torch.allclose(ls[0], ls[1], rtol=1e-3)
 
 
-@pytest.mark.parametrize("matern", [False, True])
-def test_plain_torch_gradient_equals_autograds(matern):
+@pytest.mark.parametrize(("matern", "scale"), [(False, None), (True, None), (True, 1.7)])
+def test_plain_torch_gradient_equals_autograds(matern, scale):
     from metabp.search._mll import neg_log_posterior
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(15, 4, generator=g, dtype=torch.float64)
     y = torch.randn(15, generator=g, dtype=torch.float64)
-    theta = torch.tensor([0.3, 0.7, 1.5, 0.05, 0.4], dtype=torch.float64, requires_grad=True)
+    theta = torch.tensor([0.3, 0.7, 1.5, 0.05, 0.4] + ([scale] if scale else []), dtype=torch.float64,
+                         requires_grad=True)
     noise = torch.full((15,), 1e-4, dtype=torch.float64)
     value, grad = neg_log_posterior(theta.detach(), x, y, noise, matern)
     # the same objective through autograd: GPyTorch's kernel and LogNormal prior
@@ -235,11 +241,12 @@ def test_plain_torch_gradient_equals_autograds(matern):
     k = get_covar_module_with_dim_scaled_prior(4, use_rbf_kernel=not matern).double()
     k.lengthscale = theta[:4].detach()
     k.raw_lengthscale.requires_grad_(True)
-    cov = k(x).to_dense() + 1e-4 * torch.eye(15, dtype=torch.float64)
-    c = theta[4]
-    mvn = torch.distributions.MultivariateNormal(c.expand(15), cov)
-    ref = -(mvn.log_prob(y) + k.lengthscale_prior.log_prob(k.lengthscale).sum()) / 15
+    s = theta[5] if scale else 1.0
+    cov = s * k(x).to_dense() + 1e-4 * torch.eye(15, dtype=torch.float64)
+    mvn = torch.distributions.MultivariateNormal(theta[4].expand(15), cov)
+    log_prior = k.lengthscale_prior.log_prob(k.lengthscale).sum() + (s.log() - s if scale else 0)
+    ref = -(mvn.log_prob(y) + log_prior) / 15
     ref.backward()
     assert torch.allclose(value, ref.detach(), atol=1e-10)
     assert torch.allclose(grad[:4], k.raw_lengthscale.grad.reshape(-1), atol=1e-8)
-    assert torch.allclose(grad[4], theta.grad[4], atol=1e-8)
+    assert torch.allclose(grad[4:], theta.grad[4:], atol=1e-8)
