@@ -57,7 +57,8 @@ from results_text import ratio_se, write_results  # noqa: E402
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results"
 STUDIES = ["quickstart", "digits", "digits-sgd", "mnist1d", "multi", "mnist1d-wide", "mnist1d-h3",
-           "mnist1d-all-relus", "mnist1d-cnn", "fashion-mlp"]
+           "mnist1d-all-relus", "mnist1d-per-site", "mnist1d-cnn", "mnist1d-cnn-per-site", "fashion-mlp",
+           "fashion-mlp-per-site"]
 #: Targets a found g is transferred to: every target that trains on a CPU without data files.
 CPU_TARGETS = ["gaussians-mlp3", "digits-mlp", "mnist1d-mlp"]
 #: Also a winning g's (one that beats the best tuned baseline): the slower targets.
@@ -66,7 +67,8 @@ WINNER_TARGETS = ["mnist1d-cnn", "fashion-mlp"]
 COMPARE_OPTIMIZERS = ["sgd", "momentum", "adam", "amsgrad"]
 #: Fewer for the slowest targets (a Fashion-MNIST run is ~10x an MNIST-1D MLP's on a CPU): the
 #: target's own optimizer (with "lr tuned alone", two tuned Adam rows).
-STUDY_OPTIMIZERS = {"fashion-mlp": ["adam"], "mnist1d-cnn": ["adam"]}
+STUDY_OPTIMIZERS = {name: ["adam"] for name in ("fashion-mlp", "fashion-mlp-per-site", "mnist1d-cnn",
+                                                "mnist1d-cnn-per-site")}
 #: Trials per tuned baseline: the study's budget, at most this (a 1-D lr search; the lr sweep on
 #: the comparison seeds checks what a better-tuned backprop could do).
 TUNE_BUDGET = 40
@@ -105,7 +107,7 @@ def run_study(name: str, search: bool = False) -> dict:
     cfg = load_study(HERE / f"{name}.toml")
     g, trial, heldout_text, source = found_g(name, search)
     spec = cfg.target_spec(0)
-    where = cfg.targets[0].where or spec.where
+    where = None if cfg.sites else cfg.targets[0].where or spec.where  # one g per site: its sites patch
     optimizers = STUDY_OPTIMIZERS.get(name, COMPARE_OPTIMIZERS)
     label = f"g{' + its lr' if cfg.lr_bounds else ''} (trial {trial}, best held-out)"
     cmp = compare(spec, g, where=where, budget=min(cfg.n_trials, TUNE_BUDGET),
@@ -116,7 +118,8 @@ def run_study(name: str, search: bool = False) -> dict:
     best = min((r for r in cmp.rows if r.kind in ("control", "baseline")), key=lambda r: r.aulc[0])
     z = cmp.versus(g_row, best).z
     summary = {
-        "name": name, "targets": [t.name for t in cfg.targets], "where": where, "optimizer": cmp.optimizer,
+        "name": name, "targets": [t.name for t in cfg.targets], "where": where, "sites": list(cfg.sites),
+        "optimizer": cmp.optimizer,
         "trial": trial, "source": source, "heldout_text": heldout_text, "compare_md": cmp.markdown,
         "compare_seeds": cmp.seeds, "budget": cmp.budget, "g": (g_row.label, *g_row.aulc), "g_lr": g_row.lr,
         "best": (best.label, *best.aulc), "best_lr": best.lr, "best_optimizer": best.optimizer,

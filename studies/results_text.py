@@ -89,12 +89,32 @@ def headline(results: list[dict], missing: list[str]) -> list[str]:
               "![ratios](results/ratios.png)", ""]
     if missing:
         lines += [f"Not run in this version (no `summary.json`): {', '.join(missing)}.", ""]
-    shared = [f"{r['name']} (`where = \"{r['where']}\"`)" for r in results if "*" in str(r.get("where"))]
-    lines += ["Per site: one g per site (each site its own omega) was not run, the study file has no syntax "
-              "for several sites yet; "
-              + (f"one shared g at every ReLU: {', '.join(shared)}." if shared else "nor was one shared g at "
-                 "every site."), ""]
-    return lines
+    return lines + per_site(results)
+
+
+def _placement(r: dict) -> str:
+    """How a study places g: one per site, one shared by a glob's sites, or one at one site."""
+    if r.get("sites"):
+        return f"one g per site ({', '.join(r['sites'])})"
+    return f"{'one shared g' if '*' in str(r['where']) else 'one g'} at `{r['where']}`"
+
+
+def per_site(results: list[dict]) -> list[str]:
+    """On each target with a one-g-per-site study: every single-target study's ratio and z, side by side."""
+    targets = sorted({r["targets"][0] for r in results if r.get("sites")})
+    if not targets:
+        return ["Per site: no study with one g per site (`sites = [...]`) has a `summary.json`.", ""]
+    lines = ["## One g per site, one shared g, one site", "",
+             "Each study against the best tuned baseline on its held-out comparison seeds (the table above), "
+             "grouped by target.", "",
+             "| target | study | placement | AULC ratio g / baseline (+- SE) | paired z | lr sweep |",
+             "|---|---|---|---|---:|---|"]
+    for target in targets:
+        for r in results:
+            if r["targets"] == [target]:
+                lines.append(f"| {target} | {r['name']} | {_placement(r)} | {r['ratio'][0]:.3f} +- "
+                             f"{r['ratio'][1]:.3f} | {r['z']:.1f} | {_sweep_word(r['sweep_verdict'])} |")
+    return lines + [""]
 
 
 def section(r: dict) -> list[str]:
