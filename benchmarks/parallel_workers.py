@@ -4,7 +4,9 @@ Simulated asynchronous workers, reproducible: ``--workers`` trials are asked at 
 earlier ones as pending), and every trial runs for a random time (uniform on [0.5, 1.5], seeded).
 Whenever a trial finishes, its value is told and its worker asks a new one at once, while the
 others still run (it sees ``workers - 1`` trials pending), until ``--trials`` have been asked.
-Objective: the quadratic ``sum x_i^2`` on ``[-10, 10]^10`` (minimum 0).
+Objective: the quadratic ``sum x_i^2`` on ``[-10, 10]^10`` (minimum 0). ``--batch``: synchronous
+batches instead (equal durations; the workers ask only after the whole batch is told, so every
+worker of a batch sees the same completed trials), as workers started together.
 
 - ``botorch``: metabp's sampler as every study builds it; running trials are pending points
   (kriging believer), so a worker does not propose what another one already runs;
@@ -51,8 +53,11 @@ def make(variant: str, d: int, seed: int, n_initial: int):
     return sampler
 
 
-def run(variant: str, seed: int, *, d: int, trials: int, workers: int, n_initial: int) -> dict:
-    """One simulated study; returns the values in order of finishing and the proposing seconds."""
+def run(variant: str, seed: int, *, d: int, trials: int, workers: int, n_initial: int,
+        batch: bool = False) -> dict:
+    """One simulated study; returns the values in order of finishing and the proposing seconds.
+    ``batch``: every trial takes the same time and the workers ask only after the whole batch is
+    told (synchronous batches of ``workers``, like BoTorch's batched sampling)."""
     import heapq
     import random
 
@@ -71,17 +76,22 @@ def run(variant: str, seed: int, *, d: int, trials: int, workers: int, n_initial
         trial = study.ask(dists)
         seconds += time.perf_counter() - t0
         asked += 1
-        heapq.heappush(running, (now + clock.uniform(0.5, 1.5), trial.number, trial))
+        heapq.heappush(running, (now + (1.0 if batch else clock.uniform(0.5, 1.5)), trial.number, trial))
 
     for _ in range(min(workers, trials)):
         ask(0.0)
     while running:
         now, _, trial = heapq.heappop(running)
-        v = float(sum(trial.params[k] ** 2 for k in dists))
-        study.tell(trial, v)
-        values.append(v)
-        if asked < trials:
-            ask(now)
+        finished = [trial]
+        while batch and running and running[0][0] == now:
+            finished.append(heapq.heappop(running)[2])
+        for trial in finished:
+            v = float(sum(trial.params[k] ** 2 for k in dists))
+            study.tell(trial, v)
+            values.append(v)
+        for _ in finished:
+            if asked < trials:
+                ask(now)
     return {"variant": variant, "seed": seed, "values": values, "propose_s": seconds}
 
 
@@ -142,7 +152,7 @@ def mean_se(xs: list[float]) -> tuple[float, float]:
     return statistics.mean(xs), (statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else 0.0)
 
 
-def plot(runs: list[dict], variants: list[str], path: Path) -> None:
+def plot(runs: list[dict], variants: list[str], path: Path, batch: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -159,7 +169,7 @@ def plot(runs: list[dict], variants: list[str], path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("completed trials")
     ax.set_ylabel("best value so far (median, IQR)")
-    ax.set_title("10-D quadratic, simulated asynchronous workers")
+    ax.set_title("10-D quadratic, simulated " + ("synchronous batches" if batch else "asynchronous workers"))
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -174,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dim", type=int, default=10)
     p.add_argument("--n-initial", type=int, default=10)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--batch", action="store_true",
+                   help="synchronous batches (equal durations); writes parallel_workers_batch.{md,png}")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--real", type=int, default=0, help="runs of real worker processes instead")
     p.add_argument("--study", type=Path, default=Path(__file__).parents[1] / "studies" / "quickstart.toml")
@@ -190,12 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    runs = [run(v, s, d=args.dim, trials=args.trials, workers=args.workers, n_initial=args.n_initial)
-            for s, v in tqdm([(s, v) for s in range(args.seeds) for v in args.variants], file=sys.stderr)]
+    cells = [(s, v) for s in range(args.seeds) for v in args.variants]
+    runs = [run(v, s, d=args.dim, trials=args.trials, workers=args.workers, n_initial=args.n_initial,
+                batch=args.batch) for s, v in tqdm(cells, file=sys.stderr)]
     given = argv if argv is not None else sys.argv[1:]
     lines = [f"# Parallel workers: `{' '.join(['python benchmarks/parallel_workers.py', *given])}`", "",
              f"{args.dim}-D quadratic on [-10, 10]^{args.dim}, {args.trials} trials, "
-             f"{args.workers} simulated asynchronous workers (durations uniform on [0.5, 1.5]), "
+             f"{args.workers} simulated " + ("workers in synchronous batches (equal durations; each asks "
+                                             "after the whole batch is told), " if args.batch else
+                                             "asynchronous workers (durations uniform on [0.5, 1.5]), ") +
              f"n_initial {args.n_initial}, {args.seeds} seeds; "
              f"torch {torch.__version__}, 1 thread, "
              "a 2-core CPU shared with other jobs. Best value after all trials: mean +- standard error "
@@ -214,8 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", f"blind / pending-aware (mean best): {means['botorch-blind'] / means['botorch']:.2f}"]
     text = "\n".join(lines) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "parallel_workers.md").write_text(text)
-    plot(runs, args.variants, args.out / "parallel_workers.png")
+    stem = "parallel_workers" + ("_batch" if args.batch else "")
+    (args.out / f"{stem}.md").write_text(text)
+    plot(runs, args.variants, args.out / f"{stem}.png", args.batch)
     print(text)
     return 0
 
