@@ -7,9 +7,10 @@ Here, per proposal:
    minimised) outlier-capped (:func:`cap_outliers`), power-warped (:func:`warp_power`, exponent by
    maximum likelihood: a heavy upper tail of bad candidates is compressed, near-Gaussian values
    are left alone) and standardised (``_warps.py``);
-2. ``SingleTaskGP`` (BoTorch's default RBF ARD kernel with dimension-scaled priors) with a
-   **fixed tiny noise** (:attr:`EngineSettings.noise_var`): under common random numbers a
-   candidate's AULC is deterministic, so the function is modelled as noiseless;
+2. ``SingleTaskGP`` with a Matern-5/2 ARD kernel times a fitted output scale, the lengthscale and
+   scale priors of Optuna's GPSampler, and a **fixed tiny noise** (:attr:`EngineSettings.noise_var`,
+   1e-6 as GPSampler's floor): under common random numbers a candidate's AULC is deterministic, so
+   the function is modelled as noiseless;
 3. hyperparameters by maximum a posteriori (``_mll.py``: ``fit_gpytorch_mll``'s objective in plain
    torch; ``fit_gpytorch_mll`` itself for an inferred noise), one intra-op thread, warm-started from
    the previous fit of the same study when the dimension is unchanged;
@@ -69,7 +70,9 @@ class EngineSettings:
     Attributes:
         noise_var: observation noise on the standardised scale; small enough to interpolate
             deterministic values, large enough to keep the Cholesky factor of near-duplicate points
-            stable. ``None``: inferred by the marginal likelihood (BoTorch's default).
+            stable (a jitter is added only where the factorisation fails). ``None``: inferred by the
+            marginal likelihood (BoTorch's fit; ``ls_prior`` and the output scale's prior then
+            do not apply).
         outlier_iqr: outputs beyond ``Q3 + outlier_iqr * IQR`` are capped before standardising.
         warp: ``"power"``, ``"log1p"`` or ``"cap"`` (see ``_warps.py``).
         num_restarts, raw_samples: L-BFGS-B starts of ``optimize_acqf`` and the Sobol points
@@ -98,7 +101,7 @@ class EngineSettings:
             lengthscales), as TuRBO's (Eriksson et al. 2019) without its adaptation.
     """
 
-    noise_var: float | None = 1e-4
+    noise_var: float | None = 1e-6
     outlier_iqr: float = 3.0
     warp: str = "power"
     num_restarts: int = 4
@@ -109,11 +112,11 @@ class EngineSettings:
     fit_gtol: float = 1e-3
     local_starts: int = 64
     tr_length: float = 0.0
-    kernel: str = "rbf"
+    kernel: str = "matern"
     best_start: bool = False
     fast_fit: bool = True
-    ls_prior: str = "dim_scaled"
-    outputscale: bool = False
+    ls_prior: str = "optuna"
+    outputscale: bool = True
 
     def __post_init__(self) -> None:
         if self.noise_var is not None and not (isinstance(self.noise_var, (int, float))
