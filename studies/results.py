@@ -3,6 +3,7 @@
     python studies/results.py                      # every study below (resumes what is stored)
     python studies/results.py --only mnist1d       # one study; RESULTS.md keeps the others' sections
     python studies/results.py --no-run             # only rewrite RESULTS.md from the stored summaries
+    python studies/results.py --no-run --explain   # and explain each stored g not explained yet
 
 For each study file ``studies/<name>.toml`` this script
 
@@ -14,8 +15,9 @@ For each study file ``studies/<name>.toml`` this script
 2. compares g with "lr tuned alone" and tuned baseline optimizers on :data:`COMPARE_SEEDS` seeds
    that neither the search nor validation used, with an lr sweep of g and backprop on the same
    seeds (``metabp compare --lr-sweep``);
-3. when g beats the best tuned baseline, explains it: named simple forms fitted to g, each
-   trained at g's lr on the same seeds beside g and that baseline (``metabp explain``);
+3. explains g: named simple forms fitted to g, each trained at g's lr on the same seeds beside g
+   and the best tuned baseline (``metabp explain``; ``--explain`` adds this to stored studies
+   without running their search or comparison again);
 4. transfers g to the other CPU targets against plain backprop (``metabp transfer``).
 
 Every figure in ``RESULTS.md`` comes from these runs; nothing is typed by hand. Per-study files go
@@ -127,8 +129,8 @@ def run_study(name: str, search: bool = False) -> dict:
         "test_acc": {"g": g_row.test_accuracy, "best": best.test_accuracy},
         "sweep_verdict": cmp.sweep.verdict(), "explain_md": None, "best_form": None, "transfer_md": None,
     }
-    if z < -2:
-        summary.update(_explain(g, spec, where, cfg, g_row.lr, cmp.seeds, best, out))
+    summary.update(_explain(g, spec, where, cfg, g_row.lr, cmp.seeds, (best.label, best.optimizer, best.lr),
+                            out))
     targets = summary["targets"]
     candidates = CPU_TARGETS + (WINNER_TARGETS if z < -2 else [])
     others = [t for t in candidates if t not in targets or len(targets) > 1]
@@ -138,15 +140,30 @@ def run_study(name: str, search: bool = False) -> dict:
     return summary
 
 
-def _explain(g, spec, where, cfg, lr, seeds, best, out) -> dict:
-    """Explain a winning g against the best tuned baseline, on the comparison's seeds."""
-    baseline = (best.label, dataclasses.replace(spec, optimizer=best.optimizer, lr=best.lr))
+def _explain(g, spec, where, cfg, lr, seeds, best: tuple[str, str, float], out) -> dict:
+    """Explain g against the best tuned baseline ``(label, optimizer, lr)``, on the comparison's seeds."""
+    label, optimizer, best_lr = best
+    baseline = (label, dataclasses.replace(spec, optimizer=optimizer, lr=best_lr))
     ex = explain(g, spec, lr=lr, seeds=seeds, baseline=baseline, where=where, box=_box(cfg),
                  output=out / "explain", device=cfg.device, data_dir=cfg.data_dir)
     form = ex.best_form
     return {"explain_md": ex.markdown,
             "best_form": None if form is None else {"name": form.label, "fitted": form.form.text,
                                                     "share": form.share, "z": form.z}}
+
+
+def explain_stored(summary: dict) -> dict:
+    """``summary`` with g explained from what its study stored (g, its lr, the best tuned baseline and
+    the comparison seeds), without running the search or the comparison again."""
+    name = summary["name"]
+    cfg = load_study(HERE / f"{name}.toml")
+    spec = cfg.target_spec(0)
+    where = None if cfg.sites else cfg.targets[0].where or spec.where
+    print(f"== {name}: explain", file=sys.stderr)
+    best = (summary["best"][0], summary["best_optimizer"], summary["best_lr"])
+    summary.update(_explain(metabp.load(OUT / name / "best.bfn"), spec, where, cfg, summary["g_lr"],
+                            summary["compare_seeds"], best, OUT / name))
+    return summary
 
 
 def refresh_sweep(summary: dict) -> dict:
@@ -178,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run nothing; write RESULTS.md from the studies' stored summaries")
     parser.add_argument("--search", action="store_true",
                         help="run each study's search even when its exported g is stored")
+    parser.add_argument("--explain", action="store_true",
+                        help="explain each stored g (--only: these studies') that has no explanation yet")
     args = parser.parse_args(argv)
     for name in [] if args.no_run else args.only or STUDIES:
         print(f"== {name}", file=sys.stderr)
@@ -185,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         (OUT / name / "summary.json").write_text(json.dumps(summary, indent=1))
     stored = {n: json.loads(p.read_text()) for n in STUDIES if (p := OUT / n / "summary.json").exists()}
     results = [refresh_sweep(s) for s in stored.values() if "sweep_verdict" in s]  # older: no lr sweep
+    if args.explain:
+        results = [explain_stored(r) if not r["explain_md"] and (not args.only or r["name"] in args.only)
+                   else r for r in results]
     for r in results:
         (OUT / r["name"] / "summary.json").write_text(json.dumps(r, indent=1))
     text = write_results(results, OUT, [n for n in STUDIES if n not in {r["name"] for r in results}])

@@ -117,7 +117,8 @@ def per_site(results: list[dict]) -> list[str]:
     return lines + [""]
 
 
-def section(r: dict) -> list[str]:
+def section(r: dict, out: Path) -> list[str]:
+    """One study's section; figures are linked only where they were written under ``out``."""
     n = r["name"]
     lines = [f"## {n}", "",
              f"Study file `studies/{n}.toml`; g is trial {r['trial']}, from {r['source']}.", "",
@@ -129,8 +130,9 @@ def section(r: dict) -> list[str]:
                   f"![explain](results/{n}/explain/explain.png)", "",
                   f"Each form is saved as a `.bfn` in `results/{n}/explain/forms/`.", ""]
     if r["transfer_md"]:
-        lines += ["### Transfer to the other targets", "", r["transfer_md"], "",
-                  f"![transfer](results/{n}/transfer/transfer.png)", ""]
+        lines += ["### Transfer to the other targets", "", r["transfer_md"], ""]
+        if (out / n / "transfer" / "transfer.png").exists():  # none when g fits no other target
+            lines += [f"![transfer](results/{n}/transfer/transfer.png)", ""]
     return lines
 
 
@@ -175,5 +177,5 @@ def write_results(results: list[dict], out: Path, missing: list[str]) -> str:
             "by hand.", ""]
     text += goal(results) + headline(results, missing)
     for r in results:
-        text += section(r)
+        text += section(r, out)
     return "\n".join(text)
