@@ -17,7 +17,9 @@ worker of a batch sees the same completed trials), as workers started together.
 - ``tpe`` (constant liar) and ``random`` as references.
 
 The table gives ``blind / pending-aware``: the ratio of the mean best values (above 1: seeing the
-pending points helps). Writes ``benchmarks/results/parallel_workers.{md,png}``.
+pending points helps), and how close each variant's model proposals come to the trials still
+running when they were asked (blind ones can land on a running point; pending-aware ones not).
+Writes ``benchmarks/results/parallel_workers.{md,png}``.
 
     python benchmarks/parallel_workers.py
 
@@ -58,7 +60,8 @@ def make(variant: str, d: int, seed: int, n_initial: int):
 
 def run(variant: str, seed: int, *, d: int, trials: int, workers: int, n_initial: int,
         batch: bool = False) -> dict:
-    """One simulated study; returns the values in order of finishing and the proposing seconds.
+    """One simulated study; returns the values in order of finishing, the proposing seconds and
+    each model proposal's distance (unit cube) to the nearest trial running when it was asked.
     ``batch``: every trial takes the same time and the workers ask only after the whole batch is
     told (synchronous batches of ``workers``, like BoTorch's batched sampling)."""
     import heapq
@@ -71,7 +74,7 @@ def run(variant: str, seed: int, *, d: int, trials: int, workers: int, n_initial
     dists = {f"x_{i}": FloatDistribution(-10.0, 10.0) for i in range(d)}
     clock = random.Random(seed)
     running: list = []  # heap of (finish time, trial number, trial)
-    values, seconds, asked = [], 0.0, 0
+    values, seconds, asked, gaps = [], 0.0, 0, []
 
     def ask(now: float) -> None:
         nonlocal seconds, asked
@@ -79,6 +82,8 @@ def run(variant: str, seed: int, *, d: int, trials: int, workers: int, n_initial
         trial = study.ask(dists)
         seconds += time.perf_counter() - t0
         asked += 1
+        if asked > n_initial and running:  # a model proposal: its distance to the nearest running trial
+            gaps.append(min(_distance(trial.params, r[2].params) for r in running))
         heapq.heappush(running, (now + (1.0 if batch else clock.uniform(0.5, 1.5)), trial.number, trial))
 
     for _ in range(min(workers, trials)):
@@ -95,7 +100,12 @@ def run(variant: str, seed: int, *, d: int, trials: int, workers: int, n_initial
         for _ in finished:
             if asked < trials:
                 ask(now)
-    return {"variant": variant, "seed": seed, "values": values, "propose_s": seconds}
+    return {"variant": variant, "seed": seed, "values": values, "propose_s": seconds, "gaps": gaps}
+
+
+def _distance(a: dict, b: dict) -> float:
+    """Euclidean distance of two points of ``[-10, 10]^d`` on the unit cube."""
+    return sum(((a[k] - b[k]) / 20.0) ** 2 for k in a) ** 0.5
 
 
 def real_run(study_file: Path, journal: Path, *, workers: int, trials: int) -> dict:
@@ -218,15 +228,20 @@ def main(argv: list[str] | None = None) -> int:
              f"torch {torch.__version__}, 1 thread, "
              "a 2-core CPU shared with other jobs. Best value after all trials: mean +- standard error "
              "over seeds, and median [q1, q3].", "",
-             "| sampler | best (mean +- s.e.) | median [q1, q3] | proposing s per trial |",
-             "|---|---|---|---|"]
+             "Distance to running: a model proposal's distance (unit cube) to the nearest trial still "
+             "running when it was asked, median over proposals [q1, q3] (a duplicate would be 0).", "",
+             "| sampler | best (mean +- s.e.) | median [q1, q3] | distance to running "
+             "| proposing s per trial |",
+             "|---|---|---|---|---|"]
     for v in args.variants:
         best = [min(r["values"]) for r in runs if r["variant"] == v]
         m, se = mean_se(best)
         q = statistics.quantiles(best, n=4, method="inclusive") if len(best) > 1 else [best[0]] * 3
         sec = statistics.mean(r["propose_s"] for r in runs if r["variant"] == v) / args.trials
+        gaps = [g for r in runs if r["variant"] == v for g in r["gaps"]]
+        g = statistics.quantiles(gaps, n=4, method="inclusive") if len(gaps) > 1 else [float("nan")] * 3
         lines.append(f"| {v} | {m:.2f} +- {se:.2f} | {statistics.median(best):.2f} [{q[0]:.2f}, {q[2]:.2f}] "
-                     f"| {sec:.3f} |")
+                     f"| {g[1]:.3f} [{g[0]:.3f}, {g[2]:.3f}] | {sec:.3f} |")
     means = {v: statistics.mean(min(r["values"]) for r in runs if r["variant"] == v) for v in args.variants}
     if {"botorch", "botorch-blind"} <= set(means):
         lines += ["", f"blind / pending-aware (mean best): {means['botorch-blind'] / means['botorch']:.2f}"]
