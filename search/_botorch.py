@@ -87,8 +87,7 @@ class EngineSettings:
             of the box) beside the ``raw_samples`` Sobol points; the ``num_restarts`` starts are
             picked from both by acquisition value (late in a search the LogEI peak is narrow and
             near the incumbent, where few Sobol points fall).
-        kernel: ``"rbf"`` or ``"matern"`` (Matern-5/2), both ARD with BoTorch's dimension-scaled
-            lengthscale prior.
+        kernel: ``"rbf"`` or ``"matern"`` (Matern-5/2), both ARD (lengthscale prior: ``ls_prior``).
         ls_prior: lengthscale prior of the plain-torch fit (``_mll.log_prior``): ``"dim_scaled"``
             (BoTorch's) or ``"optuna"`` (GPSampler's).
         outputscale: the kernel times a fitted output scale (``ScaleKernel``; prior Gamma(2, 1) as

@@ -1,13 +1,15 @@
 r"""The GP's hyperparameters by maximum a posteriori, in plain torch (no GPyTorch module calls).
 
 The model is BoTorch's ``SingleTaskGP`` with a fixed noise: constant mean :math:`c`, an ARD kernel
-(RBF or Matern-5/2) of lengthscales :math:`\ell \ge 0.025` with BoTorch's dimension-scaled
-prior :math:`\log \ell_i \sim \mathcal{N}(\sqrt 2 + \tfrac12 \log d,\ 3)` (Hvarfner et al. 2024),
-no output scale. Its objective, as ``ExactMarginalLogLikelihood`` with priors, per data point:
+(RBF or Matern-5/2) of lengthscales :math:`\ell \ge 0.025`, optionally times an output scale
+:math:`s`, and a lengthscale prior (:func:`log_prior`: Optuna GPSampler's, the engine's default, or
+BoTorch's dimension-scaled one, Hvarfner et al. 2024). Its objective, as
+``ExactMarginalLogLikelihood`` with priors, per data point (without :math:`s` and its prior term
+when there is no output scale):
 
 .. math:: \frac1n\Big[-\tfrac12 r^\top K^{-1} r - \log|L| - \tfrac n2 \log 2\pi
-          + \sum_i \log p(\ell_i)\Big], \qquad r = y - c, \quad
-          K = k_\ell(X, X) + \mathrm{diag}(\sigma^2) = L L^\top
+          + \sum_i \log p(\ell_i) + \log p(s)\Big], \qquad r = y - c, \quad
+          K = s\,k_\ell(X, X) + \mathrm{diag}(\sigma^2) = L L^\top
 
 GPyTorch computes the same value through kernel, prior and linear-operator modules, about 7 ms a
 call at 25 dimensions and 40 points; here it is a few tensor operations, the same optimum found
