@@ -58,9 +58,9 @@ from results_text import ratio_se, write_results  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results"
-STUDIES = ["quickstart", "digits", "digits-sgd", "mnist1d", "multi", "mnist1d-wide", "mnist1d-h3",
-           "mnist1d-all-relus", "mnist1d-per-site", "mnist1d-cnn", "mnist1d-cnn-per-site", "fashion-mlp",
-           "fashion-mlp-per-site"]
+STUDIES = ["quickstart", "digits", "digits-all-relus", "digits-sgd", "mnist1d", "multi", "mnist1d-wide",
+           "mnist1d-h3", "mnist1d-all-relus", "mnist1d-per-site", "mnist1d-cnn", "mnist1d-cnn-all-relus",
+           "mnist1d-cnn-per-site", "fashion-mlp", "fashion-mlp-all-relus", "fashion-mlp-per-site"]
 #: Targets a found g is transferred to: every target that trains on a CPU without data files.
 CPU_TARGETS = ["gaussians-mlp3", "digits-mlp", "mnist1d-mlp"]
 #: Also a winning g's (one that beats the best tuned baseline): the slower targets.
@@ -69,8 +69,9 @@ WINNER_TARGETS = ["mnist1d-cnn", "fashion-mlp"]
 COMPARE_OPTIMIZERS = ["sgd", "momentum", "adam", "amsgrad"]
 #: Fewer for the slowest targets (a Fashion-MNIST run is ~10x an MNIST-1D MLP's on a CPU): the
 #: target's own optimizer (with "lr tuned alone", two tuned Adam rows).
-STUDY_OPTIMIZERS = {name: ["adam"] for name in ("fashion-mlp", "fashion-mlp-per-site", "mnist1d-cnn",
-                                                "mnist1d-cnn-per-site")}
+SLOW = ("fashion-mlp", "fashion-mlp-all-relus", "fashion-mlp-per-site",
+        "mnist1d-cnn", "mnist1d-cnn-all-relus", "mnist1d-cnn-per-site")
+STUDY_OPTIMIZERS = {name: ["adam"] for name in SLOW}
 #: Trials per tuned baseline: the study's budget, at most this (a 1-D lr search; the lr sweep on
 #: the comparison seeds checks what a better-tuned backprop could do).
 TUNE_BUDGET = 40
