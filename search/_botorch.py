@@ -71,8 +71,7 @@ class EngineSettings:
         noise_var: observation noise on the standardised scale; small enough to interpolate
             deterministic values, large enough to keep the Cholesky factor of near-duplicate points
             stable (a jitter is added only where the factorisation fails). ``None``: inferred by the
-            marginal likelihood (BoTorch's fit; ``ls_prior`` and the output scale's prior then
-            do not apply).
+            marginal likelihood (BoTorch's fit; ``ls_prior`` then does not apply).
         outlier_iqr: outputs beyond ``Q3 + outlier_iqr * IQR`` are capped before standardising.
         warp: ``"power"``, ``"log1p"`` or ``"cap"`` (see ``_warps.py``).
         num_restarts, raw_samples: L-BFGS-B starts of ``optimize_acqf`` and the Sobol points
@@ -89,11 +88,12 @@ class EngineSettings:
             near the incumbent, where few Sobol points fall).
         kernel: ``"rbf"`` or ``"matern"`` (Matern-5/2), both ARD (lengthscale prior: ``ls_prior``).
         ls_prior: lengthscale prior of the plain-torch fit (``_mll.log_prior``): ``"dim_scaled"``
-            (BoTorch's) or ``"optuna"`` (GPSampler's).
+            (BoTorch's) or ``"optuna"`` (GPSampler's); BoTorch's fit always uses ``"dim_scaled"``.
         outputscale: the kernel times a fitted output scale (``ScaleKernel``; prior Gamma(2, 1) as
             GPSampler's), else 1 (BoTorch's default model).
         fast_fit: with a fixed noise, the marginal likelihood is maximised in plain torch
-            (``_mll.py``: the same objective and optimiser, without GPyTorch's per-call overhead).
+            (``_mll.py``: BoTorch's objective and optimiser, without GPyTorch's per-call overhead);
+            ``False``: by ``fit_gpytorch_mll``, the same objective where ``ls_prior="dim_scaled"``.
         best_start: one L-BFGS-B start is the best observed point itself (as GPSampler's local search).
         tr_length: 0 (off), or a trust region: LogEI is maximised inside a box around the
             incumbent of side ``tr_length * l_i / geomean(l)`` on the unit cube (``l``: the GP's
@@ -165,6 +165,7 @@ def fit_gp(train_x: Tensor, train_y: Tensor, bounds: Tensor, *, settings: Engine
     from botorch.utils.transforms import normalize
     from gpytorch.kernels import ScaleKernel
     from gpytorch.mlls import ExactMarginalLogLikelihood
+    from gpytorch.priors import GammaPrior
 
     x = normalize(train_x, bounds=bounds)
     y_std = -standardize(-train_y, settings.outlier_iqr, settings.warp)  # minimisation view, then back
@@ -172,7 +173,7 @@ def fit_gp(train_x: Tensor, train_y: Tensor, bounds: Tensor, *, settings: Engine
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         covar = get_covar_module_with_dim_scaled_prior(x.shape[-1], use_rbf_kernel=settings.kernel == "rbf")
-        covar = ScaleKernel(covar) if settings.outputscale else covar
+        covar = ScaleKernel(covar, outputscale_prior=GammaPrior(2.0, 1.0)) if settings.outputscale else covar
         model = SingleTaskGP(x, y_std, train_Yvar=yvar, covar_module=covar, outcome_transform=None)
         if init:
             with torch.no_grad():
