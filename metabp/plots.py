@@ -21,6 +21,9 @@ Example:
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
 from metabp._plot_base import Plotted, bfunction_curves, optimizer_note
 from metabp._plot_bfunctions import (
     CREDIT_TOL,
@@ -42,7 +45,24 @@ from metabp._plot_curves import (
 
 __all__ = [
     "Plotted", "bfunction_curves", "optimizer_note", "plot_bfunction", "plot_bfunction_panels",
-    "plot_bfunctions",
+    "plot_bfunctions", "site_file_names",
     "plot_implicit_lr", "plot_bfunction_spread", "injected_credit", "CREDIT_TOL", "plot_loss_curves",
     "best_so_far", "plot_search_trace", "plot_alignment", "plot_heldout_scatter", "plot_transfer",
 ]
+
+
+def site_file_names(sites: Iterable[str]) -> dict[str, str]:
+    """Each site (a module name or a glob) as part of a file name: characters other than letters,
+    digits, ``.``, ``_`` and ``-`` become ``_``; where two sites would then share a name, each name
+    ends in its site's position.
+
+    Example:
+        >>> site_file_names(["act1", "features.*"])
+        {'act1': 'act1', 'features.*': 'features._'}
+        >>> site_file_names(["a*", "a?"])
+        {'a*': 'a_0', 'a?': 'a_1'}
+    """
+    names = {s: re.sub(r"[^A-Za-z0-9._-]", "_", s) for s in sites}
+    if len(set(names.values())) < len(names):
+        names = {s: f"{n}{i}" for i, (s, n) in enumerate(names.items())}
+    return names

@@ -42,6 +42,7 @@ class Plot:
         import torch
 
         import metabp
+        from metabp.plots import site_file_names
 
         if not args.zmin < args.zmax:
             raise ConfigError(f"--zmin {args.zmin} --zmax {args.zmax}: zmin must be below zmax")
@@ -53,8 +54,9 @@ class Plot:
         z = torch.linspace(args.zmin, args.zmax, 401, dtype=torch.float64)
         out = args.output or args.bfn.with_suffix(f".{args.kind}.png")
         sites = dict(g) if metabp.is_per_site(g) else {None: g}  # one g per site: one PNG per site
+        names = site_file_names(s for s in sites if s is not None)
         for site, h in sites.items():
-            path = out if site is None else out.with_name(f"{out.stem}.{site}{out.suffix}")
+            path = out if site is None else out.with_name(f"{out.stem}.{names[site]}{out.suffix}")
             at = "" if site is None else f" at {site}"
             self._draw(args, h, path, at, activation=activation, lr=lr, optimizer=optimizer, z=z)
         return 0

@@ -49,8 +49,9 @@ def _shapes(data: ReportData, out: Path) -> dict[str, Any]:
 
     spec, figs = data.spec, {}
     scale = " / max|g| (a constant factor cancels under Adam-like optimizers)" if data.scale_invariant else ""
+    names = plots.site_file_names(data.sites)  # a glob site: no '*' in a file name
     for site in data.sites or [None]:
-        key, file, at = ("", "", "") if site is None else (f"/{site}", f"_{site}", f" at {site}")
+        key, file, at = ("", "", "") if site is None else (f"/{site}", f"_{names[site]}", f" at {site}")
         g = data.g if site is None else data.g[site]
         figs["beta" + key] = plots.plot_implicit_lr(
             g, spec.activation, data.lr, out / f"best_implicit_lr{file}.png", optimizer=spec.optimizer,

@@ -188,3 +188,11 @@ def test_bfunction_panels_draw_each_panel(tmp_path):
     assert set(out.data) == {"z", "act1/g", "act2/g", "act2/h"} and out.path.stat().st_size > 1000
     with pytest.raises(ConfigError, match="empty panel"):
         plots.plot_bfunction_panels({"act1": {}}, "relu", tmp_path / "q.png")
+
+
+def test_cli_plot_names_a_glob_sites_png_without_its_glob_characters(tmp_path, capsys):
+    g = metabp.PerSite({"act1": metabp.Scaled(0.5), "act*": metabp.Scaled(2.0)})
+    bfn = metabp.save(g, tmp_path / "g.bfn")
+    assert main(["plot", "bfunction", str(bfn), "-o", str(tmp_path / "b.png")]) == 0
+    assert "(g at act*)" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.glob("b.*.png")) == ["b.act1.png", "b.act_.png"]
