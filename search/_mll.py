@@ -96,13 +96,12 @@ def neg_log_posterior(theta: Tensor, x: Tensor, y: Tensor, noise: Tensor, matern
 def cholesky(k: Tensor) -> Tensor:
     """Lower Cholesky factor of ``k``, with a jitter (1e-8, 1e-7, ... 1e-5) on the diagonal only
     where the factorisation fails (near-duplicate points under a tiny noise)."""
-    jitter = 0.0
-    for _ in range(5):
-        chol, info = torch.linalg.cholesky_ex(k + jitter * torch.eye(len(k), dtype=k.dtype) if jitter else k)
+    for jitter in (0.0, 1e-8, 1e-7, 1e-6, 1e-5):
+        eye = torch.eye(len(k), dtype=k.dtype, device=k.device)
+        chol, info = torch.linalg.cholesky_ex(k + jitter * eye if jitter else k)
         if not int(info):
             return chol
-        jitter = max(10 * jitter, 1e-8)
-    raise torch.linalg.LinAlgError(f"kernel matrix not positive definite with a jitter {jitter:g}")
+    raise torch.linalg.LinAlgError(f"kernel matrix not positive definite even with a jitter {jitter:g}")
 
 
 def kernel_distance(x: Tensor, lengthscale: Tensor) -> Tensor:

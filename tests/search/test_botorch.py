@@ -254,3 +254,15 @@ def test_plain_torch_gradient_equals_autograds(matern, scale):
     assert torch.allclose(value, ref.detach(), atol=1e-10)
     assert torch.allclose(grad[:4], k.raw_lengthscale.grad.reshape(-1), atol=1e-8)
     assert torch.allclose(grad[4:], theta.grad[4:], atol=1e-8)
+
+
+def test_cholesky_adds_a_jitter_only_where_the_factorisation_fails():
+    from metabp.search._mll import cholesky
+
+    k = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
+    assert torch.equal(cholesky(k), torch.linalg.cholesky(k))  # positive definite: no jitter
+    singular = torch.ones(3, 3, dtype=torch.float64)
+    chol = cholesky(singular)
+    assert torch.allclose(chol @ chol.T, singular + 1e-8 * torch.eye(3, dtype=torch.float64), atol=1e-14)
+    with pytest.raises(torch.linalg.LinAlgError, match="even with a jitter 1e-05"):
+        cholesky(-torch.eye(3, dtype=torch.float64))
