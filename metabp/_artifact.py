@@ -314,11 +314,13 @@ def _check_per_site(config: dict[str, Any], tensors: dict[str, Tensor]) -> None:
         if not isinstance(entry["site"], str) or not entry["site"] or names.count(entry["site"]) > 1:
             raise ConfigError(f"sites[{j}].site = {entry['site']!r}: must be a non-empty name, "
                               "each site once")
-        if entry["kind"] not in KINDS or not isinstance(entry["config"], dict):
+        kind = entry["kind"] if isinstance(entry["kind"], str) else None  # a list is no key of KINDS
+        if kind not in KINDS or not isinstance(entry["config"], dict):
             raise ConfigError(f"sites[{j}]: kind {entry['kind']!r} with config {str(entry['config'])[:80]}; "
                               f"allowed: a kind of {', '.join(KINDS)} with an object config")
-        _CHECKS[entry["kind"]](entry["config"], site_tensors(tensors, j))
-    stray = sorted(n for n in tensors if n.split(".", 1)[0] not in {str(j) for j in range(len(sites))})
+        _CHECKS[kind](entry["config"], site_tensors(tensors, j))
+    prefixes = tuple(f"{j}." for j in range(len(sites)))
+    stray = sorted(n for n in tensors if not n.startswith(prefixes))
     if stray:
         raise ConfigError(f"tensors {stray}: belong to no site (names must be '<site index>.<name>')")
 

@@ -52,6 +52,8 @@ class PerSite(Mapping[str, BFunction]):
             if not isinstance(g, BFunction):
                 raise PatchError(f"PerSite: {site!r} -> {g!r} is not a b-function; pass metabp.MetaNet, "
                                  "Derivative or Scaled")
+        if meta is not None and not isinstance(meta, Mapping):
+            raise PatchError(f"PerSite(meta={meta!r}): must be a dict of provenance, or None")
         self._functions = dict(functions)
         self.meta: dict[str, Any] = dict(meta or {})
 

@@ -91,19 +91,18 @@ class Study:
         self.last_time_split: dict[str, float] = {}
 
     def _check_identity(self) -> None:
-        key = schema.CONFIG
-        ident = self.config.identity()
-        stored = self.optuna_study.user_attrs.get(key)
+        ident, stored = self.config.identity(), self.optuna_study.user_attrs.get(schema.CONFIG)
         if stored is None:
-            self.optuna_study.set_user_attr(key, ident)
+            self.optuna_study.set_user_attr(schema.CONFIG, ident)
             self.optuna_study.set_user_attr(schema.SAMPLER, self.config.sampler)
             return
-        for k, v in ident.items():
-            if stored.get(k) != v:
+        # `sites` is in an identity only when set: a study stored with it differs from a file without
+        for k in [*ident, *(["sites"] if "sites" in stored and "sites" not in ident else [])]:
+            if stored.get(k) != ident.get(k):
                 raise ConfigError(
                     f"study {self.config.name!r} in storage {self.storage_url!s} was created with "
-                    f"{k} = {stored.get(k)!r}, the study file says {v!r}; use the original settings "
-                    "or a new study name (name = ... in the study file)")
+                    f"{k} = {stored.get(k)!r}, the study file says {ident.get(k)!r}; use the original "
+                    "settings or a new study name (name = ... in the study file)")
 
     # --- read ---------------------------------------------------------------------------------
     @property

@@ -40,13 +40,22 @@ from metabp.targets._train import Run, on_device, train, train_copies
 
 def _distinct(bfns: Sequence[BFunction | PerSite | None]) -> list[BFunction | PerSite | None]:
     """``bfns`` with each repeat of a b-function object replaced by a copy of it (a candidate on
-    several seeds): a compiled graph then never gets one table tensor as two of its inputs, which
-    torch.compile would guard on and compile again for each new pattern of repeats."""
+    several seeds, one g at two sites of a :class:`PerSite`): a compiled graph then never gets one
+    table tensor as two of its inputs, which torch.compile would guard on and compile again for
+    each new pattern of repeats."""
     seen: set[int] = set()
-    out = []
-    for g in bfns:
-        out.append(copy.deepcopy(g) if g is not None and id(g) in seen else g)
+
+    def fresh(g: BFunction) -> BFunction:
+        g = copy.deepcopy(g) if id(g) in seen else g
         seen.add(id(g))
+        return g
+
+    out: list[BFunction | PerSite | None] = []
+    for g in bfns:
+        if isinstance(g, PerSite):
+            out.append(PerSite({site: fresh(m) for site, m in g.items()}, meta=g.meta))
+        else:
+            out.append(None if g is None else fresh(g))
     return out
 
 

@@ -72,6 +72,12 @@ def test_bad_per_site_is_named(functions, message):
         PerSite(functions)
 
 
+@pytest.mark.parametrize("meta", ["study s", [("study", "s")]])
+def test_a_meta_that_is_not_a_dict_is_named(meta):
+    with pytest.raises(PatchError, match=r"PerSite\(meta=.*must be a dict of provenance"):
+        PerSite({"act1": Scaled(1.0)}, meta=meta)
+
+
 def test_sites_that_overlap_or_miss_are_named():
     with pytest.raises(PatchError, match="both select activation '1'"):
         metabp.patch(_net(), {"1": Scaled(1.0), "*": Scaled(2.0)})
@@ -128,6 +134,8 @@ SITE = {"site": "act1", "kind": "metanet", "config": {"hidden": 1}}
     ({"sites": [{**SITE, "kind": "per_site"}]}, {"0.omega": OMEGA4}, "allowed: a kind of"),
     ({"sites": [SITE]}, {}, "exactly one tensor, 'omega'"),
     ({"sites": [SITE]}, {"0.omega": OMEGA4, "5.omega": OMEGA4.clone()}, "belong to no site"),
+    ({"sites": [{**SITE, "kind": ["metanet"]}]}, {"0.omega": OMEGA4}, "allowed: a kind of"),
+    ({"sites": [SITE]}, {"0.omega": OMEGA4, "0": OMEGA4.clone()}, "belong to no site"),
     ({"sites": [{**SITE, "config": {"hidden": 2}}]}, {"0.omega": OMEGA4}, "3\\*hidden\\+1 = 7"),
     ({"sites": [{"site": "act1", "kind": "scaled", "config": {"c": 1e9}}]}, {}, "site 'act1'"),
 ])

@@ -149,3 +149,14 @@ def test_hypergrad_names_a_per_site_g():
     g = metabp.PerSite({"act1": metabp.MetaNet(1), "act2": metabp.MetaNet(1)})
     with pytest.raises(ConfigError, match=r"g=PerSite: .*one g per site is not supported"):
         hypergrad("gaussians-mlp3", g, unroll=2)
+
+
+@pytest.mark.parametrize("first, then", [(("act1",), ()), ((), ("act1",))], ids=["dropped", "added"])
+def test_a_stored_study_refuses_a_file_that_drops_or_adds_sites(tmp_path, first, then):
+    """One g at act1 (sites) or at the target's own where: the same omega, only sites tell them apart."""
+    cfg = StudyConfig(name="t", target="gaussians-mlp3", bounds=((-1.0, 1.0),) * 4, sites=first)
+    storage = str(tmp_path / "t.journal")
+    Study(cfg, storage=storage)
+    with pytest.raises(ConfigError, match=r"created with sites = .*, the study file says"):
+        Study(cfg.replace(sites=then), storage=storage)
+    Study(cfg, storage=storage, create=False)  # the same settings open it

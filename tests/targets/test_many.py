@@ -244,3 +244,16 @@ def test_per_site_with_feedback_falls_back_to_train():
 def test_a_per_site_with_a_missing_site_is_named():
     with pytest.raises(metabp.PatchError, match="site 'act7' matches no activation"):
         train_many(get_target("gaussians-mlp3", epochs=1), [{"act7": metabp.Scaled(1.0)}])
+
+
+def test_one_g_at_two_sites_or_in_two_copies_is_a_distinct_object_in_every_stack():
+    """A compiled step must never get one table as two inputs: repeats are copied, values kept."""
+    from metabp.targets._many import batched_model
+
+    g = metabp.MetaNet(hidden=1, seed=3)
+    shared = metabp.PerSite({"act1": g, "act2": g})
+    net = batched_model(get_target("gaussians-mlp3"), [shared, shared, g], None, [0, 1, 0])
+    members = [m for stacked in net.sites.values() for m in stacked.bfns if isinstance(m, metabp.MetaNet)]
+    assert len(members) == 5 and len({id(m) for m in members}) == 5  # copy 3: act1 backprops sigma'
+    assert all(torch.equal(m.omega, g.omega) for m in members)
+    assert list(shared.values()) == [g, g]  # the caller's PerSite is left as it was
