@@ -134,9 +134,9 @@ def fit_map(x: Tensor, y: Tensor, noise: Tensor, init: Tensor, *, matern: bool, 
 
 def fit_model(model, x: Tensor, y: Tensor, yvar: Tensor, *, matern: bool, gtol: float,
               prior: str = "dim_scaled") -> None:
-    """``fit_gpytorch_mll`` on a fixed-noise ``SingleTaskGP``'s lengthscales and constant mean (and
-    output scale, where its kernel is a ``ScaleKernel``), by :func:`fit_map` from the model's current
-    values; the result is written into ``model``."""
+    """What ``fit_gpytorch_mll`` does to a fixed-noise ``SingleTaskGP``'s lengthscales and constant
+    mean (and output scale, where its kernel is a ``ScaleKernel``), done by :func:`fit_map` from the
+    model's current values (without calling GPyTorch); the result is written into ``model``."""
     base = getattr(model.covar_module, "base_kernel", model.covar_module)
     parts = [base.lengthscale.detach().reshape(-1), model.mean_module.constant.detach().reshape(1)]
     if base is not model.covar_module:

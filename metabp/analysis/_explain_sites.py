@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 
@@ -39,9 +40,17 @@ def form_sets(g: PerSite, site_forms: Mapping[str, list[Form]], activation: str,
     return out
 
 
+class SiteFits(NamedTuple):
+    """:func:`fit_sites`'s result: site -> description, site -> fitted forms, the form sets."""
+
+    descriptions: dict[str, Description]
+    site_forms: dict[str, list[Form]]
+    form_sets: list[Form]
+
+
 def fit_sites(g: PerSite, activation: str, *, zmax: float, knots: int, box: tuple[float, float] | None
-              ) -> tuple[dict[str, Description], dict[str, list[Form]], list[Form]]:
+              ) -> SiteFits:
     """Each site's description and fitted forms, and the form sets (:func:`form_sets`)."""
     descriptions = {s: describe(h, activation, zmax=zmax, box=box) for s, h in g.items()}
     site_forms = {s: fit_forms(h, activation, zmax=zmax, knots=knots) for s, h in g.items()}
-    return descriptions, site_forms, form_sets(g, site_forms, activation, zmax)
+    return SiteFits(descriptions, site_forms, form_sets(g, site_forms, activation, zmax))

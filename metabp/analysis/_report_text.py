@@ -162,7 +162,8 @@ def _alignment_text(d: ReportData, figs: dict[str, Any]) -> str:
 
 
 def _at(d: ReportData) -> str:
-    """Where g goes: ```act2``` or, one g per site, ```act1``, ``act2`` (one g each, own omega)``."""
+    """Where g goes, as Markdown: ``"`act2`"``, or for one g per site
+    ``"`act1`, `act2` (one g per site, each with its own omega)"``."""
     if not d.sites:
         return f"`{d.where}`"
     return ", ".join(f"`{s}`" for s in d.sites) + " (one g per site, each with its own omega)"
