@@ -11,9 +11,12 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metabp.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from metabp import MetaNet, PerSite
 
 from . import _schema as schema
 
@@ -218,7 +221,8 @@ class StudyConfig:
 
     @property
     def param_names(self) -> list[str]:
-        """Optuna parameter names ``omega_0 .. omega_{P-1}``, then ``lr`` when it is searched."""
+        """Optuna parameter names ``omega_0 .. omega_{N-1}`` (``N`` = :attr:`num_params`), then ``lr``
+        when it is searched."""
         return [schema.omega(i) for i in range(self.num_params)] + ([schema.LR] if self.lr_bounds else [])
 
     @property
@@ -231,7 +235,7 @@ class StudyConfig:
         """Per name in :attr:`param_names`: searched on a log scale (only ``lr``)."""
         return [False] * self.num_params + ([True] if self.lr_bounds else [])
 
-    def candidate(self, omega: Any):
+    def candidate(self, omega: Any) -> MetaNet | PerSite:
         """The b-function of ``omega`` (``num_params`` values): ``metabp.MetaNet(hidden, act, omega)``,
         or with ``sites`` a ``metabp.PerSite`` whose site ``j`` is the MetaNet of
         ``omega[j*P : (j+1)*P]`` (``P`` = :attr:`site_params`)."""

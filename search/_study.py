@@ -1,6 +1,6 @@
 r"""The study: an Optuna study whose trials are candidate meta-network weights ``omega``.
 
-Each trial is one candidate ``g_omega`` (params ``omega_0 .. omega_{P-1}``, and ``lr`` when
+Each trial is one candidate ``g_omega`` (params ``omega_i``, ``i < StudyConfig.num_params``, and ``lr`` when
 searched) trained on the study's seeds and targets; its value (minimised) is ``_score.py``'s score.
 
 - trial user attrs: ``per_seed`` (one dict per target and seed), ``step_losses`` (first target
