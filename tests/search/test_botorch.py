@@ -229,8 +229,10 @@ def test_plain_torch_objective_equals_gpytorchs(kernel, outputscale):
     assert torch.allclose(ls[0], ls[1], rtol=1e-2 if outputscale else 1e-3)
 
 
-@pytest.mark.parametrize(("matern", "scale"), [(False, None), (True, None), (True, 1.7)])
-def test_plain_torch_gradient_equals_autograds(matern, scale):
+@pytest.mark.parametrize(("matern", "scale", "prior"), [
+    (False, None, "dim_scaled"), (True, None, "dim_scaled"), (True, 1.7, "dim_scaled"),
+    (True, 1.7, "optuna")])
+def test_plain_torch_gradient_equals_autograds(matern, scale, prior):
     from metabp.search._mll import neg_log_posterior
 
     g = torch.Generator().manual_seed(0)
@@ -239,7 +241,7 @@ def test_plain_torch_gradient_equals_autograds(matern, scale):
     theta = torch.tensor([0.3, 0.7, 1.5, 0.05, 0.4] + ([scale] if scale else []), dtype=torch.float64,
                          requires_grad=True)
     noise = torch.full((15,), 1e-4, dtype=torch.float64)
-    value, grad = neg_log_posterior(theta.detach(), x, y, noise, matern)
+    value, grad = neg_log_posterior(theta.detach(), x, y, noise, matern, prior)
     # the same objective through autograd: GPyTorch's kernel and LogNormal prior
     from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
     k = get_covar_module_with_dim_scaled_prior(4, use_rbf_kernel=not matern).double()
@@ -248,7 +250,10 @@ def test_plain_torch_gradient_equals_autograds(matern, scale):
     s = theta[5] if scale else 1.0
     cov = s * k(x).to_dense() + 1e-4 * torch.eye(15, dtype=torch.float64)
     mvn = torch.distributions.MultivariateNormal(theta[4].expand(15), cov)
-    log_prior = k.lengthscale_prior.log_prob(k.lengthscale).sum() + (s.log() - s if scale else 0)
+    ls = k.lengthscale
+    ls_prior = (k.lengthscale_prior.log_prob(ls).sum() if prior == "dim_scaled"
+                else -(0.1 * ls**2 + 0.1 / ls**2).sum())  # Optuna GPSampler's, up to a constant
+    log_prior = ls_prior + (s.log() - s if scale else 0)
     ref = -(mvn.log_prob(y) + log_prior) / 15
     ref.backward()
     assert torch.allclose(value, ref.detach(), atol=1e-10)
