@@ -312,6 +312,13 @@ class ReportRequest:
     progress: bool = False
     sites: Sequence[str] = ()
 
+    def __post_init__(self) -> None:
+        if isinstance(self.sites, str):
+            raise ConfigError(f"sites={self.sites!r}: give a list of sites, e.g. [{self.sites!r}]")
+        if self.sites and self.where is not None:
+            raise ConfigError(f"where={self.where!r} with sites {list(self.sites)}: each site's g goes at "
+                              "its site; leave where at None")
+
 
 def _backprop_score(r: ReportRequest, seeds: list[int], plain: Any) -> float:
     """Backprop's score on the search seeds, in the trials' units: 1 for ratios, else the stored

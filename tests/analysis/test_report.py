@@ -242,3 +242,11 @@ def test_a_per_site_report_shows_each_sites_g(tmp_path):
     assert sorted(names) == sorted(re.findall(r"\]\(([^)]+\.png)\)", text))
     with pytest.raises(ConfigError, match="8 omega_i params; 3 sites"):
         trial_bfn(trials[0], sites=("act1", "act2", "act3"))
+
+
+def test_a_per_site_report_request_takes_a_list_of_sites_and_no_where():
+    with pytest.raises(ConfigError, match=r"sites='act1': give a list of sites, e.g. \['act1'\]"):
+        ReportRequest(SPEC, sites="act1")
+    with pytest.raises(ConfigError, match=r"where='act2' with sites \['act1', 'act2'\].*leave where at None"):
+        ReportRequest(SPEC, where="act2", sites=("act1", "act2"))
+    assert ReportRequest(SPEC, sites=["act1"]).sites == ["act1"]
