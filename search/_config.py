@@ -336,14 +336,15 @@ def check_bounds(value: Any, per_site: int, sites: int, at: str) -> tuple[tuple[
     if isinstance(value, tuple) and len(value) == per_site and sites > 1:
         value = value * sites
     if not isinstance(value, tuple) or len(value) != num:
-        count = len(value) if isinstance(value, tuple) else _short(value)
+        got = f"{len(value)} (lo, hi) pairs" if isinstance(value, tuple) else _short(value)
         each = f" or {per_site} (repeated for each of the {sites} sites)" if sites > 1 else ""
-        raise ConfigError(f"[search] bounds{at}: {count} (lo, hi) pairs for {num} omega entries "
+        raise ConfigError(f"[search] bounds{at}: {got} for {num} omega entries "
                           f"at 3*hidden+1 = {per_site} per meta-network; give one box [lo, hi], "
                           f"{num} pairs{each}")
     for i, pair in enumerate(value):
-        if not isinstance(pair, list | tuple) or len(pair) != 2:
-            raise ConfigError(f"[search] bounds[{i}] = {_short(pair)}{at}: must be a (lo, hi) pair")
+        numbers = isinstance(pair, list | tuple) and all(isinstance(v, int | float) for v in pair)
+        if not numbers or len(pair) != 2 or any(isinstance(v, bool) for v in pair):
+            raise ConfigError(f"[search] bounds[{i}] = {_short(pair)}{at}: must be [lo, hi] numbers")
     return tuple((lo, hi) for lo, hi in value)
 
 

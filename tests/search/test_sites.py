@@ -160,3 +160,14 @@ def test_a_stored_study_refuses_a_file_that_drops_or_adds_sites(tmp_path, first,
     with pytest.raises(ConfigError, match=r"created with sites = .*, the study file says"):
         Study(cfg.replace(sites=then), storage=storage)
     Study(cfg, storage=storage, create=False)  # the same settings open it
+
+
+@pytest.mark.parametrize("bounds, match", [
+    (((-1.0, "a"),) * 4, r"bounds\[0\] = \(-1.0, 'a'\): must be \[lo, hi\] numbers"),
+    (((-1.0, True),) * 4, r"bounds\[0\] = \(-1.0, True\): must be \[lo, hi\] numbers"),
+    (None, r"bounds: None for 8 omega entries"),
+    (((-1.0, 1.0),) * 3, r"bounds: 3 \(lo, hi\) pairs for 8 omega entries.*8 pairs or 4 \(repeated"),
+])
+def test_bad_bounds_in_code_are_named(bounds, match):
+    with pytest.raises(ConfigError, match=match):
+        StudyConfig(name="t", target="gaussians-mlp3", bounds=bounds, sites=("act1", "act2"))
