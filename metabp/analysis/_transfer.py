@@ -157,7 +157,7 @@ def not_applicable(g: PerSite, spec: Any) -> str:
         try:
             metabp.activations(model, site)
         except PatchError:
-            have = ", ".join(metabp.activations(model, "*"))
+            have = ", ".join(metabp.activations(model)) or "none"  # all of them; no error when none
             return f"not applicable: the network has no activation for site {site!r} (it has: {have})"
     try:
         g.resolve(model)

@@ -99,3 +99,13 @@ def test_a_per_site_g_is_not_applicable_to_a_target_lacking_a_site(tmp_path):
     assert "png" not in only and "not applicable" in only["markdown"].read_text()
     with pytest.raises(ConfigError, match="where='act2' with a PerSite"):
         transfer(g, specs[:1], seeds=1, where="act2", progress=False)
+
+
+def test_a_per_site_g_is_not_applicable_to_a_network_without_activations(monkeypatch):
+    import metabp.targets as targets
+    from metabp.analysis._transfer import not_applicable
+
+    monkeypatch.setattr(targets, "build_model", lambda spec: torch.nn.Linear(2, 2))
+    g = metabp.PerSite({"act1": metabp.Derivative("relu")})
+    reason = not_applicable(g, get_target("gaussians-mlp3", epochs=2))
+    assert reason == "not applicable: the network has no activation for site 'act1' (it has: none)"
