@@ -13,8 +13,9 @@
 
 Each takes one ``g`` per site too (a ``metabp.PerSite``, e.g. a study with ``sites = [...]``):
 ``explain`` describes and fits every site's ``g`` (:func:`fit_sites`) and trains each form fitted
-at every site as one ``PerSite``; ``compare`` and ``transfer`` train it at its own sites (a target
-lacking one is a row marked not applicable); ``report`` shows each site's chosen ``g``.
+at every site as one ``PerSite``; ``compare`` and ``transfer`` train it at its own sites (``where``
+must then be None; in ``transfer`` a target lacking one of them is a row marked not applicable);
+``report`` shows each site's chosen ``g``.
 
 This package reaches into ``metabp.targets`` and ``metabp.search``; nothing in the core imports it.
 
