@@ -120,6 +120,8 @@ def with_settings(sampler: str):
     for item in rest.split(","):
         k, v = item.split("=")
         kind = type(defaults.get(k))  # an unknown name: EngineSettings.replace names it
+        if kind is bool and v not in ("True", "False"):
+            raise SystemExit(f"--samplers {sampler}: {k}={v}: give True or False")
         changes[k] = (None if v == "None" else v == "True" if kind is bool
                       else float(v) if kind in (float, type(None)) else kind(v))
     return name, EngineSettings().replace(**changes)
