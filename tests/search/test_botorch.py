@@ -271,3 +271,17 @@ def test_cholesky_adds_a_jitter_only_where_the_factorisation_fails():
     assert torch.allclose(chol @ chol.T, singular + 1e-8 * torch.eye(3, dtype=torch.float64), atol=1e-14)
     with pytest.raises(torch.linalg.LinAlgError, match="even with a jitter 1e-05"):
         cholesky(-torch.eye(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("num_restarts", [1, 3])
+def test_best_start_makes_the_best_observed_point_the_last_start(num_restarts):
+    from metabp.search._botorch import _cached_logei_class, _starts
+
+    x, y, bounds = _data(n=12)
+    settings = EngineSettings(best_start=True, num_restarts=num_restarts, raw_samples=16, local_starts=4)
+    model, y_std = fit_gp(x, y, bounds, settings=settings)
+    gp = CachedGP.of(model)
+    box = torch.stack([torch.zeros(3), torch.ones(3)]).double()
+    starts = _starts(_cached_logei_class()(gp, y_std.max()), gp, box, settings)
+    assert starts.shape == (num_restarts, 1, 3)
+    assert torch.equal(starts[-1, 0], gp.x[y_std.reshape(-1).argmax()])
