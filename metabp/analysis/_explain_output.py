@@ -47,7 +47,8 @@ def verdict(result: Explanation) -> str:
 
 
 def _what_g(result: Explanation) -> list[str]:
-    """The description: of ``g``, or of each site's ``g`` under its own heading."""
+    """The description: of ``g``, or of each site's ``g`` under a bold ``Site`` line (not a heading,
+    so a page that drops headings keeps which site each line is about), then each site's forms."""
     if not result.sites:
         where = f" at `{result.where}`" if result.where else ""
         lines = [f"## What g is (`{result.target}`{where}, in place of {result.activation}')", ""]
