@@ -22,7 +22,8 @@ class Plot:
         parser.add_argument("kind", choices=PLOT_KINDS,
                             help="implicit-lr: g, sigma' and beta = lr*g/sigma'; bfunction: g and sigma'")
         parser.add_argument("bfn", type=Path, help="a .bfn file (metabp export, metabp.save); one with a g "
-                                                   "per site draws one PNG per site, OUT.SITE.png")
+                                                   "per site draws one PNG per site, OUT.SITE.png "
+                                                   "(a glob's * as _)")
         parser.add_argument("--activation", default=None,
                             help="the sigma that g replaces (default: the .bfn's target's, else relu)")
         parser.add_argument("--lr", type=float, default=None,
