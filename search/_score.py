@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from metabp import BFunction
+from metabp import BFunction, PerSite
 from metabp.exceptions import ConfigError
 
 from ._config import StudyConfig
@@ -62,7 +62,7 @@ class Evaluator(Protocol):
     :class:`CandidatesOnly`) has ``trains_backprop = False``; the study then keeps no baseline.
     """
 
-    def __call__(self, gs: Sequence[BFunction | None], seeds: Sequence[int], *, target: int = 0,
+    def __call__(self, gs: Sequence[BFunction | PerSite | None], seeds: Sequence[int], *, target: int = 0,
                  lr: LR = None) -> Sequence[RunLike]: ...
 
 
@@ -107,7 +107,7 @@ def train_evaluator(cfg: StudyConfig) -> Evaluator:
     check_device_exists(cfg.device)
     specs = [cfg.target_spec(i) for i in range(len(cfg.targets))]
 
-    def evaluate(gs: Sequence[BFunction | None], seeds: Sequence[int], *, target: int = 0,
+    def evaluate(gs: Sequence[BFunction | PerSite | None], seeds: Sequence[int], *, target: int = 0,
                  lr: LR = None) -> Sequence[Any]:
         spec = specs[target]
         if lr is not None and not isinstance(lr, numbers.Real):
@@ -127,7 +127,7 @@ class CandidatesOnly:
     def __init__(self, f: Callable[[list], Sequence[RunLike]]) -> None:
         self.f = f
 
-    def __call__(self, gs: Sequence[BFunction | None], seeds: Sequence[int], *, target: int = 0,
+    def __call__(self, gs: Sequence[BFunction | PerSite | None], seeds: Sequence[int], *, target: int = 0,
                  lr: LR = None) -> Sequence[RunLike]:
         return self.f(list(gs))
 
@@ -155,7 +155,7 @@ def backprop_summary(cfg: StudyConfig, aulcs: dict[str, list[float]], seeds: Seq
     return {**summarize(values, seeds), "per_target": aulcs}
 
 
-def score(cfg: StudyConfig, evaluate: Evaluator, gs: Sequence[BFunction | None],
+def score(cfg: StudyConfig, evaluate: Evaluator, gs: Sequence[BFunction | PerSite | None],
           lrs: Sequence[float | None], seeds: Sequence[int],
           backprop: dict[str, list[float]] | None) -> list[Score]:
     """Score candidates ``gs`` (with their lrs) on ``seeds``; ``backprop``: per target, backprop's

@@ -171,3 +171,31 @@ def test_a_stored_study_refuses_a_file_that_drops_or_adds_sites(tmp_path, first,
 def test_bad_bounds_in_code_are_named(bounds, match):
     with pytest.raises(ConfigError, match=match):
         StudyConfig(name="t", target="gaussians-mlp3", bounds=bounds, sites=("act1", "act2"))
+
+
+MULTI = """
+sites = ["act1", "act2"]
+seeds = [0]
+[[targets]]
+preset = "gaussians-mlp3"
+epochs = 1
+[[targets]]
+preset = "digits-mlp"
+epochs = 1
+train_size = 200
+"""
+
+
+def test_several_targets_score_a_per_site_g_on_each_of_them(tmp_path):
+    """Equal chunks score as one g shared by both sites, on every target (ratios to the same backprop)."""
+    cfg = load_study(study_file(tmp_path, MULTI))
+    shared = cfg.replace(name="shared", sites=(), bounds=cfg.bounds[:4],
+                         targets=tuple(t.__class__(t.preset, t.overrides, "act*") for t in cfg.targets))
+    w = torch.tensor([0.7, -0.2, 1.3, 0.4], dtype=torch.float64)
+    backprop = {"gaussians-mlp3": [2.0], "digits-mlp": [3.0]}
+    per_site = score(cfg, train_evaluator(cfg), [cfg.candidate(torch.cat([w, w]))], [None], [0], backprop)[0]
+    one = score(shared, train_evaluator(shared), [shared.candidate(w)], [None], [0], backprop)[0]
+    assert per_site.value == one.value and len(per_site.per_seed) == 2  # one row per target
+    bad = MULTI.replace('"act2"]', '"act3"]').replace("digits-mlp", "mnist1d-cnn")
+    with pytest.raises(ConfigError, match=r"sites = .*'act3'.*does not fit target 'gaussians-mlp3'"):
+        load_study(study_file(tmp_path, bad, "bad.toml"))
