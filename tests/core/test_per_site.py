@@ -145,7 +145,7 @@ def test_every_field_of_a_per_site_file_is_checked(tmp_path: Path, config, tenso
         metabp.load(path)
 
 
-def test_a_per_site_file_trains_like_its_functions():
+def test_training_with_one_g_at_each_site_equals_the_g_shared_by_where():
     from metabp.targets import get_target, train
 
     spec = get_target("gaussians-mlp3", epochs=3)
