@@ -123,10 +123,10 @@ class EngineSettings:
             raise ConfigError(f"EngineSettings(noise_var={self.noise_var!r}): need None or 0 < noise_var < 1")
         if self.warp not in WARPS:
             raise ConfigError(f"EngineSettings(warp={self.warp!r}): choose one of {', '.join(WARPS)}")
-        for name, allowed in (("kernel", ("rbf", "matern")), ("ls_prior", ("dim_scaled", "optuna"))):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"EngineSettings({name}={getattr(self, name)!r}): "
-                                  f"choose {' or '.join(allowed)}")
+        flags = [(b, (True, False)) for b in ("warm_start", "best_start", "fast_fit", "outputscale")]
+        for name, allowed in (("kernel", ("rbf", "matern")), ("ls_prior", ("dim_scaled", "optuna")), *flags):
+            if (v := getattr(self, name)) not in allowed:
+                raise ConfigError(f"EngineSettings({name}={v!r}): choose {' or '.join(map(str, allowed))}")
         if not (isinstance(self.fit_gtol, (int, float)) and self.fit_gtol > 0):
             raise ConfigError(f"EngineSettings(fit_gtol={self.fit_gtol!r}): need a number > 0")
         if not (isinstance(self.tr_length, (int, float)) and 0 <= self.tr_length):

@@ -162,6 +162,8 @@ def test_bad_settings_are_errors():
         EngineSettings(kernel="periodic")
     with pytest.raises(ConfigError, match=r"ls_prior='flat'.*choose dim_scaled or optuna"):
         EngineSettings(ls_prior="flat")
+    with pytest.raises(ConfigError, match=r"EngineSettings\(fast_fit='false'\): choose True or False"):
+        EngineSettings(fast_fit="false")  # a non-empty string would have read as True
     with pytest.raises(ConfigError, match=r"EngineSettings\(FOO=...\): unknown; the settings are noise_var"):
         EngineSettings().replace(FOO=1)
     with pytest.raises(ConfigError, match=r"engine=.*EngineSettings"):
