@@ -53,6 +53,7 @@ class Train:
         bfn = metabp.load(args.bfn) if args.bfn else None
         found = found_with(bfn.meta, args.target) if bfn is not None else {}
         spec, where = _setting(args, found)
+        where = _per_site_where(args, bfn, where)
         kw = {"device": args.device, "progress": not args.no_progress, "data_dir": args.data_dir,
               "threads": _threads(args.threads), "compile": args.compile}
         try:
@@ -63,14 +64,15 @@ class Train:
             raise
         base = train(spec, None, None, args.seed, **kw) if bfn is not None else None
         if args.json:
-            print(json.dumps({"target": spec.name, "where": where, "seed": args.seed,
+            print(json.dumps({"target": spec.name, "where": list(bfn) if where is None else where,
+                              "seed": args.seed,
                               "optimizer": spec.optimizer, "lr": spec.lr, "aulc": run.aulc,
                               "backprop_aulc": None if base is None else base.aulc,
                               "test_accuracy": run.test_accuracy, "diverged": run.diverged,
                               "seconds": run.seconds, "epoch_losses": run.epoch_losses,
                               "step_losses": run.step_losses}))
             return 0
-        _print(args, spec, where, run, base, _lr_source(args, bfn, found))
+        _print(args, spec, where or ", ".join(bfn), run, base, _lr_source(args, bfn, found))
         return 0
 
 
@@ -92,6 +94,19 @@ def found_with(meta: Mapping[str, Any], target: str) -> dict[str, Any]:
         if meta.get(key) is not None:
             setting[key] = meta[key]
     return setting
+
+
+def _per_site_where(args: argparse.Namespace, bfn: Any, where: str) -> str | None:
+    """``where``, or None for a per-site ``.bfn`` (its sites say where each g goes; no ``--where``)."""
+    import metabp
+    from metabp.exceptions import ConfigError
+
+    if not metabp.is_per_site(bfn):
+        return where
+    if args.where is not None:
+        raise ConfigError(f"--where {args.where}: {args.bfn} holds one g per site ({', '.join(bfn)}); "
+                          "leave --where out")
+    return None
 
 
 def _setting(args: argparse.Namespace, found: dict[str, Any]) -> tuple[Any, str]:

@@ -112,3 +112,18 @@ def test_user_mistakes_are_one_line_and_exit_2(capsys, tmp_path, monkeypatch, ar
     assert main([a.replace("{tmp}", str(tmp_path)) for a in argv] + ["--no-progress"]) == 2
     captured = capsys.readouterr()
     assert message in captured.err and captured.err.count("\n") == 1 and "Traceback" not in captured.err
+
+
+def test_a_per_site_bfn_trains_at_its_sites_in_the_setting_it_was_found_in(capsys, tmp_path):
+    from metabp.targets import get_target, train
+
+    g = metabp.PerSite({"act1": metabp.Scaled(0.5), "act2": metabp.MetaNet(omega=[1.0, 0.0, 0.5, 0.2])})
+    path = metabp.save(g, tmp_path / "sites.bfn", meta={**FOUND, "where": None})
+    got = _train_json(capsys, ["gaussians-mlp3", "--bfn", str(path)])
+    run = train(get_target("gaussians-mlp3", epochs=3, lr=0.0462), g, seed=0)
+    assert got["step_losses"] == run.step_losses and got["where"] == ["act1", "act2"]
+    assert main(["train", "gaussians-mlp3", "--bfn", str(path), "--epochs", "1", "--no-progress"]) == 0
+    assert "b-function" in capsys.readouterr().out.splitlines()[0]
+    assert main(["train", "gaussians-mlp3", "--bfn", str(path), "--where", "act2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds one g per site (act1, act2); leave --where out" in err
