@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from metabp.analysis._explain_output import percent  # noqa: E402
+
 #: The headline goal: a found g beats the best lr-tuned baseline on held-out seeds on at least
 #: GOAL_TARGETS targets (one of them real images), with paired z <= GOAL_Z on each; for each
 #: winner a named simple form recovers at least GOAL_SHARE of its gain.
@@ -43,7 +45,7 @@ def goal(results: list[dict]) -> list[str]:
     explained = [r for r in wins if r["best_form"] and r["best_form"]["share"] >= GOAL_SHARE]
     part2 = bool(wins) and len(explained) == len(wins)
     named = "; ".join(f"{r['name']}: {r['best_form']['name']} ({r['best_form']['fitted']}), "
-                      f"{100 * r['best_form']['share']:.0f}% of the gain" if r["best_form"] else
+                      f"{percent(r['best_form']['share'])} of the gain" if r["best_form"] else
                       f"{r['name']}: no form with a defined share" for r in wins) or "no winner to explain"
     return [
         "## Goal", "",

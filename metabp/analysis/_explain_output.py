@@ -16,8 +16,20 @@ KEPT_META = ("target", "overrides", "where", "sites", "study", "trial")  # g's p
 SHARE_GOAL = 0.7  # a form "explains" g when it recovers at least this share of g's gain
 
 
+def percent(share: float) -> str:
+    """``share`` in percent, whole, or to two decimals where rounding would hide on which side of
+    :data:`SHARE_GOAL` it lies (0.69986 is "69.99%", not "70%").
+
+    Example:
+        >>> percent(1.2), percent(0.69986), percent(0.7)
+        ('120%', '69.99%', '70%')
+    """
+    text = f"{100 * share:.0f}%"
+    return f"{100 * share:.2f}%" if text == f"{100 * SHARE_GOAL:.0f}%" and share != SHARE_GOAL else text
+
+
 def _share(r: AblationRow) -> str:
-    return "" if r.kind != "form" or not math.isfinite(r.share) else f"{100 * r.share:.0f}%"
+    return "" if r.kind != "form" or not math.isfinite(r.share) else percent(r.share)
 
 
 def _z(z: float) -> str:
@@ -42,7 +54,7 @@ def verdict(result: Explanation) -> str:
         return text + "No form has a defined share."
     held = "at least" if best.share >= SHARE_GOAL else "less than"
     return text + (f"The form that recovers most of it is the {best.label} ({best.form.text}): "
-                   f"{100 * best.share:.0f}% of the gain, {held} {100 * SHARE_GOAL:.0f}%; its paired z "
+                   f"{percent(best.share)} of the gain, {held} {100 * SHARE_GOAL:.0f}%; its paired z "
                    f"against {base.label} is {_z(best.z)}.")
 
 
