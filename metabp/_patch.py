@@ -169,9 +169,10 @@ def patch(model: nn.Module, bfn: BFunction | PerSite | dict[str, BFunction],
     else:
         check_bfn(bfn)
         chosen = dict.fromkeys(_selected(model, where), bfn)
+    for g in {id(g): g for g in chosen.values()}.values():  # each b-function's tables once
+        _prepare(model, g)
     modules = dict(model.named_modules())
     for name, g in chosen.items():
-        _prepare(model, g)
         module = modules[name]
         module._metabp_bfn = g
         module._metabp_activation = activation_of(module)
