@@ -27,13 +27,14 @@ def selectors(where: Any) -> list[str | int]:
     return [sel if isinstance(sel, str) else int(sel) for sel in items]
 
 
-def select(found: dict[str, nn.Module], where: Selector, *, noun: str, plural: str) -> dict[str, nn.Module]:
+def select(found: dict[str, nn.Module], where: Selector, *, noun: str, plural: str,
+           label: str = "where=") -> dict[str, nn.Module]:
     """The modules of ``found`` (name -> module, in module order) that ``where`` picks.
 
     ``where`` is a qualified name, a glob (``"act*"``), an index into ``found`` (``-1`` is the
     last), or a list of these; the result keeps module order. An unknown name, an index out of
-    range, or a ``where`` of another type is a :class:`PatchError`; the message lists the names
-    there are.
+    range, or a ``where`` of another type is a :class:`PatchError`; the message names the selector
+    after ``label`` and lists the names there are.
 
     Example:
         >>> found = {"0": nn.Linear(2, 2), "1": nn.ReLU(), "2": nn.Tanh()}
@@ -46,7 +47,7 @@ def select(found: dict[str, nn.Module], where: Selector, *, noun: str, plural: s
         if isinstance(sel, int):
             if not -len(names) <= sel < len(names):
                 raise PatchError(
-                    f"where={sel!r} is out of range: the model has {len(names)} {plural} "
+                    f"{label}{sel!r} is out of range: the model has {len(names)} {plural} "
                     f"({', '.join(names)})"
                 )
             chosen.add(names[sel])
@@ -54,7 +55,7 @@ def select(found: dict[str, nn.Module], where: Selector, *, noun: str, plural: s
             hits = [n for n in names if n == sel or fnmatch.fnmatchcase(n, sel)]
             if not hits:
                 raise PatchError(
-                    f"where={sel!r} matches no {noun}; the model's {plural} are: {', '.join(names)}"
+                    f"{label}{sel!r} matches no {noun}; the model's {plural} are: {', '.join(names)}"
                 )
             chosen.update(hits)
     return {n: found[n] for n in names if n in chosen}

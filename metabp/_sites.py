@@ -11,7 +11,6 @@ where :math:`s(l)` is the site after layer :math:`l`. One :class:`PerSite` holds
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -19,6 +18,7 @@ from torch import Tensor, nn
 
 from metabp._activations import activation_of
 from metabp._bfunctions import BFunction
+from metabp._select import select
 from metabp.exceptions import PatchError
 
 #: Most sites one PerSite holds (a network has a few dozen activations at most).
@@ -80,11 +80,7 @@ class PerSite(Mapping[str, BFunction]):
             raise PatchError(f"{type(model).__name__} has no activation modules for the sites {list(self)}")
         found: dict[str, tuple[str, BFunction]] = {}
         for site, g in self._functions.items():
-            hits = [n for n in acts if n == site or fnmatch.fnmatchcase(n, site)]
-            if not hits:
-                raise PatchError(f"PerSite: site {site!r} matches no activation; the model's activations "
-                                 f"are: {', '.join(acts)}")
-            for name in hits:
+            for name in select(acts, site, noun="activation", plural="activations", label="PerSite: site "):
                 if name in found:
                     raise PatchError(f"PerSite: sites {found[name][0]!r} and {site!r} both select "
                                      f"activation {name!r}; give each activation one b-function")
