@@ -243,9 +243,9 @@ class StudyConfig:
 
         if not self.sites:
             return metabp.MetaNet(self.hidden, self.act, omega=omega)
-        p = self.site_params
-        return metabp.PerSite({site: metabp.MetaNet(self.hidden, self.act, omega=omega[j * p:(j + 1) * p])
-                               for j, site in enumerate(self.sites)})
+        chunks = schema.by_site(omega, self.sites, self.site_params)
+        return metabp.PerSite({site: metabp.MetaNet(self.hidden, self.act, omega=chunk)
+                               for site, chunk in chunks.items()})
 
     def target_spec(self, index: int = 0):
         """The validated ``metabp.targets.TargetSpec`` of target ``index`` (imports the targets layer)."""

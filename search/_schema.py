@@ -30,6 +30,11 @@ strategies trial's place in its population).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+
 # trial params
 OMEGA_PREFIX = "omega_"
 LR = "lr"
@@ -81,3 +86,14 @@ def heldout_key(number: int) -> str:
         'heldout_aulc:23'
     """
     return f"{HELDOUT_PREFIX}{number}"
+
+
+def by_site(values: Sequence[T], sites: Sequence[str], size: int) -> dict[str, Sequence[T]]:
+    """``values`` laid out site by site (omega, or its param names): site ``j`` of ``sites`` owns
+    ``values[j*size : (j+1)*size]``, ``size = 3*hidden+1``.
+
+    Example:
+        >>> by_site([1, 2, 3, 4, 5, 6], ["act1", "act2"], 3)
+        {'act1': [1, 2, 3], 'act2': [4, 5, 6]}
+    """
+    return {site: values[j * size:(j + 1) * size] for j, site in enumerate(sites)}

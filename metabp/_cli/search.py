@@ -35,8 +35,7 @@ def _open(args: argparse.Namespace, *, create: bool = False, train: bool = False
 
 def _site_names(cfg: Any) -> dict[str, list[str]]:
     """A per-site study's param names by site (site ``j``: omega's ``j``-th chunk); ``{}`` otherwise."""
-    p = cfg.site_params
-    return {site: cfg.param_names[j * p:(j + 1) * p] for j, site in enumerate(cfg.sites)}
+    return schema.by_site(cfg.param_names, cfg.sites, cfg.site_params)
 
 
 def _omega_text(study: Any, trial: Any) -> str:
@@ -44,9 +43,9 @@ def _omega_text(study: Any, trial: Any) -> str:
     values = study.omega_of(trial).tolist()
     if not study.config.sites:
         return "omega [" + ", ".join(f"{v:.4g}" for v in values) + "]"
-    p = study.config.site_params
-    return "omega " + ", ".join(f"{site} [" + ", ".join(f"{v:.4g}" for v in values[j * p:(j + 1) * p]) + "]"
-                                for j, site in enumerate(study.config.sites))
+    chunks = schema.by_site(values, study.config.sites, study.config.site_params)
+    return "omega " + ", ".join(f"{site} [" + ", ".join(f"{v:.4g}" for v in chunk) + "]"
+                                for site, chunk in chunks.items())
 
 
 def _fmt(summary: dict | None) -> str:

@@ -52,7 +52,10 @@ def trial_bfn(trial: Any, *, hidden: int = 1, act: str = "tanh",
     if len(omega) != p * len(sites):
         raise ConfigError(f"trial {trial.number} has {len(omega)} omega_i params; {len(sites)} sites of "
                           f"3*hidden+1 = {p} need {p * len(sites)}")
-    return PerSite({s: MetaNet(hidden, act, omega=omega[j * p:(j + 1) * p]) for j, s in enumerate(sites)})
+    from metabp.search import schema
+
+    chunks = schema.by_site(omega, sites, p)
+    return PerSite({s: MetaNet(hidden, act, omega=chunk) for s, chunk in chunks.items()})
 
 
 def trial_lr(trial: Any, default: float) -> float:

@@ -108,8 +108,10 @@ def _omega_text(omega: list[float], sites: list[str], p: int) -> str:
     """``1, 0.5, ...``; with one g per site each site's ``P`` entries: ``act1: 1, 0.5; act2: ...``."""
     if not sites:
         return ", ".join(f"{w:.3g}" for w in omega)
-    return "; ".join(f"{s}: " + ", ".join(f"{w:.3g}" for w in omega[j * p:(j + 1) * p])
-                     for j, s in enumerate(sites))
+    from metabp.search import schema
+
+    return "; ".join(f"{s}: " + ", ".join(f"{w:.3g}" for w in chunk)
+                     for s, chunk in schema.by_site(omega, sites, p).items())
 
 
 def _candidates_table(d: ReportData) -> list[str]:
