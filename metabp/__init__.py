@@ -17,7 +17,7 @@ from metabp._feedback import LayerAlignment, alignment, feedback, feedbacks, unf
 from metabp._implicit_lr import SCALE_INVARIANT, SCALE_NOTE, implicit_lr
 from metabp._metanet import MetaNet
 from metabp._patch import activations, patch, patched, replace_derivative, unpatch
-from metabp._sites import PerSite, is_per_site
+from metabp._sites import PerSite, as_per_site, is_per_site
 from metabp._stacked import stack
 from metabp._synthetic import (
     SyntheticGradient,
@@ -32,8 +32,8 @@ __version__ = "0.1.0"
 __all__ = [
     "patch", "unpatch", "patched", "activations", "stack", "replace_derivative",
     "load", "save", "implicit_lr", "SCALE_INVARIANT", "SCALE_NOTE",
-    "BFunction", "MetaNet", "Derivative", "Scaled", "PerSite", "is_per_site", "Activation", "get_activation",
-    "activation_of", "ACTIVATION_MODULES",
+    "BFunction", "MetaNet", "Derivative", "Scaled", "PerSite", "as_per_site", "is_per_site",
+    "Activation", "get_activation", "activation_of", "ACTIVATION_MODULES",
     "feedback", "unfeedback", "feedbacks", "alignment", "LayerAlignment", "BatchManhattan",
     "SyntheticGradient", "synthetic_gradients", "set_synthetic_labels", "remove_synthetic_gradients",
     "MetabpError", "PatchError", "ArtifactError", "ConfigError", "DataError",

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numbers
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
-from metabp import BFunction, PerSite
+from metabp import BFunction, PerSite, as_per_site
 from metabp.exceptions import ConfigError, MetabpError
 from metabp.targets._optim import check_lr
 from metabp.targets._spec import TargetSpec
@@ -27,11 +27,10 @@ def check_spec(spec: object) -> TargetSpec:
 def check_bfn(bfn: object, name: str = "bfn") -> BFunction | PerSite | None:
     """``bfn`` if it is a b-function, a ``PerSite`` (a dict ``{site: g}`` becomes one) or ``None``
     (plain backprop); ``ConfigError`` naming ``name`` otherwise."""
-    if isinstance(bfn, Mapping) and not isinstance(bfn, PerSite):
-        try:
-            bfn = PerSite(bfn)
-        except MetabpError as exc:
-            raise ConfigError(f"{name}: {exc}") from None
+    try:
+        bfn = as_per_site(bfn)
+    except MetabpError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
     if bfn is not None and not isinstance(bfn, BFunction | PerSite):
         raise ConfigError(f"{name}={bfn!r} is not a b-function (MetaNet, Derivative, Scaled), a "
                           "PerSite {site: b-function}, or None")

@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from metabp import PerSite, is_per_site
+from metabp import as_per_site, is_per_site
 from metabp.exceptions import ConfigError
 
 
@@ -16,8 +15,7 @@ def per_site(bfn: Any, where: str | None) -> tuple[Any, list[str]]:
     Raises:
         ConfigError: ``where`` is given with a ``PerSite``.
     """
-    if isinstance(bfn, Mapping) and not is_per_site(bfn):
-        bfn = PerSite(bfn)
+    bfn = as_per_site(bfn)
     if not is_per_site(bfn):
         return bfn, []
     if where is not None:
