@@ -12,12 +12,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from metabp.analysis._explain_output import percent  # noqa: E402
+from metabp.analysis import SHARE_GOAL, share_percent  # noqa: E402
 
 #: The headline goal: a found g beats the best lr-tuned baseline on held-out seeds on at least
 #: GOAL_TARGETS targets (one of them real images), with paired z <= GOAL_Z on each; for each
 #: winner a named simple form recovers at least GOAL_SHARE of its gain.
-GOAL_TARGETS, GOAL_Z, GOAL_SHARE = 3, -3.0, 0.7
+GOAL_TARGETS, GOAL_Z, GOAL_SHARE = 3, -3.0, SHARE_GOAL
 REAL_IMAGES = ("fashion",)
 
 
@@ -45,7 +45,7 @@ def goal(results: list[dict]) -> list[str]:
     explained = [r for r in wins if r["best_form"] and r["best_form"]["share"] >= GOAL_SHARE]
     part2 = bool(wins) and len(explained) == len(wins)
     named = "; ".join(f"{r['name']}: {r['best_form']['name']} ({r['best_form']['fitted']}), "
-                      f"{percent(r['best_form']['share'])} of the gain" if r["best_form"] else
+                      f"{share_percent(r['best_form']['share'])} of the gain" if r["best_form"] else
                       f"{r['name']}: no form with a defined share" for r in wins) or "no winner to explain"
     return [
         "## Goal", "",

@@ -40,6 +40,8 @@ from metabp.analysis._compare import Comparison, MethodResult, compare, evaluate
 from metabp.analysis._compare_output import TUNING
 from metabp.analysis._describe import Description, describe
 from metabp.analysis._explain import ablate, explain
+from metabp.analysis._explain_output import SHARE_GOAL
+from metabp.analysis._explain_output import percent as share_percent
 from metabp.analysis._explain_result import AblationRow, Explanation
 from metabp.analysis._explain_sites import fit_sites
 from metabp.analysis._explain_study import explain_file
@@ -65,5 +67,5 @@ __all__ = [
     "trial_omega", "baseline_studies", "heldout_seeds", "transfer", "write_transfer", "Transfer",
     "TransferRow", "paired", "Paired", "mean_std", "explain", "explain_file", "Explanation", "AblationRow",
     "ablate", "describe", "Description", "fit_forms", "fit_sites", "Form", "lr_sweep", "LrSweep",
-    "read_sweep", "sweep_markdown", "write_sweep", "TUNING",
+    "read_sweep", "sweep_markdown", "write_sweep", "TUNING", "SHARE_GOAL", "share_percent",
 ]
