@@ -12,12 +12,13 @@ workers and optuna-dashboard come from Optuna. A candidate is scored on several 
 
 Reading order: ``_load.py`` (study file) -> ``_config.py`` (StudyConfig) -> ``_study.py`` (trials)
 -> ``_score.py`` (a candidate's score); ``_validate.py``, ``_workers.py`` and ``_storage.py`` aside;
-the proposals: ``_samplers.py`` (by name) -> ``_gp_sampler.py`` (trial glue) -> ``_botorch.py`` (GP engine);
+the proposals: ``_samplers.py`` (by name) -> ``_gp_sampler.py`` (trial glue) -> ``_botorch.py`` (GP engine:
+``_settings.py`` its choices, ``_mll.py`` the fit, ``_acquisition.py`` LogEI);
 ``_schema.py`` names every key written into the storage (public as ``metabp.search.schema``).
 """
 
 from . import _schema as schema
-from ._botorch import EngineSettings
+from ._settings import EngineSettings
 from ._config import StudyConfig, TargetEntry
 from ._hypergrad import HyperGrad, hypergrad
 from ._load import load_study

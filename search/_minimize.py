@@ -15,7 +15,7 @@ from torch import Tensor
 
 from metabp.exceptions import ConfigError
 
-from ._botorch import EngineSettings
+from ._settings import EngineSettings
 from ._progress import quiet_optuna
 from ._samplers import make_sampler
 

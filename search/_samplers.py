@@ -29,7 +29,7 @@ from optuna.samplers import BaseSampler
 
 from metabp.exceptions import ConfigError
 
-from ._botorch import EngineSettings
+from ._settings import EngineSettings
 from ._config import ACQUISITIONS
 from ._es import es_sampler
 from ._sobol import Bounds, SobolSampler, check_space
@@ -40,7 +40,8 @@ SamplerFactory = Callable[..., BaseSampler]
 
 def _botorch(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int, acquisition: str = "logei",
              log: Sequence[bool] | None = None, engine: EngineSettings | None = None):
-    from ._botorch import DEFAULT, Proposer
+    from ._botorch import Proposer
+    from ._settings import DEFAULT
     from ._gp_sampler import EngineSampler
 
     return EngineSampler(proposer=Proposer(q_form=acquisition == "qlogei", settings=engine or DEFAULT),

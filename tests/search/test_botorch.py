@@ -277,7 +277,7 @@ def test_cholesky_adds_a_jitter_only_where_the_factorisation_fails():
 
 @pytest.mark.parametrize("num_restarts", [1, 3])
 def test_best_start_makes_the_best_observed_point_the_last_start(num_restarts):
-    from metabp.search._botorch import _cached_logei_class, _starts
+    from metabp.search._acquisition import _cached_logei_class, _starts
 
     x, y, bounds = _data(n=12)
     settings = EngineSettings(best_start=True, num_restarts=num_restarts, raw_samples=16, local_starts=4)
