@@ -16,7 +16,8 @@ reads the total budget, so the 30 column is read off the first 30 evaluations of
 The proposal cost is measured apart: a study holding ``n`` random points of Hartmann-6 embedded in
 ``--cost-dim`` dimensions, then the time of one more proposal (median of ``--cost-repeats``).
 Run records are appended to ``results/search_efficiency.jsonl`` as they finish; the table and PNG
-(``benchmarks/results/search_efficiency.{md,png}``) are rewritten as runs finish.
+(``benchmarks/results/search_efficiency.{md,png}``, by ``_suite_report.py``, which also marks the
+samplers tied with the best: an exact Mann-Whitney U test) are rewritten as runs finish.
 
     OMP_NUM_THREADS=1 python benchmarks/search_efficiency.py                 # the full suite
     python benchmarks/search_efficiency.py --problems branin hartmann6 --seeds 3 --budget 30 \\
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing
 import statistics
 import sys
@@ -41,10 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from _suite_report import BUDGETS, N_INITIAL, SUITE, write
 
 OUT = Path(__file__).parent / "results"
-N_INITIAL = 10
-BUDGETS = (30, 60)
 SEEDS = 10
 SAMPLERS = ("botorch", "gp", "tpe", "cmaes", "random")
 
@@ -102,8 +101,6 @@ PROBLEMS = {  # name -> builder (built lazily: metabp problems load data)
     "digits": lambda: _metabp("digits-mlp", 1, seeds=3),
     "digits25": lambda: _metabp("digits-mlp", 8, seeds=3),
 }
-SUITE = ["branin", "hartmann3", "levy4", "rosenbrock4", "styblinski5", "michalewicz5", "hartmann6",
-         "ackley10", "hartmann6-in-20d", "hartmann6-in-50d"]
 
 
 def with_settings(sampler: str):
@@ -173,129 +170,6 @@ def proposal_cost(sampler: str, d: int, n: int, repeats: int) -> float:
         times.append(time.perf_counter() - t0)
         study.tell(trial, prob.f(torch.tensor([trial.params[k] for k in names])))
     return statistics.median(times)
-
-
-def quartiles(xs: list[float]) -> tuple[float, float, float]:
-    if len(xs) == 1:
-        return xs[0], xs[0], xs[0]
-    q = statistics.quantiles(xs, n=4, method="inclusive")
-    return q[0], statistics.median(xs), q[2]
-
-
-def score(run: dict, budget: int, optimum: float | None) -> float:
-    """Simple regret after ``budget`` evaluations (the best value itself where no optimum is known)."""
-    finite = [v for v in run["values"][:budget] if math.isfinite(v)]
-    best = min(finite) if finite else float("inf")
-    return best - (optimum or 0.0)
-
-
-def medians(runs: list[dict], optima: dict, budget: int) -> dict[tuple[str, str], tuple]:
-    """(problem, sampler) -> (q1, median, q3, seeds) of the score after ``budget`` evaluations."""
-    out = {}
-    for key in dict.fromkeys((r["problem"], r["sampler"]) for r in runs):
-        xs = [score(r, budget, optima[key[0]]) for r in runs if (r["problem"], r["sampler"]) == key
-              and len(r["values"]) >= budget]
-        if xs:
-            out[key] = (*quartiles(xs), len(xs))
-    return out
-
-
-def mean_ranks(med: dict, problems: list[str], samplers: list[str]) -> dict[str, float]:
-    """Per problem, rank the samplers' medians (1 = best, ties share the mean rank); mean over problems."""
-    ranks: dict[str, list[float]] = {s: [] for s in samplers}
-    for p in problems:
-        scores = {s: med[(p, s)][1] for s in samplers if (p, s) in med}
-        if len(scores) < len(samplers):
-            continue
-        for s, v in scores.items():
-            below, tied = sum(w < v for w in scores.values()), sum(w == v for w in scores.values())
-            ranks[s].append(below + (tied + 1) / 2)
-    return {s: statistics.mean(r) for s, r in ranks.items() if r}
-
-
-def table(runs: list[dict], optima: dict, samplers: list[str], cost: dict, meta: str) -> str:
-    problems = list(dict.fromkeys(r["problem"] for r in runs))
-    lines = [meta, ""]
-    for budget in BUDGETS:
-        med = medians(runs, optima, budget)
-        if not med:
-            continue
-        lines += [f"## After {budget} evaluations: simple regret (best AULC for metabp problems), "
-                  "median [q1, q3] over seeds; best median in bold", "",
-                  "| problem | d | seeds | " + " | ".join(samplers) + " |",
-                  "|---|---|---|" + "---|" * len(samplers)]
-        for p in problems:
-            cells = {s: med.get((p, s)) for s in samplers}
-            got = [c[1] for c in cells.values() if c]
-            if not got:
-                continue
-            best = min(got)
-            row = []
-            for c in cells.values():
-                if c is None:
-                    row.append("-")
-                    continue
-                txt = f"{c[1]:.3g} [{c[0]:.3g}, {c[2]:.3g}]"
-                row.append(f"**{txt}**" if c[1] == best else txt)
-            seeds = max(c[3] for c in cells.values() if c)
-            lines.append(f"| {p} | {optima[p + '/dim']} | {seeds} | " + " | ".join(row) + " |")
-        suite = [p for p in problems if p in SUITE]
-        ranks = mean_ranks(med, suite, samplers)
-        if ranks:
-            lines += ["", f"Mean rank over the {len(suite)} synthetic functions ({', '.join(suite)}; "
-                      "1 = best median): " + ", ".join(f"{s} {ranks[s]:.2f}" for s in samplers if s in ranks)]
-        lines.append("")
-    lines += ["## Wall time split (all runs, seconds summed over problems and seeds)", "",
-              "| sampler | evaluating (s) | proposing (s) | proposing share | median s per proposal |",
-              "|---|---|---|---|---|"]
-    for s in samplers:
-        rs = [r for r in runs if r["sampler"] == s]
-        ev, pr = sum(sum(r["eval_s"]) for r in rs), sum(sum(r["propose_s"]) for r in rs)
-        per = statistics.median(x for r in rs for x in r["propose_s"][N_INITIAL:]) if rs else float("nan")
-        lines.append(f"| {s} | {ev:.1f} | {pr:.1f} | {100 * pr / max(ev + pr, 1e-9):.0f}% | {per:.3f} |")
-    if cost:
-        lines += ["", f"## Seconds per proposal after n evaluations (median of {cost['repeats']}; "
-                  "Hartmann-6 embedded in d dimensions, n random points)", "",
-                  "| sampler | " + " | ".join(f"n = {n}" for n in cost["n"]) + " |",
-                  "|---|" + "---|" * len(cost["n"])]
-        for s, ts in sorted(cost["seconds"].items()):
-            lines.append(f"| {s} | " + " | ".join(f"{ts[str(n)]:.3f}" if str(n) in ts else "-"
-                                                  for n in cost["n"]) + " |")
-    return "\n".join(lines)
-
-
-def plot(runs: list[dict], optima: dict, samplers: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    problems = list(dict.fromkeys(r["problem"] for r in runs))
-    cols, rows = 4, math.ceil(len(problems) / 4)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
-    for ax, p in zip(axes.flat, problems, strict=False):
-        for s in samplers:
-            rs = [r for r in runs if r["problem"] == p and r["sampler"] == s]
-            if not rs:
-                continue
-            n = min(len(r["values"]) for r in rs)
-            curves = torch.tensor([[score(r, k, optima[p]) for k in range(1, n + 1)] for r in rs])
-            q = torch.quantile(curves, torch.tensor([0.25, 0.5, 0.75], dtype=curves.dtype), dim=0)
-            x = range(1, n + 1)
-            ax.plot(x, q[1], label=s, lw=1.5 if s.startswith("botorch") else 1)
-            ax.fill_between(x, q[0], q[2], alpha=0.12)
-        ax.set_yscale("log")
-        if optima[p] is None:  # AULC: from the best run's value to the 10th evaluation's worst median
-            ax.set_ylim(top=max(ax.get_lines()[i].get_ydata()[9] for i in range(len(ax.get_lines()))) * 1.02)
-        ax.set_title(p, fontsize=9)
-        ax.set_xlabel("evaluations", fontsize=8)
-        ax.set_ylabel("simple regret" if optima[p] is not None else "best AULC", fontsize=8)
-    for ax in list(axes.flat)[len(problems):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -386,16 +260,6 @@ def run_task(problem: str, sampler: str, seed: int, budget: int) -> dict:
     if problem not in _BUILT:
         _BUILT[problem] = PROBLEMS[problem]()
     return run_one(problem, _BUILT[problem], sampler, seed, budget)
-
-
-def write(stem: Path, runs: list[dict], optima: dict, samplers: list[str], cost: dict, meta: str) -> None:
-    """Table and PNG from the seeds every sampler has finished (a run still going leaves its seed out)."""
-    have: dict[tuple[str, int], set] = {}
-    for r in runs:
-        have.setdefault((r["problem"], r["seed"]), set()).add(r["sampler"])
-    runs = [r for r in runs if have[(r["problem"], r["seed"])] >= set(samplers)]
-    stem.with_suffix(".md").write_text(table(runs, optima, samplers, cost, meta) + "\n")
-    plot(runs, optima, samplers, stem.with_suffix(".png"))
 
 
 if __name__ == "__main__":
