@@ -25,7 +25,8 @@ samplers tied with the best: an exact Mann-Whitney U test) are rewritten as runs
 
 A sampler name ``botorch:NAME=VALUE,...`` runs the botorch sampler with those fields of
 ``metabp.search.EngineSettings`` changed (an A/B of the engine's fixed choices), e.g.
-``botorch:noise_var=1e-6`` or ``botorch:tr_length=0.8``.
+``botorch:noise_var=1e-6`` or ``botorch:tr_length=0.8``; ``botorch:start=random`` starts it from the
+random points the other samplers start from instead of Sobol points.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,31 +106,56 @@ PROBLEMS = {  # name -> builder (built lazily: metabp problems load data)
 
 
 def with_settings(sampler: str):
-    """``botorch:NAME=VALUE,...`` -> (``"botorch"``, EngineSettings with those fields); else (name, None)."""
+    """``botorch:NAME=VALUE,...`` -> (``"botorch"``, EngineSettings with those fields, start design);
+    else (name, None, "sobol"). ``start=random`` (A/B only) gives botorch the others' random start."""
     import dataclasses
 
     from metabp.search import EngineSettings
 
     name, _, rest = sampler.partition(":")
-    if not rest:
-        return name, None
     defaults = {f.name: f.default for f in dataclasses.fields(EngineSettings)}
-    changes = {}
-    for item in rest.split(","):
+    changes, start = {}, "sobol"
+    for item in filter(None, rest.split(",")):
         k, v = item.split("=")
+        if k == "start" and v in ("sobol", "random"):
+            start = v
+            continue
         kind = type(defaults.get(k))  # an unknown name: EngineSettings.replace names it
         if kind is bool and v not in ("True", "False"):
             raise SystemExit(f"--samplers {sampler}: {k}={v}: give True or False")
         changes[k] = (None if v == "None" else v == "True" if kind is bool
                       else float(v) if kind in (float, type(None)) else kind(v))
-    return name, EngineSettings().replace(**changes)
+    return name, (EngineSettings().replace(**changes) if changes else None), start
+
+
+@contextmanager
+def start_design(start: str):
+    """``"random"``: the botorch sampler draws its first points by optuna's ``RandomSampler(seed)``,
+    the same points as gp, tpe and random (an A/B of the start design; ``"sobol"``: unchanged)."""
+    from optuna.samplers import RandomSampler
+
+    from metabp.search import SAMPLERS
+
+    sobol = SAMPLERS["botorch"]
+
+    def factory(**kw):
+        smp = sobol(**kw)
+        smp.independent_sampler = RandomSampler(seed=kw["seed"])
+        return smp
+
+    if start == "random":
+        SAMPLERS["botorch"] = factory
+    try:
+        yield
+    finally:
+        SAMPLERS["botorch"] = sobol
 
 
 def run_one(problem: str, prob: Problem, sampler: str, seed: int, budget: int) -> dict:
     """One ``minimize`` run; per evaluation its value, its own seconds and the proposing seconds before it."""
     from metabp.search import minimize
 
-    name, engine = with_settings(sampler)
+    name, engine, start = with_settings(sampler)
     values, eval_s, propose_s = [], [], []
     last = [time.perf_counter()]
 
@@ -141,7 +168,8 @@ def run_one(problem: str, prob: Problem, sampler: str, seed: int, budget: int) -
         values.append(v)
         return v
 
-    minimize(f, prob.bounds, budget, seed=seed, sampler=name, n_initial=N_INITIAL, engine=engine)
+    with start_design(start):
+        minimize(f, prob.bounds, budget, seed=seed, sampler=name, n_initial=N_INITIAL, engine=engine)
     return {"problem": problem, "sampler": sampler, "seed": seed, "budget": budget, "values": values,
             "eval_s": eval_s, "propose_s": propose_s}
 
