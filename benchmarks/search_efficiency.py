@@ -99,9 +99,9 @@ PROBLEMS = {  # name -> builder (built lazily: metabp problems load data)
     "ackley10": lambda: _synthetic("Ackley", dim=10),
     "hartmann6-in-20d": lambda: _embedded(20),
     "hartmann6-in-50d": lambda: _embedded(50),
-    "quickstart": lambda: _metabp("gaussians-mlp3", 1, seeds=3),
+    "quickstart": lambda: _metabp("gaussians-mlp3", 1, seeds=5),
     "digits": lambda: _metabp("digits-mlp", 1, seeds=3),
-    "digits25": lambda: _metabp("digits-mlp", 8, seeds=3),
+    "digits25": lambda: _metabp("digits-mlp", 8, seeds=5),
 }
 
 
