@@ -4,7 +4,8 @@ Simulated asynchronous workers, reproducible: ``--workers`` trials are asked at 
 earlier ones as pending), and every trial runs for a random time (uniform on [0.5, 1.5], seeded).
 Whenever a trial finishes, its value is told and its worker asks a new one at once, while the
 others still run (it sees ``workers - 1`` trials pending), until ``--trials`` have been asked.
-Objective: the quadratic ``sum x_i^2`` on ``[-10, 10]^10`` (minimum 0). ``--batch``: synchronous
+Objective (``--objective``): the quadratic ``sum x_i^2`` on ``[-10, 10]^10`` (minimum 0), or the
+multimodal Ackley (``[-32.768, 32.768]^d``) or Hartmann-6, by simple regret. ``--batch``: synchronous
 batches instead (equal durations; the workers ask only after the whole batch is told, so every
 worker of a batch sees the same completed trials), as workers started together.
 
@@ -35,6 +36,7 @@ Writes ``benchmarks/results/parallel_workers_real.md``.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -46,11 +48,27 @@ OUT = Path(__file__).parent / "results"
 VARIANTS = ("botorch", "botorch-blind", "tpe", "random", "botorch-qlogei")
 
 
-def make(variant: str, d: int, seed: int, n_initial: int):
+#: name -> (box of every dimension, fixed dimension or None, f(point) -> value to minimise, 0 at the optimum).
+OBJECTIVES = {
+    "quadratic": ((-10.0, 10.0), None, lambda x: float((x ** 2).sum())),
+    "ackley": ((-32.768, 32.768), None, lambda x: _botorch_test("Ackley", x)),
+    "hartmann6": ((0.0, 1.0), 6, lambda x: _botorch_test("Hartmann", x)),
+}
+
+
+def _botorch_test(name: str, x: torch.Tensor) -> float:
+    """Simple regret ``f(x) - min f`` of a BoTorch test function (a minimisation problem) at ``x``."""
+    import botorch.test_functions as tf
+
+    f = getattr(tf, name)(dim=len(x))
+    return float(f(x.double().unsqueeze(0))) - float(f.optimal_value)
+
+
+def make(variant: str, d: int, seed: int, n_initial: int, box: tuple[float, float] = (-10.0, 10.0)):
     from metabp.search import make_sampler
 
     name = "botorch" if variant.startswith("botorch") else variant
-    sampler = make_sampler(name, bounds=[(-10.0, 10.0)] * d, names=[f"x_{i}" for i in range(d)],
+    sampler = make_sampler(name, bounds=[box] * d, names=[f"x_{i}" for i in range(d)],
                            n_initial=n_initial, seed=seed,
                            **({"acquisition": "qlogei"} if variant == "botorch-qlogei" else {}))
     if variant == "botorch-blind":
@@ -59,7 +77,7 @@ def make(variant: str, d: int, seed: int, n_initial: int):
 
 
 def run(variant: str, seed: int, *, d: int, trials: int, workers: int, n_initial: int,
-        batch: bool = False) -> dict:
+        batch: bool = False, objective: str = "quadratic") -> dict:
     """One simulated study; returns the values in order of finishing, the proposing seconds and
     each model proposal's distance (unit cube) to the nearest trial running when it was asked.
     ``batch``: every trial takes the same time and the workers ask only after the whole batch is
@@ -70,11 +88,15 @@ def run(variant: str, seed: int, *, d: int, trials: int, workers: int, n_initial
     import optuna
     from optuna.distributions import FloatDistribution
 
-    study = optuna.create_study(sampler=make(variant, d, seed, n_initial), direction="minimize")
-    dists = {f"x_{i}": FloatDistribution(-10.0, 10.0) for i in range(d)}
+    box, fixed_d, f = OBJECTIVES[objective]
+    d = fixed_d or d
+    study = optuna.create_study(sampler=make(variant, d, seed, n_initial, box), direction="minimize")
+    dists = {f"x_{i}": FloatDistribution(*box) for i in range(d)}
     clock = random.Random(seed)
     running: list = []  # heap of (finish time, trial number, trial)
+    staged: list[tuple[int, float]] = []  # (completed trials when asked, value) of model proposals
     values, seconds, asked, gaps = [], 0.0, 0, []
+    known: dict[int, int] = {}  # model proposal's trial number -> completed trials when it was asked
 
     def ask(now: float) -> None:
         nonlocal seconds, asked
@@ -82,8 +104,10 @@ def run(variant: str, seed: int, *, d: int, trials: int, workers: int, n_initial
         trial = study.ask(dists)
         seconds += time.perf_counter() - t0
         asked += 1
-        if asked > n_initial and running:  # a model proposal: its distance to the nearest running trial
-            gaps.append(min(_distance(trial.params, r[2].params) for r in running))
+        if asked > n_initial:  # a model proposal
+            known[trial.number] = len(values)
+            if running:  # its distance to the nearest running trial
+                gaps.append(min(_distance(trial.params, r[2].params, box) for r in running))
         heapq.heappush(running, (now + (1.0 if batch else clock.uniform(0.5, 1.5)), trial.number, trial))
 
     for _ in range(min(workers, trials)):
@@ -94,18 +118,21 @@ def run(variant: str, seed: int, *, d: int, trials: int, workers: int, n_initial
         while batch and running and running[0][0] == now:
             finished.append(heapq.heappop(running)[2])
         for trial in finished:
-            v = float(sum(trial.params[k] ** 2 for k in dists))
+            v = f(torch.tensor([trial.params[k] for k in dists], dtype=torch.float64))
             study.tell(trial, v)
             values.append(v)
+            if trial.number in known:
+                staged.append((known[trial.number], v))
         for _ in finished:
             if asked < trials:
                 ask(now)
-    return {"variant": variant, "seed": seed, "values": values, "propose_s": seconds, "gaps": gaps}
+    return {"variant": variant, "seed": seed, "values": values, "propose_s": seconds, "gaps": gaps,
+            "staged": staged}
 
 
-def _distance(a: dict, b: dict) -> float:
-    """Euclidean distance of two points of ``[-10, 10]^d`` on the unit cube."""
-    return sum(((a[k] - b[k]) / 20.0) ** 2 for k in a) ** 0.5
+def _distance(a: dict, b: dict, box: tuple[float, float]) -> float:
+    """Euclidean distance of two points of ``box^d`` on the unit cube."""
+    return sum(((a[k] - b[k]) / (box[1] - box[0])) ** 2 for k in a) ** 0.5
 
 
 def real_run(study_file: Path, journal: Path, *, workers: int, trials: int) -> dict:
@@ -161,11 +188,30 @@ def real_runs(args) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Completed trials when a model proposal was asked, grouped (lower bounds) for the stage table.
+STAGES = (0, 10, 20, 30)
+
+
+def stage_table(runs: list[dict], variants: list[str]) -> list[str]:
+    """Median value of the model proposals, grouped by how many completed trials they were proposed from."""
+    bounds = list(zip(STAGES, [*STAGES[1:], math.inf], strict=True))
+    names = [f"{lo}+" if hi == math.inf else f"{lo}-{hi - 1}" for lo, hi in bounds]
+    lines = ["| sampler | " + " | ".join(f"{n} completed" for n in names) + " |",
+             "|---|" + "---|" * len(names)]
+    for v in variants:
+        cells = []
+        for lo, hi in bounds:
+            xs = [y for r in runs if r["variant"] == v for k, y in r.get("staged", []) if lo <= k < hi]
+            cells.append(f"{statistics.median(xs):.1f} ({len(xs)})" if xs else "-")
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def mean_se(xs: list[float]) -> tuple[float, float]:
     return statistics.mean(xs), (statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else 0.0)
 
 
-def plot(runs: list[dict], variants: list[str], path: Path, batch: bool = False) -> None:
+def plot(runs: list[dict], variants: list[str], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -182,52 +228,31 @@ def plot(runs: list[dict], variants: list[str], path: Path, batch: bool = False)
     ax.set_yscale("log")
     ax.set_xlabel("completed trials")
     ax.set_ylabel("best value so far (median, IQR)")
-    ax.set_title("10-D quadratic, simulated " + ("synchronous batches" if batch else "asynchronous workers"))
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=10)
-    p.add_argument("--trials", type=int, default=40)
-    p.add_argument("--workers", type=int, default=10)
-    p.add_argument("--dim", type=int, default=10)
-    p.add_argument("--n-initial", type=int, default=10)
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS[:4]), choices=VARIANTS)
-    p.add_argument("--batch", action="store_true",
-                   help="synchronous batches (equal durations); writes parallel_workers_batch.{md,png}")
-    p.add_argument("--out", type=Path, default=OUT)
-    p.add_argument("--real", type=int, default=0, help="runs of real worker processes instead")
-    p.add_argument("--study", type=Path, default=Path(__file__).parents[1] / "studies" / "quickstart.toml")
-    args = p.parse_args(argv)
-    if args.real:
-        text = real_runs(args)
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "parallel_workers_real.md").write_text(text)
-        print(text)
-        return 0
-    from tqdm import tqdm
+def describe(args) -> str:
+    """The simulated setting, one sentence."""
+    box, fixed_d, _ = OBJECTIVES[args.objective]
+    d = fixed_d or args.dim
+    what = ("the quadratic sum x_i^2" if args.objective == "quadratic" else
+            f"{args.objective} (simple regret)")
+    workers = ("workers in synchronous batches (equal durations; each asks after the whole batch is told)"
+               if args.batch else "asynchronous workers (durations uniform on [0.5, 1.5])")
+    return (f"{d}-D {what} on [{box[0]:g}, {box[1]:g}]^{d}, {args.trials} trials, "
+            f"{args.workers} simulated {workers}, n_initial {args.n_initial}, {args.seeds} seeds; "
+            f"torch {torch.__version__}, 1 thread, a 2-core CPU shared with other jobs. Best value after "
+            "all trials: mean +- standard error over seeds, and median [q1, q3].")
 
-    torch.set_num_threads(1)
-    import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cells = [(s, v) for s in range(args.seeds) for v in args.variants]
-    runs = [run(v, s, d=args.dim, trials=args.trials, workers=args.workers, n_initial=args.n_initial,
-                batch=args.batch) for s, v in tqdm(cells, file=sys.stderr)]
-    given = argv if argv is not None else sys.argv[1:]
+def report(args, runs: list[dict], given: list[str]) -> str:
+    """The markdown table of the simulated runs."""
     lines = [f"# Parallel workers: `{' '.join(['python benchmarks/parallel_workers.py', *given])}`", "",
-             f"{args.dim}-D quadratic on [-10, 10]^{args.dim}, {args.trials} trials, "
-             f"{args.workers} simulated " + ("workers in synchronous batches (equal durations; each asks "
-                                             "after the whole batch is told), " if args.batch else
-                                             "asynchronous workers (durations uniform on [0.5, 1.5]), ") +
-             f"n_initial {args.n_initial}, {args.seeds} seeds; "
-             f"torch {torch.__version__}, 1 thread, "
-             "a 2-core CPU shared with other jobs. Best value after all trials: mean +- standard error "
-             "over seeds, and median [q1, q3].", "",
+             describe(args), "",
              "Distance to running: a model proposal's distance (unit cube) to the nearest trial still "
              "running when it was asked, median over proposals [q1, q3] (a duplicate would be 0).", "",
              "| sampler | best (mean +- s.e.) | median [q1, q3] | distance to running "
@@ -240,16 +265,55 @@ def main(argv: list[str] | None = None) -> int:
         sec = statistics.mean(r["propose_s"] for r in runs if r["variant"] == v) / args.trials
         gaps = [g for r in runs if r["variant"] == v for g in r["gaps"]]
         g = statistics.quantiles(gaps, n=4, method="inclusive") if len(gaps) > 1 else [float("nan")] * 3
-        lines.append(f"| {v} | {m:.2f} +- {se:.2f} | {statistics.median(best):.2f} [{q[0]:.2f}, {q[2]:.2f}] "
+        lines.append(f"| {v} | {m:.3g} +- {se:.2g} | {statistics.median(best):.3g} [{q[0]:.3g}, {q[2]:.3g}] "
                      f"| {g[1]:.3f} [{g[0]:.3f}, {g[2]:.3f}] | {sec:.3f} |")
     means = {v: statistics.mean(min(r["values"]) for r in runs if r["variant"] == v) for v in args.variants}
     if {"botorch", "botorch-blind"} <= set(means):
-        lines += ["", f"blind / pending-aware (mean best): {means['botorch-blind'] / means['botorch']:.2f}"]
-    text = "\n".join(lines) + "\n"
+        lines += ["", f"blind / pending-aware (mean best): {means['botorch-blind'] / means['botorch']:.2f}; "
+                  "Optuna pull request optuna/optuna#4591 (BoTorchSampler with running trials as "
+                  f"`X_pending`) reported 10.30 / 4.55 = {10.30 / 4.55:.2f}."]
+    lines += ["", "Model proposals by what they knew: the median value of the points the model proposed, "
+              "grouped by the completed trials they were proposed from (count in brackets; the Sobol start "
+              "is left out).", "", *stage_table(runs, [v for v in args.variants if v.startswith("botorch")])]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--trials", type=int, default=40)
+    p.add_argument("--workers", type=int, default=10)
+    p.add_argument("--objective", default="quadratic", choices=list(OBJECTIVES))
+    p.add_argument("--dim", type=int, default=10, help="dimensions (hartmann6: always 6)")
+    p.add_argument("--n-initial", type=int, default=10)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS[:4]), choices=VARIANTS)
+    p.add_argument("--batch", action="store_true",
+                   help="synchronous batches (equal durations); writes parallel_workers_batch.{md,png}")
+    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--real", type=int, default=0, help="runs of real worker processes instead")
+    p.add_argument("--study", type=Path, default=Path(__file__).parents[1] / "studies" / "quickstart.toml")
+    args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "parallel_workers" + ("_batch" if args.batch else "")
+    if args.real:
+        text = real_runs(args)
+        (args.out / "parallel_workers_real.md").write_text(text)
+        print(text)
+        return 0
+    from tqdm import tqdm
+
+    torch.set_num_threads(1)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cells = [(s, v) for s in range(args.seeds) for v in args.variants]
+    runs = [run(v, s, d=args.dim, trials=args.trials, workers=args.workers, n_initial=args.n_initial,
+                batch=args.batch, objective=args.objective) for s, v in tqdm(cells, file=sys.stderr)]
+    text = report(args, runs, argv if argv is not None else sys.argv[1:])
+    stem = ("parallel_workers" + ("" if args.objective == "quadratic" else f"_{args.objective}")
+            + ("_batch" if args.batch else ""))
     (args.out / f"{stem}.md").write_text(text)
-    plot(runs, args.variants, args.out / f"{stem}.png", args.batch)
+    plot(runs, args.variants, args.out / f"{stem}.png", describe(args).split(",")[0] + ", "
+         + ("synchronous batches" if args.batch else "asynchronous workers"))
     print(text)
     return 0
 
