@@ -145,13 +145,40 @@ def _take(t: Tensor, index: Tensor) -> Tensor:
 
 
 def copy_losses(logits: Tensor, y: Tensor) -> Tensor:
-    """Each copy's mean cross-entropy, ``K``: ``logits`` ``K x B x C`` with labels ``B`` (shared)
-    or ``K x B`` (per copy), or ``B x C`` with ``B`` (one model: ``K = 1``)."""
+    r"""Each copy's mean cross-entropy :math:`\bar L_k = -\frac1B \sum_i \log
+    \mathrm{softmax}(z_{k,i})_{y_{k,i}}`, ``K``: ``logits`` ``K x B x C`` with labels ``B`` (shared)
+    or ``K x B`` (per copy), or ``B x C`` with ``B`` (one model: ``K = 1``).
+
+    One model's is ``F.cross_entropy``. On the CPU copy ``k``'s loss and its gradient are that of
+    ``F.cross_entropy(logits[k], y_k)`` bit for bit: the log-softmax runs over the last dim row
+    by row, as for one model, and the mean is ``nll_loss``'s own per copy (:class:`_CopyNLL`)."""
     if logits.dim() == 2:
         return F.cross_entropy(logits, y).unsqueeze(0)
     K, B, _ = logits.shape
-    # classes on dim 1 (K x C x B): on CPU, log-softmax over a short last dim is several times slower
-    return F.cross_entropy(logits.transpose(1, 2), y.expand(K, B), reduction="none").mean(1)
+    return _CopyNLL.apply(F.log_softmax(logits, -1), y.expand(K, B))
+
+
+class _CopyNLL(torch.autograd.Function):
+    r"""Per-copy mean negative log-likelihood of ``logp`` ``K x B x C`` at labels ``y`` ``K x B``.
+
+    Forward: on the CPU ``nll_loss(logp[k], y[k])`` per copy (its summation order, so the losses
+    are those of ``K`` separate models); elsewhere one gather and mean. Backward, as ``nll_loss``'s:
+    :math:`\partial \bar L_k / \partial \log p_{k,i,y_{k,i}} = -(g_k / B)`, zero elsewhere."""
+
+    @staticmethod
+    def forward(ctx, logp: Tensor, y: Tensor) -> Tensor:
+        ctx.save_for_backward(y)
+        ctx.shape = logp.shape
+        if logp.device.type == "cpu":
+            return torch.stack([F.nll_loss(a, b) for a, b in zip(logp.unbind(0), y.unbind(0), strict=True)])
+        return -logp.gather(2, y.unsqueeze(2)).squeeze(2).mean(1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (y,) = ctx.saved_tensors
+        K, B, C = ctx.shape
+        out = grad.new_zeros(K, B, C)
+        return out.scatter_(2, y.unsqueeze(2), (-(grad / B)).view(K, 1, 1).expand(K, B, 1)), None
 
 
 def model_losses(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:

@@ -112,17 +112,76 @@ def make_optimizer(name: str, params: Iterable[torch.Tensor], lr: float) -> torc
 
 
 def _per_copy(values: Sequence[float], p: Tensor) -> Tensor:
-    """``values`` as a ``K x 1 x ...`` tensor that broadcasts over ``p`` (``K x ...``)."""
+    """``values`` as a ``K x 1 x ...`` tensor that broadcasts over ``p`` (``K x ...``), each
+    rounded to ``p``'s dtype as torch's kernels round a Python scalar."""
     return torch.tensor(values, dtype=p.dtype, device=p.device).view(-1, *[1] * (p.dim() - 1))
+
+
+# A finishing rule: (state, grad, param group, learning rates) -> the terms of torch's final
+# update ``param.addcdiv_(num, den, value=v(lr))``, as (num, den, [v(lr_k) for each copy]).
+Terms = list[tuple[Tensor, Tensor, list[float]]]
+
+
+def _adam(state: dict[str, Any], grad: Tensor, group: dict[str, Any], lrs: Sequence[float]) -> Terms:
+    r"""Adam, AMSGrad: :math:`\theta \mathrel{+}= -(\alpha / c_1)\, m / (\sqrt{v / c_2} + \epsilon)`."""
+    step = state["step"].item()
+    beta1, beta2 = group["betas"]
+    c1, c2 = 1 - beta1**step, 1 - beta2**step
+    v = state["max_exp_avg_sq"] if group["amsgrad"] else state["exp_avg_sq"]
+    return [(state["exp_avg"], (v.sqrt() / c2**0.5).add_(group["eps"]), [-(lr / c1) for lr in lrs])]
+
+
+def _adamax(state: dict[str, Any], grad: Tensor, group: dict[str, Any], lrs: Sequence[float]) -> Terms:
+    r"""Adamax: :math:`\theta \mathrel{+}= -(\alpha / c_1)\, m / u`."""
+    c1 = 1 - group["betas"][0] ** state["step"].item()
+    return [(state["exp_avg"], state["exp_inf"], [-(lr / c1) for lr in lrs])]
+
+
+def _adagrad(state: dict[str, Any], grad: Tensor, group: dict[str, Any], lrs: Sequence[float]) -> Terms:
+    r"""Adagrad: :math:`\theta \mathrel{+}= -\alpha_t\, g / (\sqrt{s} + \epsilon)`."""
+    decay = 1 + (state["step"].item() - 1) * group["lr_decay"]
+    return [(grad, state["sum"].sqrt().add_(group["eps"]), [-(lr / decay) for lr in lrs])]
+
+
+def _rmsprop(state: dict[str, Any], grad: Tensor, group: dict[str, Any], lrs: Sequence[float]) -> Terms:
+    r"""RMSprop (not centered): :math:`\theta \mathrel{+}= -\alpha\, g / (\sqrt{v} + \epsilon)`."""
+    return [(grad, state["square_avg"].sqrt().add_(group["eps"]), [-lr for lr in lrs])]
+
+
+def _nadam(state: dict[str, Any], grad: Tensor, group: dict[str, Any], lrs: Sequence[float]) -> Terms:
+    r"""NAdam: two terms over :math:`d = \sqrt{v / c_2} + \epsilon`, on ``g`` and on ``m``."""
+    step, (beta1, beta2), decay = state["step"].item(), group["betas"], group["momentum_decay"]
+    mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * decay)))
+    mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * decay)))
+    product = state["mu_product"].item()
+    den = state["exp_avg_sq"].div(1 - beta2**step).sqrt().add_(group["eps"])
+    return [(grad, den, [-lr * (1.0 - mu) / (1.0 - product) for lr in lrs]),
+            (state["exp_avg"], den, [(-lr * mu_next) / (1.0 - product * mu_next) for lr in lrs])]
+
+
+#: Optimizers whose final update folds ``lr`` into a step-dependent scalar (a ``Terms`` rule
+#: redoes it per copy); the others end in ``param.add_(s, alpha=-lr)``, a step ``s`` free of lr.
+FINISH: dict[str, Callable[..., Terms]] = {
+    "adam": _adam, "amsgrad": _adam, "adamax": _adamax, "adagrad": _adagrad, "rmsprop": _rmsprop,
+    "nadam": _nadam,
+}
 
 
 class PerCopyLR(Optimizer):
     r"""Optimizer ``name`` over stacked ``K x ...`` parameters, copy ``k`` at learning rate ``lrs[k]``.
 
-    Torch's optimizer at ``lr = 1`` on a zeroed shadow of each parameter gives :math:`s = -u`
-    (module docstring), then :math:`\theta_k \leftarrow \theta_k + \alpha_k s_k`: one set of kernels
-    whatever ``K``. Each step rounds :math:`\alpha_k u` where torch rounds
-    :math:`(\alpha_k / c)\, \hat m / d`: an ulp apart, like the batched forward's summation order.
+    Torch's optimizer at ``lr = 1`` steps a zeroed shadow of each parameter: it keeps the state
+    (which does not depend on :math:`\alpha`, module docstring) and gives :math:`s = -u`. Then
+    on the CPU every copy gets the update torch's own optimizer would give it, bit for bit:
+
+    - ``sgd``, ``momentum``, ``nesterov``, ``adadelta`` end in ``param.add_(u, alpha=-lr)``:
+      :math:`\theta_k \leftarrow \theta_k + \alpha_k s_k` rounds the same;
+    - the others end in ``param.addcdiv_(n, d, value=v(lr))`` with a scalar :math:`v` folding
+      :math:`\alpha` with the step's bias corrections (:data:`FINISH`): the same terms with
+      :math:`v(\alpha_k)` per copy, ``param.addcdiv_(n * v, d)``, which rounds as torch's kernel.
+
+    On other devices torch's optimizers run their ``foreach`` kernels, and every optimizer takes
+    :math:`\theta_k + \alpha_k s_k` (an ulp from :math:`\alpha_k u` rounded as torch does).
 
     ``param_groups[0]["lr"]`` is the list of learning rates; the optimizer state lives on the
     shadows (:meth:`shadow_state`, which :func:`zero_copies` reads).
@@ -144,6 +203,7 @@ class PerCopyLR(Optimizer):
         super().__init__(params, {"lr": list(self.lrs)})
         self._shadows = [torch.zeros_like(p) for p in params]
         self.optimizer = make_optimizer(name, self._shadows, 1.0)
+        self._finish = FINISH.get(check_optimizer(name))
         self._scale = [_per_copy(self.lrs, p) for p in params]
 
     def shadow_state(self, i: int) -> dict[str, Any]:
@@ -159,10 +219,16 @@ class PerCopyLR(Optimizer):
             z.zero_()
             z.grad = p.grad
         self.optimizer.step()
+        group = self.optimizer.param_groups[0]
         for p, z, scale in zip(params, self._shadows, self._scale, strict=True):
-            if z.grad is not None:
+            if z.grad is None:
+                continue
+            if self._finish is None or p.device.type != "cpu":
                 p.addcmul_(z, scale)
-                z.grad = None
+            else:
+                for num, den, values in self._finish(self.optimizer.state[z], z.grad, group, self.lrs):
+                    p.addcdiv_(num * _per_copy(values, p), den)
+            z.grad = None
         return loss
 
 
@@ -189,4 +255,4 @@ def zero_copies(opt: Optimizer, dead: Sequence[int]) -> None:
 
 
 __all__ = ["make_optimizer", "OPTIMIZERS", "DEFAULT_LR", "check_optimizer", "check_lr", "PerCopyLR",
-           "zero_copies", "COPY_STATE"]
+           "zero_copies", "COPY_STATE", "FINISH"]

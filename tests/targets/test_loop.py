@@ -210,3 +210,22 @@ def test_on_cuda_the_loop_waits_and_matches_the_per_step_check():
     assert [len(c) for c in waited.step_losses] == [len(c) for c in per_step.step_losses]
     for a, b in zip(waited.step_losses, per_step.step_losses, strict=True):
         assert a == pytest.approx(b, rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize("B, C", [(64, 10), (29, 10), (7, 2)])
+def test_copy_losses_and_their_gradients_are_each_copys_cross_entropy_bit_for_bit(B, C):
+    from metabp.targets._loop import copy_losses
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, B, C, generator=gen).requires_grad_()
+    y = torch.randint(0, C, (5, B), generator=gen)
+    scale = torch.tensor([1.0, 0.5, 2.0, 1.0, 3.0])  # a weighted sum: each copy's own gradient
+    (copy_losses(logits, y) * scale).sum().backward()
+    for k in range(5):
+        one = logits.detach()[k].clone().requires_grad_()
+        loss = F.cross_entropy(one, y[k])
+        (loss * scale[k]).backward()
+        assert torch.equal(copy_losses(logits.detach(), y)[k], loss.detach())
+        assert torch.equal(logits.grad[k], one.grad), k
+    shared = copy_losses(logits.detach(), y[0])
+    assert torch.equal(shared[3], F.cross_entropy(logits.detach()[3], y[0]))

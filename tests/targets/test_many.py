@@ -257,3 +257,19 @@ def test_one_g_at_two_sites_or_in_two_copies_is_a_distinct_object_in_every_stack
     assert len(members) == 5 and len({id(m) for m in members}) == 5  # copy 3: act1 backprops sigma'
     assert all(torch.equal(m.omega, g.omega) for m in members)
     assert list(shared.values()) == [g, g]  # the caller's PerSite is left as it was
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "adadelta"])
+def test_copies_are_bit_identical_to_their_own_train_on_the_cpu(optimizer):
+    """One copy, and eight copies at eight lrs on per-copy batches (seeds 0, 1, 2: ``K x B``) or on
+    one shared batch (seed 1): each copy's step losses are its own `train`'s, bit for bit (a last
+    batch of 44 examples, not 64, included)."""
+    spec = get_target("digits-mlp", epochs=1, train_size=300, optimizer=optimizer)
+    lrs = [DEFAULT_LR[optimizer] * 1.5 ** (k - 4) for k in range(8)]
+    bfns = [metabp.MetaNet(hidden=1, seed=k) for k in range(8)]
+    for seeds in ([0] * 1, [k % 3 for k in range(8)], [1] * 8):
+        K = len(seeds)
+        many = train_many(spec, bfns[:K], where="act2", seed=seeds, lr=lrs[:K])
+        for run, g, s, a in zip(many, bfns, seeds, lrs, strict=False):
+            assert run.step_losses == train(get_target(spec, lr=a), g, where="act2", seed=s).step_losses
+        assert len({r.aulc for r in many}) == K

@@ -12,11 +12,11 @@ def test_ten_optimizers():
 
 
 def _stacked_and_singles(name, stacked_opt, lrs, dtype=torch.float32):
-    """A K x 4 x 5 tensor stepped by ``stacked_opt(params)``, and K tensors each stepped by optimizer
+    """A K x 4 x 9 tensor stepped by ``stacked_opt(params)``, and K tensors each stepped by optimizer
     ``name`` at its lr, on the same random gradients; ``(init, stacked, singles)``."""
     gen = torch.Generator().manual_seed(1)
-    init = torch.randn(len(lrs), 4, 5, generator=gen, dtype=dtype)
-    grads = [torch.randn(len(lrs), 4, 5, generator=gen, dtype=dtype) for _ in range(5)]
+    init = torch.randn(len(lrs), 4, 9, generator=gen, dtype=dtype)
+    grads = [torch.randn(len(lrs), 4, 9, generator=gen, dtype=dtype) for _ in range(5)]
     stacked = init.clone().requires_grad_()
     opt = stacked_opt([stacked])
     singles = [init[k].clone().requires_grad_() for k in range(len(lrs))]
@@ -49,15 +49,15 @@ def test_errors_use_torch_optim_wording():
     assert make_optimizer("AMSGrad", p, lr=0.1).defaults["amsgrad"] is True
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
-def test_per_copy_lr_steps_like_separate_optimizers_at_their_lr(name):
-    """PerCopyLR: copy k of a K x ... tensor steps as optimizer `name` at lrs[k] alone, up to
-    rounding (float64)."""
-    lrs = [0.003, 0.05, 0.05, 2.0]
+def test_per_copy_lr_steps_bit_identical_to_separate_optimizers_at_their_lr(name, dtype):
+    """PerCopyLR: copy k of a K x ... tensor steps as optimizer `name` at lrs[k] alone, bit for bit."""
+    lrs = [0.003, 0.05, 0.05, 2.0, 0.0123, 0.7, 1e-4, 0.31]
     per_copy = lambda ps: PerCopyLR(name, ps, lrs)  # noqa: E731
-    _, stacked, singles, opt = _stacked_and_singles(name, per_copy, lrs, torch.float64)
-    for k in range(4):
-        torch.testing.assert_close(stacked[k], singles[k], rtol=1e-13, atol=1e-13)
+    _, stacked, singles, opt = _stacked_and_singles(name, per_copy, lrs, dtype)
+    for k in range(len(lrs)):
+        assert torch.equal(stacked[k], singles[k]), k
     assert opt.param_groups[0]["lr"] == lrs
 
 
