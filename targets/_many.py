@@ -87,8 +87,10 @@ def train_many(spec: TargetSpec, bfns: Sequence[BFunction | PerSite | None], whe
     """Train ``K = len(bfns)`` candidates on target ``spec`` at once; one :class:`Run` each.
 
     Equivalent to ``[train(replace(spec, lr=a), g, where, s) for g, s, a in zip(bfns, seeds, lrs)]``
-    up to float rounding (the same initial weights, data order, optimizer and learning rate per
-    copy), several times faster. ``seed`` is one int for every copy or a sequence of ints, one per
+    (the same initial weights, data order, optimizer and learning rate per copy), several times
+    faster: on the CPU, for a target of ``Linear`` layers, each copy's step losses are its
+    ``train`` run's bit for bit; convolutional targets (grouped convolutions) and other devices
+    agree up to float rounding. ``seed`` is one int for every copy or a sequence of ints, one per
     copy; ``lr`` likewise (``None``: ``spec.lr``; finite and > 0): ``train_many(spec, [g, g, h, h],
     seed=[0, 1, 0, 1], lr=[0.01, 0.01, 0.1, 0.1])`` scores two candidates, each at its own lr, on
     two seeds each (different lrs step through :class:`~metabp.targets._optim.PerCopyLR`). ``None``

@@ -167,6 +167,23 @@ FINISH: dict[str, Callable[..., Terms]] = {
 }
 
 
+def _adam_step(p: Tensor, state: dict[str, Any], group: dict[str, Any], lrs: Sequence[float]) -> None:
+    """torch's single-tensor Adam (AMSGrad) step of ``p`` (``K x ...``), copy ``k`` at ``lrs[k]``:
+    the state updates of ``torch.optim.Adam``, then :func:`_adam`'s per-copy final update."""
+    if not state:
+        state["step"] = torch.tensor(0.0, dtype=torch.float64 if p.dtype == torch.float64 else torch.float32)
+        keys = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
+        state.update({key: torch.zeros_like(p, memory_format=torch.preserve_format) for key in keys})
+    beta1, beta2 = group["betas"]
+    state["step"] += 1
+    state["exp_avg"].lerp_(p.grad, 1 - beta1)
+    state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+    if group["amsgrad"]:
+        torch.maximum(state["max_exp_avg_sq"], state["exp_avg_sq"], out=state["max_exp_avg_sq"])
+    for num, den, values in _adam(state, p.grad, group, lrs):
+        p.addcdiv_(num * _per_copy(values, p), den)
+
+
 class PerCopyLR(Optimizer):
     r"""Optimizer ``name`` over stacked ``K x ...`` parameters, copy ``k`` at learning rate ``lrs[k]``.
 
@@ -179,6 +196,7 @@ class PerCopyLR(Optimizer):
     - the others end in ``param.addcdiv_(n, d, value=v(lr))`` with a scalar :math:`v` folding
       :math:`\alpha` with the step's bias corrections (:data:`FINISH`): the same terms with
       :math:`v(\alpha_k)` per copy, ``param.addcdiv_(n * v, d)``, which rounds as torch's kernel.
+      Adam and AMSGrad skip the shadow there: their state updates run in place (:func:`_adam_step`).
 
     On other devices torch's optimizers run their ``foreach`` kernels, and every optimizer takes
     :math:`\theta_k + \alpha_k s_k` (an ulp from :math:`\alpha_k u` rounded as torch does).
@@ -205,6 +223,8 @@ class PerCopyLR(Optimizer):
         self.optimizer = make_optimizer(name, self._shadows, 1.0)
         self._finish = FINISH.get(check_optimizer(name))
         self._scale = [_per_copy(self.lrs, p) for p in params]
+        # on the CPU Adam steps in place (no shadow step whose update is redone)
+        self._native = self._finish is _adam and all(p.device.type == "cpu" for p in params)
 
     def shadow_state(self, i: int) -> dict[str, Any]:
         """The optimizer state of parameter ``i`` (``K x ...`` entries, as for the parameter)."""
@@ -214,12 +234,16 @@ class PerCopyLR(Optimizer):
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One step of every copy at its own learning rate."""
         loss = None if closure is None else torch.enable_grad()(closure)()
-        params = self.param_groups[0]["params"]
+        params, group = self.param_groups[0]["params"], self.optimizer.param_groups[0]
+        if self._native:
+            for p, z in zip(params, self._shadows, strict=True):
+                if p.grad is not None:
+                    _adam_step(p, self.optimizer.state[z], group, self.lrs)
+            return loss
         for p, z in zip(params, self._shadows, strict=True):
             z.zero_()
             z.grad = p.grad
         self.optimizer.step()
-        group = self.optimizer.param_groups[0]
         for p, z, scale in zip(params, self._shadows, self._scale, strict=True):
             if z.grad is None:
                 continue
