@@ -40,3 +40,10 @@ def test_pending_aware_proposals_never_repeat_a_running_point(batch):
     run = pw.run("botorch", 0, d=3, trials=14, workers=4, n_initial=4, batch=batch)
     assert len(run["values"]) == 14
     assert min(run["gaps"]) > 1e-3
+
+
+def test_ratio_interval_brackets_the_ratio_and_is_a_point_for_constant_seeds():
+    lo, hi = pw.ratio_interval([2.0, 4.0, 6.0, 8.0], [1.0, 2.0, 3.0, 4.0])
+    assert lo == pytest.approx(2.0) and hi == pytest.approx(2.0)  # every resample has ratio 2
+    lo, hi = pw.ratio_interval([1.0, 9.0, 2.0, 8.0], [2.0, 2.0, 2.0, 2.0])
+    assert lo < 5.0 / 2.0 < hi
