@@ -18,13 +18,13 @@ the proposals: ``_samplers.py`` (by name) -> ``_gp_sampler.py`` (trial glue) -> 
 """
 
 from . import _schema as schema
-from ._settings import EngineSettings
 from ._config import StudyConfig, TargetEntry
 from ._hypergrad import HyperGrad, hypergrad
 from ._load import load_study
 from ._minimize import MinimizeResult, minimize
 from ._samplers import SAMPLERS, SobolSampler, make_sampler
 from ._score import CandidatesOnly, Evaluation, Evaluator, Score, train_evaluator
+from ._settings import EngineSettings
 from ._storage import get_storage
 from ._study import Study
 from ._validate import format_heldout, tune_grid

@@ -15,9 +15,9 @@ from torch import Tensor
 
 from metabp.exceptions import ConfigError
 
-from ._settings import EngineSettings
 from ._progress import quiet_optuna
 from ._samplers import make_sampler
+from ._settings import EngineSettings
 
 
 @dataclass

@@ -29,9 +29,9 @@ from optuna.samplers import BaseSampler
 
 from metabp.exceptions import ConfigError
 
-from ._settings import EngineSettings
 from ._config import ACQUISITIONS
 from ._es import es_sampler
+from ._settings import EngineSettings
 from ._sobol import Bounds, SobolSampler, check_space
 
 __all__ = ["SAMPLERS", "SobolSampler", "make_sampler"]
@@ -41,8 +41,8 @@ SamplerFactory = Callable[..., BaseSampler]
 def _botorch(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int, acquisition: str = "logei",
              log: Sequence[bool] | None = None, engine: EngineSettings | None = None):
     from ._botorch import Proposer
-    from ._settings import DEFAULT
     from ._gp_sampler import EngineSampler
+    from ._settings import DEFAULT
 
     return EngineSampler(proposer=Proposer(q_form=acquisition == "qlogei", settings=engine or DEFAULT),
                          independent_sampler=SobolSampler(bounds=bounds, names=names, seed=seed, log=log),

@@ -1,4 +1,5 @@
-"""benchmarks/parallel_workers.py's simulation: asynchronous workers ask as trials finish, batches ask together."""
+"""benchmarks/parallel_workers.py's simulation: asynchronous workers ask as trials finish, batches
+ask together."""
 
 import sys
 from pathlib import Path
