@@ -30,8 +30,11 @@ __all__ = ["EXCLUSION", "maximize_acquisition"]
 
 #: Radius (unit cube, Euclidean) around each pending point inside which LogEI is lowered by
 #: ``log(dist / EXCLUSION)``: where the GP is already confident, the believed values alone leave
-#: the next point within 1e-5 of a pending one; this keeps a batch spread out.
-EXCLUSION = 1e-2
+#: the next point within 1e-5 of a pending one; this keeps a batch spread out. Chosen among 0.01,
+#: 0.03, 0.05, 0.1 and 0.2 with ``benchmarks/parallel_workers.py`` (synchronous batches and
+#: asynchronous workers, quadratic and Hartmann-6): 0.1 gave the best batches and lost nothing for
+#: asynchronous workers (``benchmarks/results/parallel_workers*.md`` are at this value).
+EXCLUSION = 1e-1
 
 
 @functools.cache

@@ -47,7 +47,7 @@ def test_32_pending_proposals_are_in_the_box_distinct_and_fast():
     x = _points(pending)
     assert ((x >= 0) & (x <= 1)).all()
     gaps = torch.cdist(x, x) + 10 * torch.eye(32, dtype=x.dtype)
-    assert gaps.min() > 5e-3  # spread out: at least about EXCLUSION (1e-2) apart
+    assert gaps.min() > 0.05  # spread out: about EXCLUSION (0.1) apart
     done = _points(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
     assert torch.cdist(x, done).min() > 1e-6
     assert seconds < 120  # about 3 s on an idle 2-core machine; generous for a loaded one
