@@ -287,7 +287,7 @@ def report(args, runs: list[dict], given: list[str]) -> str:
                   "Optuna pull request optuna/optuna#4591 (BoTorchSampler with running trials as "
                   f"`X_pending`) reported 10.30 / 4.55 = {10.30 / 4.55:.2f}."]
     lines += ["", "Model proposals by what they knew: the median value of the points the model proposed, "
-              "grouped by the completed trials they were proposed from (count in brackets; the Sobol start "
+              "grouped by the completed trials they were proposed from (count in brackets; the start design "
               "is left out).", "", *stage_table(runs, [v for v in args.variants if v.startswith("botorch")])]
     return "\n".join(lines) + "\n"
 

@@ -11,7 +11,7 @@ what does each proposal cost? Problems (``--problems``, by name):
   ``digits25`` is digits-mlp with ``hidden = 8``: 25 parameters. Scored by the best AULC.
 
 Every run is ``metabp.search.minimize`` with ``--budget`` evaluations; the sampler seed varies.
-All samplers start from ``N_INITIAL`` points (Sobol for botorch, random for the others), and none
+All samplers start from ``N_INITIAL`` points (a Latin hypercube for botorch, random for the others), and none
 reads the total budget, so the 30 column is read off the first 30 evaluations of the 60 runs.
 The proposal cost is measured apart: a study holding ``n`` random points of Hartmann-6 embedded in
 ``--cost-dim`` dimensions, then the time of one more proposal (median of ``--cost-repeats``).
@@ -26,7 +26,8 @@ samplers tied with the best: an exact Mann-Whitney U test) are rewritten as runs
 A sampler name ``botorch:NAME=VALUE,...`` runs the botorch sampler with those fields of
 ``metabp.search.EngineSettings`` changed (an A/B of the engine's fixed choices), e.g.
 ``botorch:noise_var=1e-6`` or ``botorch:tr_length=0.8``; ``botorch:start=random`` starts it from the
-random points the other samplers start from instead of Sobol points.
+random points the other samplers start from, ``botorch:start=sobol`` from Sobol points, instead of
+its Latin hypercube.
 """
 
 from __future__ import annotations
@@ -107,17 +108,18 @@ PROBLEMS = {  # name -> builder (built lazily: metabp problems load data)
 
 def with_settings(sampler: str):
     """``botorch:NAME=VALUE,...`` -> (``"botorch"``, EngineSettings with those fields, start design);
-    else (name, None, "sobol"). ``start=random`` (A/B only) gives botorch the others' random start."""
+    else (name, None, "latin"). ``start=random`` or ``start=sobol`` (A/B only) gives botorch the
+    others' random start or a Sobol start."""
     import dataclasses
 
     from metabp.search import EngineSettings
 
     name, _, rest = sampler.partition(":")
     defaults = {f.name: f.default for f in dataclasses.fields(EngineSettings)}
-    changes, start = {}, "sobol"
+    changes, start = {}, "latin"
     for item in filter(None, rest.split(",")):
         k, v = item.split("=")
-        if k == "start" and v in ("sobol", "random"):
+        if k == "start" and v in ("latin", "sobol", "random"):
             start = v
             continue
         kind = type(defaults.get(k))  # an unknown name: EngineSettings.replace names it
@@ -131,24 +133,27 @@ def with_settings(sampler: str):
 @contextmanager
 def start_design(start: str):
     """``"random"``: the botorch sampler draws its first points by optuna's ``RandomSampler(seed)``,
-    the same points as gp, tpe and random (an A/B of the start design; ``"sobol"``: unchanged)."""
+    the same points as gp, tpe and random; ``"sobol"``: by ``SobolSampler`` (an A/B of the start
+    design; ``"latin"``: unchanged)."""
     from optuna.samplers import RandomSampler
 
-    from metabp.search import SAMPLERS
+    from metabp.search import SAMPLERS, SobolSampler
 
-    sobol = SAMPLERS["botorch"]
+    default = SAMPLERS["botorch"]
 
     def factory(**kw):
-        smp = sobol(**kw)
-        smp.independent_sampler = RandomSampler(seed=kw["seed"])
+        smp = default(**kw)
+        smp.independent_sampler = (RandomSampler(seed=kw["seed"]) if start == "random" else
+                                   SobolSampler(bounds=kw["bounds"], names=kw["names"], seed=kw["seed"],
+                                                log=kw.get("log")))
         return smp
 
-    if start == "random":
+    if start != "latin":
         SAMPLERS["botorch"] = factory
     try:
         yield
     finally:
-        SAMPLERS["botorch"] = sobol
+        SAMPLERS["botorch"] = default
 
 
 def run_one(problem: str, prob: Problem, sampler: str, seed: int, budget: int) -> dict:

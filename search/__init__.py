@@ -22,7 +22,7 @@ from ._config import StudyConfig, TargetEntry
 from ._hypergrad import HyperGrad, hypergrad
 from ._load import load_study
 from ._minimize import MinimizeResult, minimize
-from ._samplers import SAMPLERS, SobolSampler, make_sampler
+from ._samplers import SAMPLERS, LatinSampler, SobolSampler, make_sampler
 from ._score import CandidatesOnly, Evaluation, Evaluator, Score, train_evaluator
 from ._settings import EngineSettings
 from ._storage import get_storage
@@ -32,7 +32,8 @@ from ._workers import retry_of
 
 __all__ = [
     "Study", "StudyConfig", "TargetEntry", "load_study", "minimize", "MinimizeResult", "SAMPLERS",
-    "make_sampler", "SobolSampler", "get_storage", "Evaluation", "Score", "train_evaluator", "format_heldout",
+    "make_sampler", "SobolSampler", "LatinSampler", "get_storage", "Evaluation", "Score", "train_evaluator",
+    "format_heldout",
     "retry_of", "EngineSettings", "schema", "Evaluator", "CandidatesOnly", "tune_grid",
     "hypergrad", "HyperGrad",
 ]

@@ -2,8 +2,8 @@
 
 An ``optuna.samplers.BaseSampler``. Per proposal (the ``sample_relative`` of a trial):
 
-1. fewer than ``n_startup_trials`` completed + running trials: the independent sampler (Sobol,
-   indexed by trial number) draws the point;
+1. fewer than ``n_startup_trials`` completed + running trials: the independent sampler (a start
+   design indexed by trial number) draws the point;
 2. otherwise, under the study's :func:`proposal_lock`, the completed trials are the data and the
    points of every other live trial are pending: RUNNING trials' params, or the proposal they
    claimed before writing params (system attr ``metabp:proposal``), and WAITING trials' queued

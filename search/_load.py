@@ -21,7 +21,7 @@ A study file overrides only what differs from the defaults (like nanoGPT's ``con
     sampler = "botorch"            # botorch | random | tpe | gp | cmaes | es
     acquisition = "logei"          # logei (one proposal at a time) | qlogei (batches of q)
     q = 1
-    n_initial = 8                  # Sobol points before the GP takes over
+    n_initial = 8                  # start points (a Latin hypercube) before the GP takes over
     n_trials = 40                  # total budget (completed trials)
     bounds = [-5.0, 5.0]           # one box for every omega_i, or one [lo, hi] per parameter
     lr = [1e-3, 1.0]               # optional: the targets' lr joins omega in the box (log scale)

@@ -60,7 +60,7 @@ def minimize(
         n_trials: number of evaluations.
         seed: the sampler's seed, in ``[0, 2**32)``.
         sampler: a name in :data:`SAMPLERS` (``botorch``, ``random``, ``tpe``, ``gp``, ``cmaes``).
-        n_initial: initial (Sobol / random) points; default ``max(2, min(2 d + 1, n_trials // 4))``.
+        n_initial: initial (Latin hypercube / random) points; default ``max(2, min(2 d + 1, n_trials // 4))``.
         acquisition: ``logei`` or ``qlogei`` (botorch only).
         log: one bool per dimension, True where it is searched on a log scale (bounds > 0).
         q: points proposed (each seeing the earlier as pending) before evaluating, ``<= n_trials``.

@@ -5,12 +5,13 @@ Every entry of :data:`SAMPLERS` is a factory ``f(*, bounds, names, n_initial, se
 ``optuna.samplers.BaseSampler``, so storage, workers and optuna-dashboard work the same for all of
 them. ``log`` flags the parameters searched on a log scale; the study declares them with
 ``FloatDistribution(lo, hi, log=True)``, which Optuna's samplers and :class:`EngineSampler` (its GP
-sees ``log x``) honour, and :class:`SobolSampler` (``_sobol.py``) spreads its points in ``log x``:
+sees ``log x``) honour, and the start designs (``_sobol.py``) spread their points in ``log x``:
 
 ========  ==================================================================================
-botorch   Sobol start (``n_initial`` points), then a GP + LogEI proposal (``_botorch.py``) by
-          :class:`EngineSampler` (``_gp_sampler.py``); points other workers still run are pending
-          points, and workers propose one at a time (no two start the same point).
+botorch   Latin hypercube start (``n_initial`` points, :class:`LatinSampler`), then a GP + LogEI
+          proposal (``_botorch.py``) by :class:`EngineSampler` (``_gp_sampler.py``); points other
+          workers still run are pending points, and workers propose one at a time (no two start the
+          same point).
 random    ``optuna.samplers.RandomSampler``: uniform in the box.
 tpe       ``optuna.samplers.TPESampler`` (multivariate, constant liar for parallel workers).
 gp        ``optuna.samplers.GPSampler`` (Optuna's own GP + LogEI), deterministic objective.
@@ -32,9 +33,9 @@ from metabp.exceptions import ConfigError
 from ._config import ACQUISITIONS
 from ._es import es_sampler
 from ._settings import EngineSettings
-from ._sobol import Bounds, SobolSampler, check_space
+from ._sobol import Bounds, LatinSampler, SobolSampler, check_space
 
-__all__ = ["SAMPLERS", "SobolSampler", "make_sampler"]
+__all__ = ["SAMPLERS", "LatinSampler", "SobolSampler", "make_sampler"]
 SamplerFactory = Callable[..., BaseSampler]
 
 
@@ -45,7 +46,8 @@ def _botorch(*, bounds: Bounds, names: Sequence[str], n_initial: int, seed: int,
     from ._settings import DEFAULT
 
     return EngineSampler(proposer=Proposer(q_form=acquisition == "qlogei", settings=engine or DEFAULT),
-                         independent_sampler=SobolSampler(bounds=bounds, names=names, seed=seed, log=log),
+                         independent_sampler=LatinSampler(n=n_initial, bounds=bounds, names=names,
+                                                          seed=seed, log=log),
                          n_startup_trials=n_initial)
 
 
@@ -108,7 +110,7 @@ def make_sampler(
         name: a key of :data:`SAMPLERS`.
         bounds: ``(lo, hi)`` per parameter, in the order of ``names``.
         names: parameter names.
-        n_initial: trials drawn before the model proposes (Sobol for ``botorch``).
+        n_initial: trials drawn before the model proposes (a Latin hypercube for ``botorch``).
         seed: the sampler's seed.
         acquisition: ``"logei"`` or ``"qlogei"`` (``botorch`` only; others accept and ignore it).
         log: one bool per name, True where the parameter is searched on a log scale (bound > 0).

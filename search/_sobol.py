@@ -1,4 +1,5 @@
-"""``SobolSampler``: the start design of metabp's GP sampler, and the check of a search space.
+"""Start designs indexed by trial number (``SobolSampler``, ``LatinSampler``), and the check of a
+search space.
 
 A parameter flagged in ``log`` is spread uniformly in ``log x`` between its bounds.
 """
@@ -49,6 +50,7 @@ class SobolSampler(BaseSampler):
         self._lo = np.where(self._log, np.log(np.where(self._log, lo, 1.0)), lo)
         self._hi = np.where(self._log, np.log(np.where(self._log, hi, 1.0)), hi)
         self._index = {n: i for i, n in enumerate(names)}
+        self._seed = seed
         self._engine = qmc.Sobol(len(names), scramble=True, seed=seed)
         self._points = np.empty((0, len(names)))
         self._lock = threading.Lock()
@@ -86,6 +88,34 @@ class SobolSampler(BaseSampler):
             return self._fallback.sample_independent(study, trial, param_name, param_distribution)
         value = float(self.point(trial.number)[i])
         return min(max(value, param_distribution.low), param_distribution.high)
+
+
+class LatinSampler(SobolSampler):
+    """A Latin hypercube of ``n`` points (one in each ``1/n`` of every axis, McKay et al. 1979), the
+    ``k``-th for trial number ``k``; trials past ``n`` get uniform points drawn from a generator
+    seeded by ``(seed, number)``. Indexed by trial number as :class:`SobolSampler`: two workers never
+    draw the same point, and the design does not depend on how many workers share a study.
+
+    The ``botorch`` sampler's start design: on ``benchmarks/search_efficiency.py``'s functions its GP
+    refines better from these than from the first Sobol points (``benchmarks/results/
+    search_efficiency_ab_start.md``; on Hartmann-6, Sobol starts led most seeds into its local optimum).
+
+    Args:
+        n: points in the hypercube (the study's ``n_initial``). Others as :class:`SobolSampler`.
+    """
+
+    def __init__(self, *, n: int, bounds: Bounds, names: Sequence[str], seed: int = 0,
+                 log: Sequence[bool] | None = None) -> None:
+        from scipy.stats import qmc
+
+        super().__init__(bounds=bounds, names=names, seed=seed, log=log)
+        self._design = qmc.LatinHypercube(len(names), seed=seed).random(max(int(n), 1))
+
+    def point(self, number: int) -> np.ndarray:
+        """The ``number``-th point in raw units."""
+        if number < len(self._design):
+            return self.to_x(self._design[number])
+        return self.to_x(np.random.default_rng([self._seed, number]).random(len(self._index)))
 
 
 def check_space(bounds: Bounds, names: Sequence[str], log: Sequence[bool] | None) -> list[bool]:

@@ -10,7 +10,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 
 from metabp.exceptions import ConfigError
-from metabp.search import SAMPLERS, SobolSampler, make_sampler
+from metabp.search import SAMPLERS, LatinSampler, SobolSampler, make_sampler
 
 BOUNDS = [(-1.0, 1.0), (1e-4, 1e-1)]
 NAMES = ["w", "lr"]
@@ -42,6 +42,35 @@ def test_sobol_spreads_a_log_parameter_evenly_in_log_space():
     assert sorted(cells.tolist()) == list(range(16))
     cells_w = np.floor((pts[:, 0] + 1) / 2 * 16)
     assert sorted(cells_w.tolist()) == list(range(16))
+
+
+def test_latin_start_is_one_point_per_stratum_of_every_axis_indexed_by_trial_number():
+    s = LatinSampler(n=10, bounds=BOUNDS, names=NAMES, seed=3, log=[False, True])
+    pts = np.stack([s.point(n) for n in range(10)])
+    cells_w = np.floor((pts[:, 0] + 1) / 2 * 10)
+    cells_lr = np.floor((np.log(pts[:, 1]) - math.log(1e-4)) / (math.log(1e-1) - math.log(1e-4)) * 10)
+    assert sorted(cells_w.tolist()) == sorted(cells_lr.tolist()) == list(range(10))
+    # another worker builds the same design, and asks in another order: trial n still gets point n
+    other = LatinSampler(n=10, bounds=BOUNDS, names=NAMES, seed=3, log=[False, True])
+    assert np.array_equal(np.stack([other.point(n) for n in reversed(range(10))])[::-1], pts)
+    later = np.stack([s.point(n) for n in range(10, 20)])  # past the design: uniform, per trial number
+    assert np.array_equal(later[3], other.point(13))
+    assert ((later[:, 1] >= 1e-4) & (later[:, 1] <= 1e-1)).all()
+    assert len({tuple(p) for p in np.concatenate([pts, later])}) == 20
+    assert not np.array_equal(LatinSampler(n=10, bounds=BOUNDS, names=NAMES, seed=4).point(0), pts[0])
+
+
+def test_botorch_starts_from_its_latin_hypercube():
+    sampler = make_sampler("botorch", bounds=BOUNDS, names=NAMES, n_initial=5, seed=2, log=[False, True])
+    study = optuna.create_study(sampler=sampler)
+
+    def objective(trial):
+        trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        return trial.suggest_float("w", -1.0, 1.0) ** 2
+
+    study.optimize(objective, n_trials=5)
+    design = LatinSampler(n=5, bounds=BOUNDS, names=NAMES, seed=2, log=[False, True])
+    assert [t.params["w"] for t in study.trials] == [float(design.point(n)[0]) for n in range(5)]
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))

@@ -161,7 +161,7 @@ def test_lr_searched_with_q_candidates_trains_once_per_batch_per_target():
     search = [call for call in ev.calls if call[3] is not None]
     assert [(n, target) for n, _, target, _ in search] == [(8, 0), (8, 1)] * 2  # 2 batches x 2 targets
     done = study.completed()
-    assert len({t.params["lr"] for t in done[:4]}) == 4  # the Sobol batch: four lrs in one call
+    assert len({t.params["lr"] for t in done[:4]}) == 4  # the start batch: four lrs in one call
     for b, batch in enumerate((done[:4], done[4:])):
         want = tuple(t.params["lr"] for t in batch for _ in (0, 1))
         assert search[2 * b][3] == pytest.approx(want)  # each candidate's own lr, twice (2 seeds)

@@ -112,7 +112,7 @@ def _check_workers(url: str, name: str, n_trials: int, workers: int = 2) -> None
         assert t.state == TrialState.FAIL and t.system_attrs.get("metabp:surplus")
         assert "seconds" not in t.user_attrs
     proposed = [t.system_attrs.get("metabp:proposal") for t in trials]
-    assert sum(p is not None for p in proposed) >= n_trials - 4  # all but the Sobol start, claimed
+    assert sum(p is not None for p in proposed) >= n_trials - 4  # all but the start design, claimed
     pids = {t.system_attrs["metabp:worker"]["pid"] for t in done}
     assert len(pids) == workers  # every worker did part of the work
 
