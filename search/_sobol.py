@@ -24,8 +24,9 @@ from metabp.exceptions import ConfigError
 Bounds = Sequence[tuple[float, float]]
 
 
-class SobolSampler(BaseSampler):
-    """Scrambled Sobol points, the ``n``-th point for trial number ``n``.
+class _TrialIndexedDesign(BaseSampler):
+    """A start design whose ``n``-th point goes to trial number ``n``: :meth:`point` (unit box) is
+    the design; the box mapping and Optuna's sampler interface are shared here.
 
     Indexing by trial number (unique across workers) rather than by a counter means two workers
     never draw the same point, and the design is the same however many workers share a study.
@@ -34,15 +35,13 @@ class SobolSampler(BaseSampler):
     Args:
         bounds: ``(lo, hi)`` per parameter, in the order of ``names``.
         names: parameter names.
-        seed: scrambling seed.
+        seed: the design's seed.
         log: one bool per name (default all False).
     """
 
     def __init__(
         self, *, bounds: Bounds, names: Sequence[str], seed: int = 0, log: Sequence[bool] | None = None
     ) -> None:
-        from scipy.stats import qmc
-
         log = check_space(bounds, names, log)
         lo = np.array([b[0] for b in bounds], dtype=float)
         hi = np.array([b[1] for b in bounds], dtype=float)
@@ -51,18 +50,15 @@ class SobolSampler(BaseSampler):
         self._hi = np.where(self._log, np.log(np.where(self._log, hi, 1.0)), hi)
         self._index = {n: i for i, n in enumerate(names)}
         self._seed = seed
-        self._engine = qmc.Sobol(len(names), scramble=True, seed=seed)
-        self._points = np.empty((0, len(names)))
-        self._lock = threading.Lock()
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
 
+    def unit_point(self, number: int) -> np.ndarray:
+        """The ``number``-th point of the design in the unit box."""
+        raise NotImplementedError
+
     def point(self, number: int) -> np.ndarray:
-        """The ``number``-th Sobol point in raw units."""
-        with self._lock, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # balance warnings for non-powers of two
-            while len(self._points) <= number:
-                self._points = np.vstack([self._points, self._engine.random(64)])
-        return self.to_x(self._points[number])
+        """The ``number``-th point in raw units."""
+        return self.to_x(self.unit_point(number))
 
     def to_x(self, u: np.ndarray) -> np.ndarray:
         """Unit-box point -> raw parameter values (``log x`` spread uniformly where flagged)."""
@@ -90,15 +86,46 @@ class SobolSampler(BaseSampler):
         return min(max(value, param_distribution.low), param_distribution.high)
 
 
-class LatinSampler(SobolSampler):
+class SobolSampler(_TrialIndexedDesign):
+    """Scrambled Sobol points, the ``n``-th point for trial number ``n``: two workers never draw the
+    same point, and the design is the same however many workers share a study. The start design of
+    ``es``. A parameter flagged in ``log`` is spread uniformly in ``log x`` between its bounds.
+
+    Args:
+        bounds: ``(lo, hi)`` per parameter, in the order of ``names``.
+        names: parameter names.
+        seed: scrambling seed.
+        log: one bool per name (default all False).
+    """
+
+    def __init__(
+        self, *, bounds: Bounds, names: Sequence[str], seed: int = 0, log: Sequence[bool] | None = None
+    ) -> None:
+        from scipy.stats import qmc
+
+        super().__init__(bounds=bounds, names=names, seed=seed, log=log)
+        self._engine = qmc.Sobol(len(names), scramble=True, seed=seed)
+        self._points = np.empty((0, len(names)))
+        self._lock = threading.Lock()
+
+    def unit_point(self, number: int) -> np.ndarray:
+        """The ``number``-th Sobol point in the unit box."""
+        with self._lock, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # balance warnings for non-powers of two
+            while len(self._points) <= number:
+                self._points = np.vstack([self._points, self._engine.random(64)])
+        return self._points[number]
+
+
+class LatinSampler(_TrialIndexedDesign):
     """A Latin hypercube of ``n`` points (one in each ``1/n`` of every axis, McKay et al. 1979), the
     ``k``-th for trial number ``k``; trials past ``n`` get uniform points drawn from a generator
-    seeded by ``(seed, number)``. Indexed by trial number as :class:`SobolSampler`: two workers never
-    draw the same point, and the design does not depend on how many workers share a study.
+    seeded by ``(seed, number)``. Indexed by trial number as :class:`SobolSampler`.
 
     The ``botorch`` sampler's start design: on ``benchmarks/search_efficiency.py``'s functions its GP
-    refines better from these than from the first Sobol points (``benchmarks/results/
-    search_efficiency_ab_start.md``; on Hartmann-6, Sobol starts led most seeds into its local optimum).
+    did as well from these as from the first Sobol points everywhere, and better on Hartmann-6,
+    where Sobol starts led most seeds into its local optimum
+    (``benchmarks/results/search_efficiency_ab_latin.md``).
 
     Args:
         n: points in the hypercube (the study's ``n_initial``). Others as :class:`SobolSampler`.
@@ -111,11 +138,11 @@ class LatinSampler(SobolSampler):
         super().__init__(bounds=bounds, names=names, seed=seed, log=log)
         self._design = qmc.LatinHypercube(len(names), seed=seed).random(max(int(n), 1))
 
-    def point(self, number: int) -> np.ndarray:
-        """The ``number``-th point in raw units."""
+    def unit_point(self, number: int) -> np.ndarray:
+        """The ``number``-th point in the unit box."""
         if number < len(self._design):
-            return self.to_x(self._design[number])
-        return self.to_x(np.random.default_rng([self._seed, number]).random(len(self._index)))
+            return self._design[number]
+        return np.random.default_rng([self._seed, number]).random(len(self._index))
 
 
 def check_space(bounds: Bounds, names: Sequence[str], log: Sequence[bool] | None) -> list[bool]:
