@@ -180,7 +180,13 @@ def _adam_step(p: Tensor, state: dict[str, Any], group: dict[str, Any], lrs: Seq
     state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
     if group["amsgrad"]:
         torch.maximum(state["max_exp_avg_sq"], state["exp_avg_sq"], out=state["max_exp_avg_sq"])
-    for num, den, values in _adam(state, p.grad, group, lrs):
+    _finish_copies(p, _adam(state, p.grad, group, lrs))
+
+
+def _finish_copies(p: Tensor, terms: Terms) -> None:
+    """torch's final update ``param.addcdiv_(num, den, value=v)`` with copy ``k``'s own ``v``:
+    ``p.addcdiv_(num * v_k, den)``, which rounds as torch's kernel does for one copy."""
+    for num, den, values in terms:
         p.addcdiv_(num * _per_copy(values, p), den)
 
 
@@ -250,8 +256,7 @@ class PerCopyLR(Optimizer):
             if self._finish is None or p.device.type != "cpu":
                 p.addcmul_(z, scale)
             else:
-                for num, den, values in self._finish(self.optimizer.state[z], z.grad, group, self.lrs):
-                    p.addcdiv_(num * _per_copy(values, p), den)
+                _finish_copies(p, self._finish(self.optimizer.state[z], z.grad, group, self.lrs))
             z.grad = None
         return loss
 
