@@ -36,6 +36,7 @@ Writes ``benchmarks/results/parallel_workers_real.md``.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import sys
@@ -58,10 +59,16 @@ OBJECTIVES = {
 
 def _botorch_test(name: str, x: torch.Tensor) -> float:
     """Simple regret ``f(x) - min f`` of a BoTorch test function (a minimisation problem) at ``x``."""
+    f = _test_function(name, len(x))
+    return float(f(x.double().unsqueeze(0))) - float(f.optimal_value)
+
+
+@functools.cache
+def _test_function(name: str, d: int):
+    """BoTorch's test function ``name`` in ``d`` dimensions, built once (not once per evaluation)."""
     import botorch.test_functions as tf
 
-    f = getattr(tf, name)(dim=len(x))
-    return float(f(x.double().unsqueeze(0))) - float(f.optimal_value)
+    return getattr(tf, name)(dim=d)
 
 
 def make(variant: str, d: int, seed: int, n_initial: int, box: tuple[float, float] = (-10.0, 10.0)):
